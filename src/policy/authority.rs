@@ -1,0 +1,384 @@
+//! Authority handles: the capabilities a guest holds.
+//!
+//! An [`Authority`] is an `Arc`'d node in a tree. Roots come only from [`super::Policy::new`]
+//! (the manifest loader's output); every other handle is [`Authority::derive`]d from one, and is
+//! a subset of its parent in every dimension. Static rules (origin, path, method, headers, body)
+//! are checked on the handle's own grant, which derivation proved to be a subset of its
+//! parent's. Dynamic state (revocation, expiry, budget, rate) is checked along the whole chain to
+//! the root, so a child's spending counts against its ancestors and revoking a parent revokes
+//! every descendant, including those derived later.
+
+use super::clock::Clock;
+use super::decision::{AuthorityRef, Decision, Denial};
+use super::grant::{Grant, Rate};
+use super::ip::IpRules;
+use super::method::MethodSet;
+use super::origin::{Host, HostPattern};
+use super::path::PathPrefix;
+use super::reason::Reason;
+use super::request::Request;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// State shared by every handle of one policy: the clock and the lineage id counter.
+pub(crate) struct Tree {
+    pub(crate) clock: Arc<dyn Clock>,
+    next_id: AtomicU64,
+}
+
+impl Tree {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Arc<Tree> {
+        Arc::new(Tree { clock, next_id: AtomicU64::new(1) })
+    }
+}
+
+/// Requests spent and rate tokens left, for handles with a budget or a rate.
+#[derive(Debug)]
+struct Usage {
+    spent: u64,
+    tokens: f64,
+    refilled_at: Duration,
+}
+
+impl Usage {
+    fn refill(&mut self, rate: &Rate, now: Duration) {
+        let elapsed = now.saturating_sub(self.refilled_at).as_secs_f64();
+        let per_sec = f64::from(rate.count) / rate.per.as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_sec).min(f64::from(rate.count));
+        self.refilled_at = now;
+    }
+}
+
+struct Node {
+    grant: Grant,
+    network: Arc<IpRules>,
+    /// Clock time after which this handle is dead.
+    expires_at: Option<Duration>,
+    parent: Option<Authority>,
+    reference: AuthorityRef,
+    revoked: AtomicBool,
+    usage: Mutex<Usage>,
+    /// Does this handle or any ancestor keep budget or rate state?
+    stateful_chain: bool,
+    /// Does this handle or any ancestor expire?
+    expiring_chain: bool,
+    tree: Arc<Tree>,
+}
+
+/// A capability to send some HTTP requests. Cheap to clone; clones are the same handle.
+#[derive(Clone)]
+pub struct Authority(Arc<Node>);
+
+/// What a derived handle should be narrowed to. `None` keeps the parent's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attenuation {
+    /// Narrow a wildcard grant to one concrete host.
+    pub host: Option<Host>,
+    pub paths: Option<Vec<PathPrefix>>,
+    pub methods: Option<MethodSet>,
+    pub max_requests: Option<u64>,
+    pub rate: Option<Rate>,
+    pub timeout: Option<Duration>,
+    pub max_request_body: Option<u64>,
+    pub max_response_body: Option<u64>,
+    /// The child dies this long after it is derived.
+    pub expires_in: Option<Duration>,
+}
+
+/// Why a check stopped; later stages rank higher when several authorities could have applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    Origin,
+    Ip,
+    Path,
+    Method,
+    Header,
+    Body,
+    Lifetime,
+    Budget,
+}
+
+impl Authority {
+    pub(crate) fn root(grant: Grant, network: Arc<IpRules>, tree: Arc<Tree>) -> Authority {
+        let reference = AuthorityRef { name: grant.name.clone(), lineage: grant.name.clone() };
+        let stateful_chain = grant.limits.is_stateful();
+        Authority(Arc::new(Node {
+            usage: Mutex::new(Usage {
+                spent: 0,
+                tokens: grant.limits.rate.map_or(0.0, |r| f64::from(r.count)),
+                refilled_at: tree.clock.now(),
+            }),
+            grant,
+            network,
+            expires_at: None,
+            parent: None,
+            reference,
+            revoked: AtomicBool::new(false),
+            stateful_chain,
+            expiring_chain: false,
+            tree,
+        }))
+    }
+
+    /// The preopen name (a derived handle keeps its root's name).
+    pub fn name(&self) -> &str {
+        &self.0.reference.name
+    }
+
+    /// Root name and lineage, e.g. `github` and `github/2/5`.
+    pub fn reference(&self) -> &AuthorityRef {
+        &self.0.reference
+    }
+
+    /// What this handle allows.
+    pub fn grant(&self) -> &Grant {
+        &self.0.grant
+    }
+
+    /// The sandbox-wide IP rules this handle is judged under.
+    pub fn network(&self) -> &IpRules {
+        &self.0.network
+    }
+
+    pub fn parent(&self) -> Option<&Authority> {
+        self.0.parent.as_ref()
+    }
+
+    /// Clock time at which this handle expires, if it does.
+    pub fn expires_at(&self) -> Option<Duration> {
+        self.0.expires_at
+    }
+
+    /// Is `other` this very handle (not merely an equal grant)?
+    pub fn same_handle(&self, other: &Authority) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// This handle and its ancestors, nearest first.
+    fn chain(&self) -> impl Iterator<Item = &Authority> {
+        std::iter::successors(Some(self), |a| a.0.parent.as_ref())
+    }
+
+    /// Revoke this handle and, through the chain check, everything derived from it.
+    pub fn revoke(&self) {
+        self.0.revoked.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.chain().any(|a| a.0.revoked.load(Ordering::SeqCst))
+    }
+
+    /// Judge a request without spending anything (dry run, `urlcap explain`).
+    pub fn check(&self, req: &Request) -> Decision {
+        self.decide(req, false)
+    }
+
+    /// Judge a request and, if it is allowed, spend one request of budget and rate on this
+    /// handle and on every ancestor, atomically.
+    pub fn admit(&self, req: &Request) -> Decision {
+        self.decide(req, true)
+    }
+
+    fn decide(&self, req: &Request, spend: bool) -> Decision {
+        match self.evaluate(req, spend) {
+            Ok(()) => Decision::Allow(self.0.reference.clone()),
+            Err((_, denial)) => Decision::Deny(denial),
+        }
+    }
+
+    /// Check an address the granted name resolved to (or an IP literal) against the IP rules.
+    pub fn vet_ip(&self, ip: std::net::IpAddr) -> Result<(), Denial> {
+        self.0.network.vet(ip, &self.0.grant.allow_ips).map_err(|d| d.on(&self.0.reference))
+    }
+
+    pub(crate) fn evaluate(&self, req: &Request, spend: bool) -> Result<(), (Stage, Denial)> {
+        let grant = &self.0.grant;
+        let reference = &self.0.reference;
+        let deny = |stage, reason, detail: String| Err((stage, Denial::new(reason, detail).on(reference)));
+        let url = &req.url;
+        if !grant.origin.matches(url.scheme(), url.host(), url.port()) {
+            let asked = format!("{}://{}:{}", url.scheme().as_str(), url.host(), url.port());
+            return deny(Stage::Origin, Reason::NoAuthority, format!("authority {} grants {}, not {asked}", reference.name, grant.origin));
+        }
+        if let Some(ip) = url.host().ip() {
+            self.vet_ip(ip).map_err(|d| (Stage::Ip, d))?;
+        }
+        if !grant.grants_path(url.path()) {
+            let paths: Vec<&str> = grant.paths.iter().map(PathPrefix::as_str).collect();
+            return deny(Stage::Path, Reason::PathNotAllowed, format!("path {} is not under {}", url.path(), paths.join(" ")));
+        }
+        if !grant.methods.contains(&req.method) {
+            return deny(Stage::Method, Reason::MethodNotAllowed, format!("method {} is not one of {}", req.method, grant.methods));
+        }
+        if let Some((name, _)) = req.headers.iter().find(|(name, _)| grant.injects(name)) {
+            return deny(Stage::Header, Reason::ForbiddenHeader, format!("header {name:?} is injected by the host"));
+        }
+        if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
+            if len > max {
+                return deny(Stage::Body, Reason::RequestBodyTooLarge, format!("body of {len} bytes exceeds max_request_body {max}"));
+            }
+        }
+        self.check_alive().map_err(|d| (Stage::Lifetime, d))?;
+        self.spend_along_chain(spend).map_err(|d| (Stage::Budget, d))
+    }
+
+    /// Neither this handle nor an ancestor is revoked or expired.
+    fn check_alive(&self) -> Result<(), Denial> {
+        let reference = &self.0.reference;
+        if let Some(a) = self.chain().find(|a| a.0.revoked.load(Ordering::SeqCst)) {
+            return Err(Denial::new(Reason::Revoked, format!("authority {} was revoked", a.0.reference.lineage)).on(reference));
+        }
+        if self.0.expiring_chain {
+            let now = self.0.tree.clock.now();
+            if let Some(a) = self.chain().find(|a| a.0.expires_at.is_some_and(|t| now >= t)) {
+                return Err(Denial::new(Reason::Expired, format!("authority {} has expired", a.0.reference.lineage)).on(reference));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check, and if `spend`, consume, budget and rate on every stateful handle of the chain.
+    /// Locks are taken root first, the same order for every caller, so this cannot deadlock,
+    /// and all checks happen before any spending, so a denial spends nothing anywhere.
+    fn spend_along_chain(&self, spend: bool) -> Result<(), Denial> {
+        if !self.0.stateful_chain {
+            return Ok(());
+        }
+        let mut stateful: Vec<&Authority> = self.chain().filter(|a| a.0.grant.limits.is_stateful()).collect();
+        stateful.reverse();
+        let now = self.0.tree.clock.now();
+        let mut guards: Vec<MutexGuard<'_, Usage>> =
+            stateful.iter().map(|a| a.0.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).collect();
+        for (a, usage) in stateful.iter().zip(guards.iter_mut()) {
+            let limits = &a.0.grant.limits;
+            let lineage = &a.0.reference.lineage;
+            if let Some(max) = limits.max_requests {
+                if usage.spent >= max {
+                    return Err(Denial::new(Reason::BudgetExhausted, format!("authority {lineage} has spent all {max} requests"))
+                        .on(&self.0.reference));
+                }
+            }
+            if let Some(rate) = &limits.rate {
+                usage.refill(rate, now);
+                if usage.tokens < 1.0 {
+                    return Err(Denial::new(Reason::RateLimited, format!("authority {lineage} is over its rate of {rate}"))
+                        .on(&self.0.reference));
+                }
+            }
+        }
+        if spend {
+            for (a, usage) in stateful.iter().zip(guards.iter_mut()) {
+                usage.spent += 1;
+                if a.0.grant.limits.rate.is_some() {
+                    usage.tokens -= 1.0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests spent through this handle and its descendants.
+    pub fn spent(&self) -> u64 {
+        self.0.usage.lock().unwrap_or_else(|p| p.into_inner()).spent
+    }
+
+    /// Derive a child handle that allows a subset of what this one allows.
+    ///
+    /// Fails with `attenuation_widens` if any dimension would grow, `invalid_attenuation` if it
+    /// would allow nothing, and `revoked` / `expired` if this handle is dead.
+    pub fn derive(&self, att: &Attenuation) -> Result<Authority, Denial> {
+        self.check_alive()?;
+        let parent = &self.0.grant;
+        let reference = &self.0.reference;
+        let widens = |what: String| Denial::new(Reason::AttenuationWidens, what).on(reference);
+        let invalid = |what: String| Denial::new(Reason::InvalidAttenuation, what).on(reference);
+
+        let mut grant = parent.clone();
+        if let Some(host) = &att.host {
+            if !parent.origin.host.matches(host) {
+                return Err(widens(format!("host {host} is not covered by {}", parent.origin.host)));
+            }
+            grant.origin.host = HostPattern::Exact(host.clone());
+        }
+        if let Some(paths) = &att.paths {
+            if paths.is_empty() {
+                return Err(invalid("an empty path list would allow nothing".into()));
+            }
+            if let Some(p) = paths.iter().find(|p| !parent.paths.iter().any(|q| q.covers(p))) {
+                return Err(widens(format!("path prefix {p} is not under the parent's paths")));
+            }
+            grant.paths = paths.clone();
+        }
+        if let Some(methods) = &att.methods {
+            if methods.is_empty() {
+                return Err(invalid("an empty method list would allow nothing".into()));
+            }
+            if !methods.is_subset_of(&parent.methods) {
+                return Err(widens(format!("methods {methods} are not all in {}", parent.methods)));
+            }
+            grant.methods = methods.clone();
+        }
+        let pl = &parent.limits;
+        let l = &mut grant.limits;
+        l.max_requests = narrow("max_requests", pl.max_requests, att.max_requests, |c, p| c <= p).map_err(widens)?;
+        l.rate = narrow("rate", pl.rate, att.rate, |c, p| c.within(&p)).map_err(widens)?;
+        l.timeout = narrow("timeout", pl.timeout, att.timeout, |c, p| c <= p).map_err(widens)?;
+        l.max_request_body = narrow("max_request_body", pl.max_request_body, att.max_request_body, |c, p| c <= p).map_err(widens)?;
+        l.max_response_body = narrow("max_response_body", pl.max_response_body, att.max_response_body, |c, p| c <= p).map_err(widens)?;
+        // A child with no budget or rate of its own spends nothing locally: its ancestors count.
+        if att.max_requests.is_none() {
+            l.max_requests = None;
+        }
+        if att.rate.is_none() {
+            l.rate = None;
+        }
+        let now = self.0.tree.clock.now();
+        let expires_at = match att.expires_in {
+            None => self.0.expires_at,
+            Some(d) => {
+                let at = now.saturating_add(d);
+                if self.0.expires_at.is_some_and(|p| at > p) {
+                    return Err(widens("expires_in outlives the parent".into()));
+                }
+                Some(at)
+            }
+        };
+        let id = self.0.tree.next_id.fetch_add(1, Ordering::Relaxed);
+        let child_ref = AuthorityRef { name: reference.name.clone(), lineage: format!("{}/{id}", reference.lineage) };
+        Ok(Authority(Arc::new(Node {
+            usage: Mutex::new(Usage { spent: 0, tokens: grant.limits.rate.map_or(0.0, |r| f64::from(r.count)), refilled_at: now }),
+            stateful_chain: self.0.stateful_chain || grant.limits.is_stateful(),
+            expiring_chain: self.0.expiring_chain || expires_at.is_some(),
+            grant,
+            network: self.0.network.clone(),
+            expires_at,
+            parent: Some(self.clone()),
+            reference: child_ref,
+            revoked: AtomicBool::new(false),
+            tree: self.0.tree.clone(),
+        })))
+    }
+}
+
+/// The child's limit: the parent's when the child names none; the child's when it is within
+/// the parent's; an error naming the dimension when it would widen.
+fn narrow<T: Copy + fmt::Debug>(what: &str, parent: Option<T>, child: Option<T>, within: impl Fn(T, T) -> bool) -> Result<Option<T>, String> {
+    match (parent, child) {
+        (p, None) => Ok(p),
+        (None, Some(c)) => Ok(Some(c)),
+        (Some(p), Some(c)) if within(c, p) => Ok(Some(c)),
+        (Some(p), Some(c)) => Err(format!("{what} {c:?} exceeds the parent's {p:?}")),
+    }
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority")
+            .field("lineage", &self.0.reference.lineage)
+            .field("origin", &self.0.grant.origin.to_string())
+            .field("revoked", &self.0.revoked.load(Ordering::Relaxed))
+            .finish()
+    }
+}

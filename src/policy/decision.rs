@@ -1,0 +1,70 @@
+//! What the policy says about a request: allow through a named authority, or deny with a reason.
+
+use super::reason::Reason;
+use std::fmt;
+
+/// Which handle a decision was made on: its root name and its lineage (`github/2/5`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityRef {
+    /// The preopen name of the root authority (children keep their root's name).
+    pub name: String,
+    /// Slash-separated path from the root to this handle.
+    pub lineage: String,
+}
+
+/// A refusal: the stable reason code, human detail, and the handle involved when one was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub detail: String,
+    pub authority: Option<AuthorityRef>,
+}
+
+impl Denial {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Denial {
+        Denial { reason, detail: detail.into(), authority: None }
+    }
+
+    pub(crate) fn on(mut self, authority: &AuthorityRef) -> Denial {
+        self.authority = Some(authority.clone());
+        self
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for Denial {}
+
+/// The outcome of checking one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed through this authority.
+    Allow(AuthorityRef),
+    /// Denied; the denial says why.
+    Deny(Denial),
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+
+    /// The denial reason, if denied.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Decision::Allow(_) => None,
+            Decision::Deny(d) => Some(d.reason),
+        }
+    }
+
+    pub fn into_result(self) -> Result<AuthorityRef, Denial> {
+        match self {
+            Decision::Allow(a) => Ok(a),
+            Decision::Deny(d) => Err(d),
+        }
+    }
+}

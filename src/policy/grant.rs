@@ -1,0 +1,155 @@
+//! Grants: what one preopened authority allows. Data only; [`super::Authority`] judges.
+
+use super::method::MethodSet;
+use super::origin::OriginPattern;
+use super::path::PathPrefix;
+use crate::secret::Secret;
+use ipnet::IpNet;
+use std::fmt;
+use std::time::Duration;
+
+/// A request rate: at most `count` requests per `per`, with bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parse `N/UNIT` where UNIT is a duration (`s`, `min`, `100ms`, `2h`).
+    pub fn parse(raw: &str) -> Result<Rate, String> {
+        let (count, per) = raw.split_once('/').ok_or_else(|| format!("rate {raw:?} is not of the form N/UNIT, e.g. \"10/s\""))?;
+        let count: u32 = count.trim().parse().map_err(|_| format!("rate count {count:?} is not a whole number"))?;
+        let per = per.trim();
+        let per_text = if per.starts_with(|c: char| c.is_ascii_digit()) { per.to_string() } else { format!("1{per}") };
+        let per = humantime::parse_duration(&per_text).map_err(|e| format!("rate unit {per:?}: {e}"))?;
+        if count == 0 || per.is_zero() {
+            return Err(format!("rate {raw:?} allows nothing; remove the grant instead"));
+        }
+        Ok(Rate { count, per })
+    }
+
+    /// Is this rate at most `other`, in both sustained rate and burst size?
+    pub fn within(&self, other: &Rate) -> bool {
+        let mine = u128::from(self.count) * other.per.as_nanos();
+        let theirs = u128::from(other.count) * self.per.as_nanos();
+        mine <= theirs && self.count <= other.count
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.per))
+    }
+}
+
+/// The quantitative limits of a grant. `None` means "no limit of this kind".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Lifetime request budget, shared with every handle derived from this one.
+    pub max_requests: Option<u64>,
+    pub rate: Option<Rate>,
+    /// Total time for one request, connect to last body byte.
+    pub timeout: Option<Duration>,
+    pub max_request_body: Option<u64>,
+    pub max_response_body: Option<u64>,
+}
+
+impl Limits {
+    /// Does this grant keep state per request (budget or rate)?
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.max_requests.is_some() || self.rate.is_some()
+    }
+}
+
+/// A header the host adds to every request through this grant. The guest never sees the value
+/// and may not set the header itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedHeader {
+    /// Lowercase header name.
+    pub name: String,
+    pub value: Secret,
+}
+
+/// Everything one preopened authority allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The preopen name the guest sees; unique in a policy.
+    pub name: String,
+    pub origin: OriginPattern,
+    /// Whole-segment path prefixes; never empty.
+    pub paths: Vec<PathPrefix>,
+    pub methods: MethodSet,
+    pub limits: Limits,
+    /// Exceptions to the special-purpose IP deny set, for this grant only.
+    pub allow_ips: Vec<IpNet>,
+    pub headers: Vec<InjectedHeader>,
+}
+
+impl Grant {
+    /// A grant for every path of `origin` with the default methods and no limits.
+    pub fn new(name: impl Into<String>, origin: OriginPattern) -> Grant {
+        Grant {
+            name: name.into(),
+            origin,
+            paths: vec![PathPrefix::root()],
+            methods: MethodSet::default_set(),
+            limits: Limits::default(),
+            allow_ips: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn grants_path(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p.grants(path))
+    }
+
+    /// Is `name` (lowercase) a header this grant injects?
+    pub fn injects(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.name == name)
+    }
+}
+
+/// Check a preopen name: 1-64 of `A-Z a-z 0-9 _ . -`, so it reads well in lineages (`gh/2/5`).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("name {name:?} must be 1 to 64 characters"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
+        return Err(format!("name {name:?} contains {c:?}; use letters, digits, '_', '.' or '-'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(Rate::parse("10/s").unwrap(), Rate { count: 10, per: Duration::from_secs(1) });
+        assert_eq!(Rate::parse("5/min").unwrap().per, Duration::from_secs(60));
+        assert_eq!(Rate::parse("1/100ms").unwrap().per, Duration::from_millis(100));
+        for bad in ["10", "x/s", "10/parsec", "0/s", "-1/s", "10/0s"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_within_compares_rate_and_burst() {
+        let r = |s| Rate::parse(s).unwrap();
+        assert!(r("5/s").within(&r("10/s")));
+        assert!(r("60/min").within(&r("1/s")) == false);
+        assert!(r("1/s").within(&r("60/min")));
+        assert!(!r("100/10s").within(&r("10/s")));
+        assert!(!r("11/s").within(&r("10/s")));
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("github").is_ok());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name("").is_err());
+        assert!(check_name(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Stable reason codes.
+//!
+//! Every denial anywhere in urlcap carries exactly one [`Reason`]. Its snake_case code is a
+//! contract: it appears in audit records, in `urlcap explain --json` and in guest errors, and
+//! users write alerting rules against it. Add codes; never rename or reuse one.
+
+use std::fmt;
+
+macro_rules! reasons {
+    ($($variant:ident => $code:literal, $summary:literal;)*) => {
+        /// Why a request (or a derivation) was denied.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $(#[doc = $summary] $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in documentation order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            /// The stable snake_case code.
+            pub fn code(self) -> &'static str {
+                match self { $(Reason::$variant => $code,)* }
+            }
+
+            /// One line saying what the code means, for docs and `--help`.
+            pub fn summary(self) -> &'static str {
+                match self { $(Reason::$variant => $summary,)* }
+            }
+
+            /// The reason whose code is `code`, if any.
+            pub fn from_code(code: &str) -> Option<Reason> {
+                match code { $($code => Some(Reason::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+reasons! {
+    MalformedUrl => "malformed_url", "The URL does not parse, is not of the form scheme://host/path, or has a fragment.";
+    ControlCharacter => "control_character", "The URL or a header contains a control character, space or other invisible character.";
+    Userinfo => "userinfo", "The URL carries userinfo (user:password@); credentials belong in host-injected headers.";
+    UnsupportedScheme => "unsupported_scheme", "The scheme is not http or https.";
+    InvalidPort => "invalid_port", "The port is empty, zero, out of range or not plain decimal (+443, 080, 443:80).";
+    InvalidHost => "invalid_host", "The host is empty, a pattern, percent-encoded, has a trailing dot or illegal characters.";
+    NonCanonicalPath => "non_canonical_path", "The path has dot segments, encoded slashes or backslashes, empty segments, ';', NUL, overlong UTF-8 or needless escapes.";
+    InvalidMethod => "invalid_method", "The method is not an HTTP token, or is CONNECT.";
+    InvalidHeader => "invalid_header", "A header name is not a token, or a value contains CR, LF or NUL.";
+    ForbiddenHeader => "forbidden_header", "The guest set a header that only the host may set (Host, hop-by-hop, Proxy-*, or one the grant injects).";
+    NoAuthority => "no_authority", "No preopened authority grants this scheme, host and port.";
+    PathNotAllowed => "path_not_allowed", "The authority grants this origin but not this path.";
+    MethodNotAllowed => "method_not_allowed", "The authority grants this path but not this method.";
+    RequestBodyTooLarge => "request_body_too_large", "The request body exceeds the authority's max_request_body.";
+    BudgetExhausted => "budget_exhausted", "The authority, or one of its ancestors, has spent its max_requests.";
+    RateLimited => "rate_limited", "The authority, or one of its ancestors, is over its rate.";
+    Expired => "expired", "The authority, or one of its ancestors, has expired.";
+    Revoked => "revoked", "The authority, or one of its ancestors, was revoked.";
+    IpDenied => "ip_denied", "The address is in a special-purpose range or in deny_ips, and no exception allows it.";
+    DnsFailure => "dns_failure", "The granted name did not resolve to any address.";
+    AttenuationWidens => "attenuation_widens", "A derived authority would grant something its parent does not.";
+    InvalidAttenuation => "invalid_attenuation", "A derivation request is malformed (bad path prefix, method, host or limit).";
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &reason in Reason::ALL {
+            let code = reason.code();
+            assert!(seen.insert(code), "duplicate code {code}");
+            assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
+            assert_eq!(Reason::from_code(code), Some(reason));
+        }
+        assert_eq!(Reason::from_code("nope"), None);
+    }
+}
