@@ -1,1 +1,320 @@
+//! Audit records: one JSON object per line, one line per event.
+//!
+//! Every denial anywhere in urlcap becomes exactly one `request.denied` record. Records hold the
+//! canonical URL (or, when the URL never became canonical, the raw text with any userinfo cut
+//! out and its length bounded), never an injected header value. serde_json escapes every
+//! control character, so guest strings cannot forge lines or terminal escapes. A record that
+//! cannot be written is counted, and the count is written as a final `audit.dropped` record
+//! (and to stderr) when the log is finished: nothing is lost silently.
 
+use crate::policy::{AuthorityRef, Denial, Reason};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Longest raw URL text kept in a record.
+const MAX_RAW_URL: usize = 2048;
+
+/// What happened. The dotted names are a contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Event {
+    #[serde(rename = "request.denied")]
+    RequestDenied,
+    #[serde(rename = "request.allowed")]
+    RequestAllowed,
+    #[serde(rename = "authority.derived")]
+    AuthorityDerived,
+    #[serde(rename = "authority.revoked")]
+    AuthorityRevoked,
+    #[serde(rename = "sandbox.spawned")]
+    SandboxSpawned,
+    #[serde(rename = "sandbox.exited")]
+    SandboxExited,
+    /// Written last when earlier records could not be written.
+    #[serde(rename = "audit.dropped")]
+    AuditDropped,
+}
+
+/// One audit line. Every key is always present (null when it does not apply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    /// RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    pub event: Event,
+    pub sandbox: String,
+    pub authority: Option<String>,
+    pub lineage: Option<String>,
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub reason: Option<Reason>,
+    pub detail: String,
+}
+
+impl Record {
+    pub fn new(event: Event, sandbox: &str, detail: impl Into<String>) -> Record {
+        Record {
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            event,
+            sandbox: sandbox.to_string(),
+            authority: None,
+            lineage: None,
+            method: None,
+            url: None,
+            reason: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// The record for a denial of `method url`, where `url` is canonical or raw guest text.
+    pub fn denied(sandbox: &str, denial: &Denial, method: &str, url: &str) -> Record {
+        let mut r = Record::new(Event::RequestDenied, sandbox, denial.detail.clone());
+        r.reason = Some(denial.reason);
+        r.method = Some(bounded(method, 64));
+        r.url = Some(redact_url(url));
+        if let Some(a) = &denial.authority {
+            r = r.on(a);
+        }
+        r
+    }
+
+    /// Attach the authority a record is about.
+    pub fn on(mut self, authority: &AuthorityRef) -> Record {
+        self.authority = Some(authority.name.clone());
+        self.lineage = Some(authority.lineage.clone());
+        self
+    }
+
+    /// The record as one JSON line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("records always serialize");
+        line.push(b'\n');
+        line
+    }
+}
+
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...[{} more bytes]", &s[..end], s.len() - end)
+}
+
+/// A URL fit for the log: userinfo replaced by `[redacted]`, length bounded.
+/// Canonical URLs never carry userinfo; raw guest text might.
+pub fn redact_url(url: &str) -> String {
+    let redacted = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://[redacted]{}", &rest[at..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    bounded(&redacted, MAX_RAW_URL)
+}
+
+/// Where records go: a file, stderr, or any writer. Writes are whole lines under one lock, so
+/// concurrent guests never interleave records.
+pub struct AuditLog {
+    sink: Mutex<Box<dyn Write + Send>>,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    log_allowed: bool,
+}
+
+impl AuditLog {
+    pub fn new(sink: Box<dyn Write + Send>) -> AuditLog {
+        AuditLog {
+            sink: Mutex::new(sink),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            log_allowed: false,
+        }
+    }
+
+    /// Append to `path`, creating it if needed.
+    pub fn to_file(path: &Path) -> io::Result<AuditLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(AuditLog::new(Box::new(file)))
+    }
+
+    pub fn stderr() -> AuditLog {
+        AuditLog::new(Box::new(io::stderr()))
+    }
+
+    /// Also record allowed requests (`request.allowed`).
+    pub fn with_allowed(mut self, on: bool) -> AuditLog {
+        self.log_allowed = on;
+        self
+    }
+
+    pub fn logs_allowed(&self) -> bool {
+        self.log_allowed
+    }
+
+    /// Write one record. A full sink blocks; a failing one is counted, never ignored.
+    pub fn record(&self, record: &Record) {
+        if record.event == Event::RequestAllowed && !self.log_allowed {
+            return;
+        }
+        let line = record.to_line();
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match sink.write_all(&line).and_then(|()| sink.flush()) {
+            Ok(()) => self.written.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Records that could not be written so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Flush, and if anything was lost, say so in a last record and on stderr.
+    pub fn finish(&self, sandbox: &str) -> io::Result<()> {
+        let dropped = self.dropped();
+        if dropped > 0 {
+            let record = Record::new(
+                Event::AuditDropped,
+                sandbox,
+                format!("{dropped} audit records could not be written"),
+            );
+            eprintln!("urlcap: warning: {dropped} audit records could not be written");
+            let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+            sink.write_all(&record.to_line())?;
+        }
+        self.sink.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A writer tests can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A writer that always fails.
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn denial_record_has_every_contract_field() {
+        let denial = Denial::new(Reason::PathNotAllowed, "path /x is not under /v1/");
+        let denial = Denial {
+            authority: Some(AuthorityRef {
+                name: "gh".into(),
+                lineage: "gh/2".into(),
+            }),
+            ..denial
+        };
+        let r = Record::denied("s1", &denial, "GET", "https://api.example.com/x");
+        let v: serde_json::Value = serde_json::from_slice(&r.to_line()).unwrap();
+        for key in [
+            "ts",
+            "event",
+            "sandbox",
+            "authority",
+            "lineage",
+            "method",
+            "url",
+            "reason",
+            "detail",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["event"], "request.denied");
+        assert_eq!(v["reason"], "path_not_allowed");
+        assert_eq!(v["lineage"], "gh/2");
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn hostile_strings_stay_on_one_escaped_line() {
+        let denial = Denial::new(Reason::ControlCharacter, "x");
+        let r = Record::denied(
+            "s",
+            &denial,
+            "GET\r\n{\"fake\":1}",
+            "http://a.com/\n\u{1b}[31mred\r\n",
+        );
+        let line = r.to_line();
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(!line.contains(&0x1b));
+        assert!(!line.contains(&b'\r'));
+    }
+
+    #[test]
+    fn userinfo_is_redacted_and_length_bounded() {
+        assert_eq!(
+            redact_url("http://user:hunter2@a.com/x"),
+            "http://[redacted]@a.com/x"
+        );
+        assert_eq!(redact_url("http://a.com/x@y"), "http://a.com/x@y");
+        let long = format!("http://a.com/{}", "a".repeat(10_000));
+        assert!(redact_url(&long).len() < 2200);
+    }
+
+    #[test]
+    fn records_are_written_whole_and_drops_are_counted() {
+        let buf = Shared::default();
+        let log = AuditLog::new(Box::new(buf.clone()));
+        log.record(&Record::new(Event::SandboxSpawned, "s", "a"));
+        log.record(&Record::new(
+            Event::RequestAllowed,
+            "s",
+            "not logged by default",
+        ));
+        assert_eq!(log.written(), 1);
+        assert_eq!(
+            String::from_utf8(buf.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .count(),
+            1
+        );
+
+        let broken = AuditLog::new(Box::new(Broken));
+        broken.record(&Record::new(Event::SandboxSpawned, "s", "a"));
+        assert_eq!(broken.dropped(), 1);
+        assert!(
+            broken.finish("s").is_err(),
+            "a sink that cannot take the drop record reports it"
+        );
+    }
+}

@@ -1,1 +1,120 @@
+//! The `urlcap` command line. Thin: parse flags, call the library, print, choose an exit code.
 
+mod check;
+mod explain;
+
+use crate::manifest::{Config, ConfigError, GrantSources, ProcessSecrets};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Exit codes: 0 allow / success, 1 deny, 2 bad usage or bad manifest.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_DENY: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "urlcap",
+    version,
+    about = "Run untrusted WebAssembly whose only way to the network is HTTP through URL capabilities.",
+    after_help = "Examples:\n  urlcap explain --allow 'gh=GET,HEAD https://api.github.com/repos/' https://api.github.com/repos/x/y\n  urlcap explain --manifest policy/example.toml --method POST --json https://api.github.com/user\n  urlcap check --manifest policy/example.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Dry-run one request through the real policy: exit 0 allow, 1 deny, 2 bad usage.
+    #[command(
+        after_help = "Examples:\n  urlcap explain --allow https://api.example.com/v1/ https://api.example.com/v1/users\n  urlcap explain --allow 'GET https://api.example.com' --method DELETE https://api.example.com/x\n  urlcap explain --allow http://127.0.0.1:8080/ --allow-ip 127.0.0.1 --json http://127.0.0.1:8080/\n  urlcap explain --manifest policy/example.toml --resolve https://api.github.com/repos/"
+    )]
+    Explain(explain::ExplainArgs),
+    /// Validate the manifest and flags, and print the effective grants: exit 0, or 2 on error.
+    #[command(
+        after_help = "Examples:\n  urlcap check --manifest policy/example.toml\n  urlcap check --allow 'gh=GET https://api.github.com/repos/' --deny-ip 203.0.113.0/24"
+    )]
+    Check(check::CheckArgs),
+}
+
+/// GRANTS: where capabilities come from, shared by `run`, `explain` and `check`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GrantArgs {
+    /// Capability manifest (TOML; see README "Manifest reference").
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Preopen an authority: [NAME=][METHODS ]URL, e.g. 'gh=GET,HEAD https://api.github.com/repos/'.
+    #[arg(long, value_name = "SPEC")]
+    allow: Vec<String>,
+    /// Exception to the special-purpose IP deny set (CIDR or address), e.g. 127.0.0.1.
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    allow_ip: Vec<String>,
+    /// Extra denied addresses (CIDR or address); these beat every exception.
+    #[arg(long = "deny-ip", value_name = "CIDR")]
+    deny_ip: Vec<String>,
+    /// Do not apply the default special-purpose deny set (loopback, private, link-local...).
+    #[arg(long = "allow-private")]
+    allow_private: bool,
+}
+
+impl GrantArgs {
+    fn sources(&self) -> GrantSources {
+        GrantSources {
+            manifest: self.manifest.clone(),
+            allow: self.allow.clone(),
+            allow_ip: self.allow_ip.clone(),
+            deny_ip: self.deny_ip.clone(),
+            allow_private: self.allow_private,
+        }
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.sources(), &ProcessSecrets)
+    }
+}
+
+/// Run the command line `args` (program name first), writing to `out` and `err`.
+/// Returns the exit code.
+pub fn run(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let text = e.render().ansi().to_string();
+            let _ = if e.use_stderr() {
+                write!(err, "{text}")
+            } else {
+                write!(out, "{text}")
+            };
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Explain(args) => explain::run(&args, out, err),
+        Command::Check(args) => check::run(&args, out, err),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> std::process::ExitCode {
+    let code = run(
+        std::env::args_os(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    );
+    std::process::ExitCode::from(code)
+}

@@ -1,1 +1,555 @@
+//! The capability manifest (TOML) and the grant flags, turned into grants and IP rules.
+//!
+//! Every mistake is an error naming the file, line and column (or the flag) and what is allowed
+//! instead; unknown keys suggest the nearest valid one. Nothing is guessed or skipped: a typo
+//! in a policy must never silently widen or narrow what a guest may do.
 
+mod error;
+mod spec;
+mod units;
+
+pub use error::ConfigError;
+pub use spec::{AllowSpec, SPEC_HELP};
+
+use crate::policy::{
+    check_name, grant_from_spec_url, is_forbidden_header, is_token, Clock, Grant, InjectedHeader,
+    IpRules, Method, MethodSet, PathPrefix, Policy, Rate,
+};
+use crate::secret::Secret;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::{Spanned, Value};
+
+/// Limits on the whole sandbox (`[limits]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxLimits {
+    pub memory: Option<u64>,
+    pub timeout: Option<Duration>,
+    pub max_concurrent_requests: Option<u32>,
+}
+
+/// Everything the manifest and flags say: the effective policy input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub limits: SandboxLimits,
+    pub network: IpRules,
+    pub grants: Vec<Grant>,
+}
+
+/// Where grants come from: the shared GRANTS flags of `run`, `explain` and `check`.
+#[derive(Debug, Clone, Default)]
+pub struct GrantSources {
+    pub manifest: Option<PathBuf>,
+    pub allow: Vec<String>,
+    pub allow_ip: Vec<String>,
+    pub deny_ip: Vec<String>,
+    pub allow_private: bool,
+}
+
+/// Where secret header values are read from. The real one reads the process environment and
+/// files; tests pass their own.
+pub trait SecretStore {
+    fn env(&self, name: &str) -> Option<String>;
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// The process environment and file system.
+pub struct ProcessSecrets;
+
+impl SecretStore for ProcessSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+impl Config {
+    /// Read the manifest (if any) and apply the flags on top of it.
+    pub fn load(sources: &GrantSources, secrets: &dyn SecretStore) -> Result<Config, ConfigError> {
+        let mut config = match &sources.manifest {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+                    file: path.display().to_string(),
+                    message: format!("cannot read manifest: {e}"),
+                })?;
+                Config::parse(&text, path, secrets)?
+            }
+            None => Config::default(),
+        };
+        config.apply_flags(sources)?;
+        Ok(config)
+    }
+
+    /// Parse manifest text; `path` names it in errors and anchors relative secret files.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        secrets: &dyn SecretStore,
+    ) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
+        let ctx = Ctx {
+            file: &file,
+            text,
+            dir: path.parent().unwrap_or(Path::new(".")),
+            secrets,
+        };
+        ctx.build(raw)
+    }
+
+    /// Add `--allow`, `--allow-ip`, `--deny-ip` and `--allow-private` to this config.
+    pub fn apply_flags(&mut self, sources: &GrantSources) -> Result<(), ConfigError> {
+        for spec in &sources.allow {
+            let parsed = AllowSpec::parse(spec)
+                .map_err(|m| ConfigError::flag("--allow", spec, m, Some(SPEC_HELP.into())))?;
+            let name = match parsed.name {
+                Some(name) => {
+                    if self.grants.iter().any(|g| g.name == name) {
+                        return Err(ConfigError::flag(
+                            "--allow",
+                            spec,
+                            format!("an authority named {name:?} already exists"),
+                            None,
+                        ));
+                    }
+                    name
+                }
+                None => self.unused_name(&default_name(&parsed.origin)),
+            };
+            let mut grant = Grant::new(name, parsed.origin);
+            grant.paths = parsed.paths;
+            if let Some(methods) = parsed.methods {
+                grant.methods = methods;
+            }
+            self.grants.push(grant);
+        }
+        for cidr in &sources.allow_ip {
+            self.network
+                .allow
+                .push(parse_net(cidr).map_err(|m| ConfigError::flag("--allow-ip", cidr, m, None))?);
+        }
+        for cidr in &sources.deny_ip {
+            self.network
+                .deny
+                .push(parse_net(cidr).map_err(|m| ConfigError::flag("--deny-ip", cidr, m, None))?);
+        }
+        self.network.allow_private |= sources.allow_private;
+        Ok(())
+    }
+
+    fn unused_name(&self, base: &str) -> String {
+        let taken = |n: &str| self.grants.iter().any(|g| g.name == n);
+        if !taken(base) {
+            return base.to_string();
+        }
+        (2..)
+            .map(|i| format!("{base}-{i}"))
+            .find(|n| !taken(n))
+            .expect("some suffix is free")
+    }
+
+    /// The root authorities for this config.
+    pub fn policy(&self, clock: Arc<dyn Clock>) -> Policy {
+        Policy::new(self.grants.clone(), self.network.clone(), clock)
+            .expect("Config never holds two grants with one name")
+    }
+
+    /// Things that are valid but probably not what the author meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for grant in &self.grants {
+            if let crate::policy::HostPattern::Exact(host) = &grant.origin.host {
+                if let Some(ip) = host.ip() {
+                    if let Err(d) = self.network.vet(ip, &grant.allow_ips) {
+                        out.push(format!(
+                            "authority {:?}: every request will be denied: {}",
+                            grant.name, d.detail
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A name for an unnamed `--allow`: its host (and port when not the default).
+fn default_name(origin: &crate::policy::OriginPattern) -> String {
+    let host = origin.host.to_string().replace('*', "any");
+    let mut name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches('-').to_string();
+    if origin.port != origin.scheme.default_port() {
+        name = format!("{name}-{}", origin.port);
+    }
+    name.truncate(64);
+    if name.is_empty() {
+        name = "authority".into();
+    }
+    name
+}
+
+/// A CIDR, or a bare address meaning just that address.
+fn parse_net(raw: &str) -> Result<IpNet, String> {
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an IP address or CIDR such as 10.0.0.0/8 or fd00::/8"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    version: Option<Spanned<i64>>,
+    limits: Option<RawLimits>,
+    network: Option<RawNetwork>,
+    #[serde(default)]
+    authority: Vec<Spanned<RawAuthority>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Spanned<Value>>,
+    timeout: Option<Spanned<Value>>,
+    max_concurrent_requests: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow_private: Option<bool>,
+    #[serde(default)]
+    allow_ips: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_ips: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    name: Spanned<String>,
+    origin: Spanned<String>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    max_requests: Option<Spanned<i64>>,
+    rate: Option<Spanned<String>>,
+    timeout: Option<Spanned<Value>>,
+    max_request_body: Option<Spanned<Value>>,
+    max_response_body: Option<Spanned<Value>>,
+    #[serde(default)]
+    allow_ips: Vec<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<RawHeader>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    env: Option<String>,
+    file: Option<String>,
+    value: Option<String>,
+    #[serde(default)]
+    prefix: String,
+}
+
+/// A TOML or schema error, with the nearest valid key when a key is unknown.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let offset = e.span().map_or(0, |s| s.start);
+    let help = unknown_key_help(&message);
+    let message = match message.strip_prefix("unknown field") {
+        Some(rest) => format!(
+            "unknown key{}",
+            rest.split(", expected").next().unwrap_or(rest)
+        ),
+        None => message,
+    };
+    ConfigError::at(file, text, offset, message, help)
+}
+
+/// From serde's "unknown field `x`, expected one of `a`, `b`", say which valid key is nearest.
+fn unknown_key_help(message: &str) -> Option<String> {
+    if !message.starts_with("unknown field") {
+        return None;
+    }
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let (unknown, allowed) = quoted.split_first()?;
+    let nearest = allowed
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), *k))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 3))
+        .min();
+    let list = allowed.join(", ");
+    Some(match nearest {
+        Some((_, k)) => format!("did you mean `{k}`? allowed keys here: {list}"),
+        None => format!("allowed keys here: {list}"),
+    })
+}
+
+/// What building grants from a parsed manifest needs: where errors point, and secrets.
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+    dir: &'a Path,
+    secrets: &'a dyn SecretStore,
+}
+
+impl Ctx<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+        help: Option<&str>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::at(
+            self.file,
+            self.text,
+            span.start,
+            message,
+            help.map(str::to_string),
+        ))
+    }
+
+    fn build(&self, raw: RawManifest) -> Result<Config, ConfigError> {
+        match raw.version {
+            None => {
+                return self.err(
+                    0..0,
+                    "missing `version = 1` at the top of the manifest",
+                    None,
+                )
+            }
+            Some(v) if *v.get_ref() != 1 => {
+                return self.err(
+                    v.span(),
+                    format!("unsupported manifest version {}", v.get_ref()),
+                    Some("this urlcap reads version = 1"),
+                )
+            }
+            Some(_) => {}
+        }
+        let mut config = Config::default();
+        if let Some(limits) = raw.limits {
+            config.limits = self.limits(limits)?;
+        }
+        if let Some(network) = raw.network {
+            config.network.allow_private = network.allow_private.unwrap_or(false);
+            config.network.allow = self.nets(&network.allow_ips)?;
+            config.network.deny = self.nets(&network.deny_ips)?;
+        }
+        for authority in raw.authority {
+            let span = authority.span();
+            let grant = self.grant(authority.into_inner())?;
+            if config.grants.iter().any(|g| g.name == grant.name) {
+                return self.err(
+                    span,
+                    format!("duplicate authority name {:?}", grant.name),
+                    Some("names must be unique"),
+                );
+            }
+            config.grants.push(grant);
+        }
+        Ok(config)
+    }
+
+    fn limits(&self, raw: RawLimits) -> Result<SandboxLimits, ConfigError> {
+        let max_concurrent_requests = match raw.max_concurrent_requests {
+            None => None,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if v > 0 => Some(v),
+                _ => {
+                    return self.err(
+                        n.span(),
+                        "max_concurrent_requests must be a whole number from 1",
+                        None,
+                    )
+                }
+            },
+        };
+        Ok(SandboxLimits {
+            memory: self.opt(raw.memory.as_ref(), units::size)?,
+            timeout: self.opt(raw.timeout.as_ref(), units::duration)?,
+            max_concurrent_requests,
+        })
+    }
+
+    fn opt<T>(
+        &self,
+        v: Option<&Spanned<Value>>,
+        parse: fn(&Value) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(v) => parse(v.get_ref())
+                .map(Some)
+                .or_else(|m| self.err(v.span(), m, None)),
+        }
+    }
+
+    fn nets(&self, raw: &[Spanned<String>]) -> Result<Vec<IpNet>, ConfigError> {
+        raw.iter()
+            .map(|s| parse_net(s.get_ref()).or_else(|m| self.err(s.span(), m, None)))
+            .collect()
+    }
+
+    fn grant(&self, raw: RawAuthority) -> Result<Grant, ConfigError> {
+        check_name(raw.name.get_ref()).or_else(|m| self.err(raw.name.span(), m, None))?;
+        let (origin, paths) = grant_from_spec_url(raw.origin.get_ref())
+            .or_else(|m| self.err(raw.origin.span(), m, None))?;
+        if paths != [PathPrefix::root()] {
+            return self.err(
+                raw.origin.span(),
+                "origin is scheme://host[:port] with no path",
+                Some("put path prefixes in `paths = [\"/v1/\"]`"),
+            );
+        }
+        let mut grant = Grant::new(raw.name.get_ref().clone(), origin);
+        if let Some(paths) = &raw.paths {
+            if paths.get_ref().is_empty() {
+                return self.err(
+                    paths.span(),
+                    "an empty `paths` list would allow nothing",
+                    Some("remove the key to allow every path"),
+                );
+            }
+            grant.paths = paths
+                .get_ref()
+                .iter()
+                .map(|p| {
+                    PathPrefix::parse(p.get_ref()).or_else(|e| {
+                        self.err(
+                            p.span(),
+                            e.0,
+                            Some("a path prefix is a canonical path such as \"/v1/\""),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(methods) = &raw.methods {
+            if methods.get_ref().is_empty() {
+                return self.err(
+                    methods.span(),
+                    "an empty `methods` list would allow nothing",
+                    None,
+                );
+            }
+            let parsed: Vec<Method> = methods
+                .get_ref()
+                .iter()
+                .map(|m| Method::parse(m.get_ref()).or_else(|e| self.err(m.span(), e, None)))
+                .collect::<Result<_, _>>()?;
+            grant.methods = MethodSet::new(parsed);
+        }
+        if let Some(n) = &raw.max_requests {
+            match u64::try_from(*n.get_ref()) {
+                Ok(v) if v > 0 => grant.limits.max_requests = Some(v),
+                _ => return self.err(n.span(), "max_requests must be a whole number from 1", None),
+            }
+        }
+        if let Some(rate) = &raw.rate {
+            grant.limits.rate =
+                Some(Rate::parse(rate.get_ref()).or_else(|m| self.err(rate.span(), m, None))?);
+        }
+        grant.limits.timeout = self.opt(raw.timeout.as_ref(), units::duration)?;
+        grant.limits.max_request_body = self.opt(raw.max_request_body.as_ref(), units::size)?;
+        grant.limits.max_response_body = self.opt(raw.max_response_body.as_ref(), units::size)?;
+        grant.allow_ips = self.nets(&raw.allow_ips)?;
+        for (name, header) in &raw.headers {
+            let lower = name.to_ascii_lowercase();
+            if !is_token(name) || is_forbidden_header(name) {
+                return self.err(header.span(), format!("cannot inject header {name:?}"), Some("header names are HTTP tokens, and Host, hop-by-hop and Proxy-* headers are the host's own"));
+            }
+            if grant.injects(&lower) {
+                return self.err(
+                    header.span(),
+                    format!("header {name:?} is given twice (names are case-insensitive)"),
+                    None,
+                );
+            }
+            let value = self.secret(name, header)?;
+            grant.headers.push(InjectedHeader { name: lower, value });
+        }
+        Ok(grant)
+    }
+
+    /// Read an injected header's value from its source. Errors never include the value.
+    fn secret(&self, name: &str, header: &Spanned<RawHeader>) -> Result<Secret, ConfigError> {
+        let raw = header.get_ref();
+        let span = header.span();
+        let mut value = match (&raw.env, &raw.file, &raw.value) {
+            (Some(var), None, None) => match self.secrets.env(var) {
+                Some(v) if !v.is_empty() => v.into_bytes(),
+                Some(_) => {
+                    return self.err(
+                        span,
+                        format!("environment variable {var} (for header {name:?}) is empty"),
+                        None,
+                    )
+                }
+                None => {
+                    return self.err(
+                        span,
+                        format!("environment variable {var} (for header {name:?}) is not set"),
+                        Some("export it before running urlcap, or use `file = \"...\"`"),
+                    )
+                }
+            },
+            (None, Some(file), None) => {
+                let path = self.dir.join(file);
+                let mut bytes = self.secrets.read_file(&path).or_else(|e| {
+                    self.err(
+                        span.clone(),
+                        format!(
+                            "cannot read secret file {} (for header {name:?}): {e}",
+                            path.display()
+                        ),
+                        None,
+                    )
+                })?;
+                if bytes.ends_with(b"\n") {
+                    bytes.pop();
+                    if bytes.ends_with(b"\r") {
+                        bytes.pop();
+                    }
+                }
+                bytes
+            }
+            (None, None, Some(v)) => v.clone().into_bytes(),
+            _ => {
+                return self.err(
+                    span,
+                    format!("header {name:?} needs exactly one of env, file or value"),
+                    Some("e.g. authorization = { env = \"TOKEN\", prefix = \"Bearer \" }"),
+                )
+            }
+        };
+        let mut full = raw.prefix.clone().into_bytes();
+        full.append(&mut value);
+        if full.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return self.err(
+                span,
+                format!(
+                    "the value of header {name:?} contains a control character (CR, LF, NUL...)"
+                ),
+                None,
+            );
+        }
+        Ok(Secret::new(full))
+    }
+}

@@ -30,7 +30,10 @@ pub(crate) struct Tree {
 
 impl Tree {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Arc<Tree> {
-        Arc::new(Tree { clock, next_id: AtomicU64::new(1) })
+        Arc::new(Tree {
+            clock,
+            next_id: AtomicU64::new(1),
+        })
     }
 }
 
@@ -102,7 +105,10 @@ pub(crate) enum Stage {
 
 impl Authority {
     pub(crate) fn root(grant: Grant, network: Arc<IpRules>, tree: Arc<Tree>) -> Authority {
-        let reference = AuthorityRef { name: grant.name.clone(), lineage: grant.name.clone() };
+        let reference = AuthorityRef {
+            name: grant.name.clone(),
+            lineage: grant.name.clone(),
+        };
         let stateful_chain = grant.limits.is_stateful();
         Authority(Arc::new(Node {
             usage: Mutex::new(Usage {
@@ -190,50 +196,89 @@ impl Authority {
 
     /// Check an address the granted name resolved to (or an IP literal) against the IP rules.
     pub fn vet_ip(&self, ip: std::net::IpAddr) -> Result<(), Denial> {
-        self.0.network.vet(ip, &self.0.grant.allow_ips).map_err(|d| d.on(&self.0.reference))
+        self.0
+            .network
+            .vet(ip, &self.0.grant.allow_ips)
+            .map_err(|d| d.on(&self.0.reference))
     }
 
     pub(crate) fn evaluate(&self, req: &Request, spend: bool) -> Result<(), (Stage, Denial)> {
         let grant = &self.0.grant;
         let reference = &self.0.reference;
-        let deny = |stage, reason, detail: String| Err((stage, Denial::new(reason, detail).on(reference)));
+        let deny =
+            |stage, reason, detail: String| Err((stage, Denial::new(reason, detail).on(reference)));
         let url = &req.url;
         if !grant.origin.matches(url.scheme(), url.host(), url.port()) {
             let asked = format!("{}://{}:{}", url.scheme().as_str(), url.host(), url.port());
-            return deny(Stage::Origin, Reason::NoAuthority, format!("authority {} grants {}, not {asked}", reference.name, grant.origin));
+            return deny(
+                Stage::Origin,
+                Reason::NoAuthority,
+                format!(
+                    "authority {} grants {}, not {asked}",
+                    reference.name, grant.origin
+                ),
+            );
         }
         if let Some(ip) = url.host().ip() {
             self.vet_ip(ip).map_err(|d| (Stage::Ip, d))?;
         }
         if !grant.grants_path(url.path()) {
             let paths: Vec<&str> = grant.paths.iter().map(PathPrefix::as_str).collect();
-            return deny(Stage::Path, Reason::PathNotAllowed, format!("path {} is not under {}", url.path(), paths.join(" ")));
+            return deny(
+                Stage::Path,
+                Reason::PathNotAllowed,
+                format!("path {} is not under {}", url.path(), paths.join(" ")),
+            );
         }
         if !grant.methods.contains(&req.method) {
-            return deny(Stage::Method, Reason::MethodNotAllowed, format!("method {} is not one of {}", req.method, grant.methods));
+            return deny(
+                Stage::Method,
+                Reason::MethodNotAllowed,
+                format!("method {} is not one of {}", req.method, grant.methods),
+            );
         }
         if let Some((name, _)) = req.headers.iter().find(|(name, _)| grant.injects(name)) {
-            return deny(Stage::Header, Reason::ForbiddenHeader, format!("header {name:?} is injected by the host"));
+            return deny(
+                Stage::Header,
+                Reason::ForbiddenHeader,
+                format!("header {name:?} is injected by the host"),
+            );
         }
         if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
             if len > max {
-                return deny(Stage::Body, Reason::RequestBodyTooLarge, format!("body of {len} bytes exceeds max_request_body {max}"));
+                return deny(
+                    Stage::Body,
+                    Reason::RequestBodyTooLarge,
+                    format!("body of {len} bytes exceeds max_request_body {max}"),
+                );
             }
         }
         self.check_alive().map_err(|d| (Stage::Lifetime, d))?;
-        self.spend_along_chain(spend).map_err(|d| (Stage::Budget, d))
+        self.spend_along_chain(spend)
+            .map_err(|d| (Stage::Budget, d))
     }
 
     /// Neither this handle nor an ancestor is revoked or expired.
     fn check_alive(&self) -> Result<(), Denial> {
         let reference = &self.0.reference;
         if let Some(a) = self.chain().find(|a| a.0.revoked.load(Ordering::SeqCst)) {
-            return Err(Denial::new(Reason::Revoked, format!("authority {} was revoked", a.0.reference.lineage)).on(reference));
+            return Err(Denial::new(
+                Reason::Revoked,
+                format!("authority {} was revoked", a.0.reference.lineage),
+            )
+            .on(reference));
         }
         if self.0.expiring_chain {
             let now = self.0.tree.clock.now();
-            if let Some(a) = self.chain().find(|a| a.0.expires_at.is_some_and(|t| now >= t)) {
-                return Err(Denial::new(Reason::Expired, format!("authority {} has expired", a.0.reference.lineage)).on(reference));
+            if let Some(a) = self
+                .chain()
+                .find(|a| a.0.expires_at.is_some_and(|t| now >= t))
+            {
+                return Err(Denial::new(
+                    Reason::Expired,
+                    format!("authority {} has expired", a.0.reference.lineage),
+                )
+                .on(reference));
             }
         }
         Ok(())
@@ -246,25 +291,40 @@ impl Authority {
         if !self.0.stateful_chain {
             return Ok(());
         }
-        let mut stateful: Vec<&Authority> = self.chain().filter(|a| a.0.grant.limits.is_stateful()).collect();
+        let mut stateful: Vec<&Authority> = self
+            .chain()
+            .filter(|a| a.0.grant.limits.is_stateful())
+            .collect();
         stateful.reverse();
         let now = self.0.tree.clock.now();
-        let mut guards: Vec<MutexGuard<'_, Usage>> =
-            stateful.iter().map(|a| a.0.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())).collect();
+        let mut guards: Vec<MutexGuard<'_, Usage>> = stateful
+            .iter()
+            .map(|a| {
+                a.0.usage
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            })
+            .collect();
         for (a, usage) in stateful.iter().zip(guards.iter_mut()) {
             let limits = &a.0.grant.limits;
             let lineage = &a.0.reference.lineage;
             if let Some(max) = limits.max_requests {
                 if usage.spent >= max {
-                    return Err(Denial::new(Reason::BudgetExhausted, format!("authority {lineage} has spent all {max} requests"))
-                        .on(&self.0.reference));
+                    return Err(Denial::new(
+                        Reason::BudgetExhausted,
+                        format!("authority {lineage} has spent all {max} requests"),
+                    )
+                    .on(&self.0.reference));
                 }
             }
             if let Some(rate) = &limits.rate {
                 usage.refill(rate, now);
                 if usage.tokens < 1.0 {
-                    return Err(Denial::new(Reason::RateLimited, format!("authority {lineage} is over its rate of {rate}"))
-                        .on(&self.0.reference));
+                    return Err(Denial::new(
+                        Reason::RateLimited,
+                        format!("authority {lineage} is over its rate of {rate}"),
+                    )
+                    .on(&self.0.reference));
                 }
             }
         }
@@ -298,7 +358,10 @@ impl Authority {
         let mut grant = parent.clone();
         if let Some(host) = &att.host {
             if !parent.origin.host.matches(host) {
-                return Err(widens(format!("host {host} is not covered by {}", parent.origin.host)));
+                return Err(widens(format!(
+                    "host {host} is not covered by {}",
+                    parent.origin.host
+                )));
             }
             grant.origin.host = HostPattern::Exact(host.clone());
         }
@@ -306,8 +369,13 @@ impl Authority {
             if paths.is_empty() {
                 return Err(invalid("an empty path list would allow nothing".into()));
             }
-            if let Some(p) = paths.iter().find(|p| !parent.paths.iter().any(|q| q.covers(p))) {
-                return Err(widens(format!("path prefix {p} is not under the parent's paths")));
+            if let Some(p) = paths
+                .iter()
+                .find(|p| !parent.paths.iter().any(|q| q.covers(p)))
+            {
+                return Err(widens(format!(
+                    "path prefix {p} is not under the parent's paths"
+                )));
             }
             grant.paths = paths.clone();
         }
@@ -316,17 +384,35 @@ impl Authority {
                 return Err(invalid("an empty method list would allow nothing".into()));
             }
             if !methods.is_subset_of(&parent.methods) {
-                return Err(widens(format!("methods {methods} are not all in {}", parent.methods)));
+                return Err(widens(format!(
+                    "methods {methods} are not all in {}",
+                    parent.methods
+                )));
             }
             grant.methods = methods.clone();
         }
         let pl = &parent.limits;
         let l = &mut grant.limits;
-        l.max_requests = narrow("max_requests", pl.max_requests, att.max_requests, |c, p| c <= p).map_err(widens)?;
+        l.max_requests = narrow("max_requests", pl.max_requests, att.max_requests, |c, p| {
+            c <= p
+        })
+        .map_err(widens)?;
         l.rate = narrow("rate", pl.rate, att.rate, |c, p| c.within(&p)).map_err(widens)?;
         l.timeout = narrow("timeout", pl.timeout, att.timeout, |c, p| c <= p).map_err(widens)?;
-        l.max_request_body = narrow("max_request_body", pl.max_request_body, att.max_request_body, |c, p| c <= p).map_err(widens)?;
-        l.max_response_body = narrow("max_response_body", pl.max_response_body, att.max_response_body, |c, p| c <= p).map_err(widens)?;
+        l.max_request_body = narrow(
+            "max_request_body",
+            pl.max_request_body,
+            att.max_request_body,
+            |c, p| c <= p,
+        )
+        .map_err(widens)?;
+        l.max_response_body = narrow(
+            "max_response_body",
+            pl.max_response_body,
+            att.max_response_body,
+            |c, p| c <= p,
+        )
+        .map_err(widens)?;
         // A child with no budget or rate of its own spends nothing locally: its ancestors count.
         if att.max_requests.is_none() {
             l.max_requests = None;
@@ -346,9 +432,16 @@ impl Authority {
             }
         };
         let id = self.0.tree.next_id.fetch_add(1, Ordering::Relaxed);
-        let child_ref = AuthorityRef { name: reference.name.clone(), lineage: format!("{}/{id}", reference.lineage) };
+        let child_ref = AuthorityRef {
+            name: reference.name.clone(),
+            lineage: format!("{}/{id}", reference.lineage),
+        };
         Ok(Authority(Arc::new(Node {
-            usage: Mutex::new(Usage { spent: 0, tokens: grant.limits.rate.map_or(0.0, |r| f64::from(r.count)), refilled_at: now }),
+            usage: Mutex::new(Usage {
+                spent: 0,
+                tokens: grant.limits.rate.map_or(0.0, |r| f64::from(r.count)),
+                refilled_at: now,
+            }),
             stateful_chain: self.0.stateful_chain || grant.limits.is_stateful(),
             expiring_chain: self.0.expiring_chain || expires_at.is_some(),
             grant,
@@ -364,7 +457,12 @@ impl Authority {
 
 /// The child's limit: the parent's when the child names none; the child's when it is within
 /// the parent's; an error naming the dimension when it would widen.
-fn narrow<T: Copy + fmt::Debug>(what: &str, parent: Option<T>, child: Option<T>, within: impl Fn(T, T) -> bool) -> Result<Option<T>, String> {
+fn narrow<T: Copy + fmt::Debug>(
+    what: &str,
+    parent: Option<T>,
+    child: Option<T>,
+    within: impl Fn(T, T) -> bool,
+) -> Result<Option<T>, String> {
     match (parent, child) {
         (p, None) => Ok(p),
         (None, Some(c)) => Ok(Some(c)),

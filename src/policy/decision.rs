@@ -22,7 +22,11 @@ pub struct Denial {
 
 impl Denial {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Denial {
-        Denial { reason, detail: detail.into(), authority: None }
+        Denial {
+            reason,
+            detail: detail.into(),
+            authority: None,
+        }
     }
 
     pub(crate) fn on(mut self, authority: &AuthorityRef) -> Denial {

@@ -18,13 +18,25 @@ pub struct Rate {
 impl Rate {
     /// Parse `N/UNIT` where UNIT is a duration (`s`, `min`, `100ms`, `2h`).
     pub fn parse(raw: &str) -> Result<Rate, String> {
-        let (count, per) = raw.split_once('/').ok_or_else(|| format!("rate {raw:?} is not of the form N/UNIT, e.g. \"10/s\""))?;
-        let count: u32 = count.trim().parse().map_err(|_| format!("rate count {count:?} is not a whole number"))?;
+        let (count, per) = raw
+            .split_once('/')
+            .ok_or_else(|| format!("rate {raw:?} is not of the form N/UNIT, e.g. \"10/s\""))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate count {count:?} is not a whole number"))?;
         let per = per.trim();
-        let per_text = if per.starts_with(|c: char| c.is_ascii_digit()) { per.to_string() } else { format!("1{per}") };
-        let per = humantime::parse_duration(&per_text).map_err(|e| format!("rate unit {per:?}: {e}"))?;
+        let per_text = if per.starts_with(|c: char| c.is_ascii_digit()) {
+            per.to_string()
+        } else {
+            format!("1{per}")
+        };
+        let per =
+            humantime::parse_duration(&per_text).map_err(|e| format!("rate unit {per:?}: {e}"))?;
         if count == 0 || per.is_zero() {
-            return Err(format!("rate {raw:?} allows nothing; remove the grant instead"));
+            return Err(format!(
+                "rate {raw:?} allows nothing; remove the grant instead"
+            ));
         }
         Ok(Rate { count, per })
     }
@@ -115,8 +127,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("name {name:?} must be 1 to 64 characters"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
-        return Err(format!("name {name:?} contains {c:?}; use letters, digits, '_', '.' or '-'"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
+    {
+        return Err(format!(
+            "name {name:?} contains {c:?}; use letters, digits, '_', '.' or '-'"
+        ));
     }
     Ok(())
 }
@@ -127,9 +144,18 @@ mod tests {
 
     #[test]
     fn rates_parse() {
-        assert_eq!(Rate::parse("10/s").unwrap(), Rate { count: 10, per: Duration::from_secs(1) });
+        assert_eq!(
+            Rate::parse("10/s").unwrap(),
+            Rate {
+                count: 10,
+                per: Duration::from_secs(1)
+            }
+        );
         assert_eq!(Rate::parse("5/min").unwrap().per, Duration::from_secs(60));
-        assert_eq!(Rate::parse("1/100ms").unwrap().per, Duration::from_millis(100));
+        assert_eq!(
+            Rate::parse("1/100ms").unwrap().per,
+            Duration::from_millis(100)
+        );
         for bad in ["10", "x/s", "10/parsec", "0/s", "-1/s", "10/0s"] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }

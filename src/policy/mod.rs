@@ -36,7 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{AuthorityRef, Decision, Denial};
 pub use grant::{check_name, Grant, InjectedHeader, Limits, Rate};
 pub use ip::IpRules;
-pub use method::{Method, MethodSet, DEFAULT_METHODS};
+pub use method::{is_token, Method, MethodSet, DEFAULT_METHODS};
 pub use origin::{parse_port, Host, HostPattern, OriginPattern, Scheme};
 pub use path::{check_canonical_path, PathError, PathPrefix};
 pub use reason::Reason;
@@ -50,8 +50,11 @@ pub fn grant_from_spec_url(raw: &str) -> Result<(OriginPattern, Vec<PathPrefix>)
     if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("{raw:?} contains {c:?}"));
     }
-    let (scheme_text, rest) = raw.split_once("://").ok_or_else(|| format!("{raw:?} is not of the form scheme://host[:port][/path]"))?;
-    let scheme = Scheme::parse(scheme_text).ok_or_else(|| format!("scheme {scheme_text:?} is not http or https"))?;
+    let (scheme_text, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| format!("{raw:?} is not of the form scheme://host[:port][/path]"))?;
+    let scheme = Scheme::parse(scheme_text)
+        .ok_or_else(|| format!("scheme {scheme_text:?} is not http or https"))?;
     if rest.contains(['?', '#']) {
         return Err(format!("{raw:?}: a grant has no query or fragment"));
     }
@@ -68,6 +71,10 @@ pub fn grant_from_spec_url(raw: &str) -> Result<(OriginPattern, Vec<PathPrefix>)
         Some(p) => parse_port(p)?,
         None => scheme.default_port(),
     };
-    let paths = if path.is_empty() { vec![PathPrefix::root()] } else { vec![PathPrefix::parse(path).map_err(|e| e.0)?] };
+    let paths = if path.is_empty() {
+        vec![PathPrefix::root()]
+    } else {
+        vec![PathPrefix::parse(path).map_err(|e| e.0)?]
+    };
     Ok((OriginPattern { scheme, host, port }, paths))
 }

@@ -99,7 +99,10 @@ impl fmt::Display for Host {
 
 fn check_domain(d: &str) -> Result<(), String> {
     if d.len() > 253 {
-        return Err(format!("host name longer than 253 characters ({})", d.len()));
+        return Err(format!(
+            "host name longer than 253 characters ({})",
+            d.len()
+        ));
     }
     if d.ends_with('.') {
         return Err(format!("host {d:?} has a trailing dot; write it without"));
@@ -111,8 +114,13 @@ fn check_domain(d: &str) -> Result<(), String> {
         if label.len() > 63 {
             return Err(format!("label {label:?} is longer than 63 characters"));
         }
-        if let Some(c) = label.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')) {
-            return Err(format!("host {d:?} contains {c:?}; only letters, digits, '-' and '_' are allowed"));
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "host {d:?} contains {c:?}; only letters, digits, '-' and '_' are allowed"
+            ));
         }
     }
     Ok(())
@@ -142,7 +150,9 @@ impl HostPattern {
     pub fn matches(&self, host: &Host) -> bool {
         match (self, host) {
             (HostPattern::Exact(h), host) => h == host,
-            (HostPattern::Wildcard(suffix), Host::Domain(d)) => wildcard_parent(d) == Some(suffix.as_str()),
+            (HostPattern::Wildcard(suffix), Host::Domain(d)) => {
+                wildcard_parent(d) == Some(suffix.as_str())
+            }
             (HostPattern::Wildcard(_), _) => false,
         }
     }
@@ -150,7 +160,10 @@ impl HostPattern {
 
 /// For `a.b.c`, the suffix a single-label wildcard would name: `b.c`.
 pub(crate) fn wildcard_parent(domain: &str) -> Option<&str> {
-    domain.split_once('.').map(|(_, rest)| rest).filter(|rest| !rest.is_empty())
+    domain
+        .split_once('.')
+        .map(|(_, rest)| rest)
+        .filter(|rest| !rest.is_empty())
 }
 
 impl fmt::Display for HostPattern {
@@ -197,26 +210,38 @@ pub fn parse_port(raw: &str) -> Result<u16, String> {
     if raw.starts_with('0') {
         return Err(format!("port {raw:?} has a leading zero or is zero"));
     }
-    raw.parse::<u16>().map_err(|_| format!("port {raw} is out of range (1-65535)"))
+    raw.parse::<u16>()
+        .map_err(|_| format!("port {raw} is out of range (1-65535)"))
 }
 
 /// Split an authority (`host`, `host:port`, `[v6]`, `[v6]:port`) into its host and port text.
 /// Fails on userinfo and on anything after the port.
-pub fn split_authority(authority: &str) -> Result<(&str, Option<&str>), (crate::policy::Reason, String)> {
+pub fn split_authority(
+    authority: &str,
+) -> Result<(&str, Option<&str>), (crate::policy::Reason, String)> {
     use crate::policy::Reason;
     if authority.contains('@') {
-        return Err((Reason::Userinfo, "userinfo (user@ or user:password@) is not allowed in a URL".into()));
+        return Err((
+            Reason::Userinfo,
+            "userinfo (user@ or user:password@) is not allowed in a URL".into(),
+        ));
     }
     if let Some(rest) = authority.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
-            return Err((Reason::InvalidHost, format!("unclosed '[' in {authority:?}")));
+            return Err((
+                Reason::InvalidHost,
+                format!("unclosed '[' in {authority:?}"),
+            ));
         };
         let host = &authority[..end + 2];
         return match &rest[end + 1..] {
             "" => Ok((host, None)),
             tail => match tail.strip_prefix(':') {
                 Some(port) => Ok((host, Some(port))),
-                None => Err((Reason::InvalidHost, format!("unexpected {tail:?} after IPv6 address"))),
+                None => Err((
+                    Reason::InvalidHost,
+                    format!("unexpected {tail:?} after IPv6 address"),
+                )),
             },
         };
     }
@@ -243,17 +268,40 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_rejected() {
-        for raw in ["*.com", "*", "a.*.com", "*example.com", "**.example.com", "*.127.0.0.1", "", "exa mple.com", "example.com.", "a..b"] {
+        for raw in [
+            "*.com",
+            "*",
+            "a.*.com",
+            "*example.com",
+            "**.example.com",
+            "*.127.0.0.1",
+            "",
+            "exa mple.com",
+            "example.com.",
+            "a..b",
+        ] {
             assert!(HostPattern::parse(raw).is_err(), "{raw:?}");
         }
     }
 
     #[test]
     fn hosts_are_normalised_by_the_whatwg_parser() {
-        assert_eq!(Host::parse("EXAMPLE.com").unwrap(), Host::Domain("example.com".into()));
-        assert_eq!(Host::parse("2130706433").unwrap(), Host::Ipv4(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(Host::parse("0x7f.1").unwrap(), Host::Ipv4(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(Host::parse("bücher.de").unwrap(), Host::Domain("xn--bcher-kva.de".into()));
+        assert_eq!(
+            Host::parse("EXAMPLE.com").unwrap(),
+            Host::Domain("example.com".into())
+        );
+        assert_eq!(
+            Host::parse("2130706433").unwrap(),
+            Host::Ipv4(Ipv4Addr::new(127, 0, 0, 1))
+        );
+        assert_eq!(
+            Host::parse("0x7f.1").unwrap(),
+            Host::Ipv4(Ipv4Addr::new(127, 0, 0, 1))
+        );
+        assert_eq!(
+            Host::parse("bücher.de").unwrap(),
+            Host::Domain("xn--bcher-kva.de".into())
+        );
         assert!(Host::parse("%65xample.com").is_err());
     }
 

@@ -55,7 +55,10 @@ pub fn check_canonical_path(path: &str) -> Result<(), PathError> {
                 j += 1;
                 continue;
             }
-            let (Some(hi), Some(lo)) = (bytes.get(j + 1).and_then(|&h| hex(h)), bytes.get(j + 2).and_then(|&l| hex(l))) else {
+            let (Some(hi), Some(lo)) = (
+                bytes.get(j + 1).and_then(|&h| hex(h)),
+                bytes.get(j + 2).and_then(|&l| hex(l)),
+            ) else {
                 return err(format!("malformed percent-escape in segment {segment:?}"));
             };
             let byte = hi << 4 | lo;
@@ -81,7 +84,9 @@ pub fn check_canonical_path(path: &str) -> Result<(), PathError> {
         decoded_path.extend_from_slice(&decoded);
     }
     if std::str::from_utf8(&decoded_path).is_err() {
-        return err(format!("{path:?} decodes to bytes that are not UTF-8 (overlong or invalid encoding)"));
+        return err(format!(
+            "{path:?} decodes to bytes that are not UTF-8 (overlong or invalid encoding)"
+        ));
     }
     Ok(())
 }
@@ -102,10 +107,14 @@ impl PathPrefix {
     /// Parse a prefix; it must be a canonical path made of plain ASCII.
     pub fn parse(prefix: &str) -> Result<PathPrefix, PathError> {
         if let Some(c) = prefix.chars().find(|c| !c.is_ascii_graphic()) {
-            return Err(PathError(format!("path prefix {prefix:?} contains {c:?}; percent-encode it")));
+            return Err(PathError(format!(
+                "path prefix {prefix:?} contains {c:?}; percent-encode it"
+            )));
         }
         if prefix.contains(['?', '#']) {
-            return Err(PathError(format!("path prefix {prefix:?} may not contain '?' or '#'")));
+            return Err(PathError(format!(
+                "path prefix {prefix:?} may not contain '?' or '#'"
+            )));
         }
         check_canonical_path(prefix)?;
         Ok(PathPrefix(prefix.to_string()))
@@ -121,7 +130,8 @@ impl PathPrefix {
         if p.ends_with('/') {
             path.starts_with(p)
         } else {
-            path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            path.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         }
     }
 
@@ -156,7 +166,11 @@ mod tests {
             ("/", "/anything/at/all", true),
         ];
         for (prefix, path, expected) in cases {
-            assert_eq!(PathPrefix::parse(prefix).unwrap().grants(path), expected, "{prefix} ~ {path}");
+            assert_eq!(
+                PathPrefix::parse(prefix).unwrap().grants(path),
+                expected,
+                "{prefix} ~ {path}"
+            );
         }
     }
 
@@ -173,18 +187,57 @@ mod tests {
     #[test]
     fn non_canonical_paths_are_rejected() {
         for path in [
-            "", "v1", "/a//b", "/a/./b", "/a/../b", "/..", "/.", "/a/%2e%2e/b", "/a/%2E/b", "/a/.%2e/",
-            "/a%2fb", "/a%2Fb", "/a%5cb", "/a\\b", "/a;b", "/a/b;jsessionid=1", "/a%00", "/a%0a",
-            "/%c0%ae%c0%ae/", "/%e0%80%ae", "/%ff", "/a%zz", "/a%2", "/%41dmin",
+            "",
+            "v1",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/..",
+            "/.",
+            "/a/%2e%2e/b",
+            "/a/%2E/b",
+            "/a/.%2e/",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a;b",
+            "/a/b;jsessionid=1",
+            "/a%00",
+            "/a%0a",
+            "/%c0%ae%c0%ae/",
+            "/%e0%80%ae",
+            "/%ff",
+            "/a%zz",
+            "/a%2",
+            "/%41dmin",
         ] {
-            assert!(check_canonical_path(path).is_err(), "{path:?} should be rejected");
+            assert!(
+                check_canonical_path(path).is_err(),
+                "{path:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn canonical_paths_are_accepted() {
-        for path in ["/", "/v1/", "/v1/x", "/a/b.json", "/caf%C3%A9", "/a%20b", "/%25", "/a/b/", "/..a", "/a..", "/.well-known/x"] {
-            assert!(check_canonical_path(path).is_ok(), "{path:?} should be accepted");
+        for path in [
+            "/",
+            "/v1/",
+            "/v1/x",
+            "/a/b.json",
+            "/caf%C3%A9",
+            "/a%20b",
+            "/%25",
+            "/a/b/",
+            "/..a",
+            "/a..",
+            "/.well-known/x",
+        ] {
+            assert!(
+                check_canonical_path(path).is_ok(),
+                "{path:?} should be accepted"
+            );
         }
     }
 

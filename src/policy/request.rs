@@ -19,8 +19,16 @@ use url::Url;
 pub const MAX_URL_LEN: usize = 8 * 1024;
 
 /// Headers only the host may set: they choose the destination or the framing of the connection.
-const FORBIDDEN_HEADERS: &[&str] =
-    &["host", "connection", "transfer-encoding", "upgrade", "keep-alive", "te", "trailer", "http2-settings"];
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "te",
+    "trailer",
+    "http2-settings",
+];
 
 /// Is `name` (any case) a header the guest may never set, whatever the grant?
 pub fn is_forbidden_header(name: &str) -> bool {
@@ -50,19 +58,33 @@ impl CanonicalUrl {
     pub fn parse(raw: &str) -> Result<CanonicalUrl, Denial> {
         let deny = |reason, detail: String| Err(Denial::new(reason, detail));
         if raw.len() > MAX_URL_LEN {
-            return deny(Reason::MalformedUrl, format!("URL is {} bytes; the limit is {MAX_URL_LEN}", raw.len()));
+            return deny(
+                Reason::MalformedUrl,
+                format!("URL is {} bytes; the limit is {MAX_URL_LEN}", raw.len()),
+            );
         }
         if let Some(c) = raw.chars().find(|&c| is_hidden_char(c)) {
-            return deny(Reason::ControlCharacter, format!("URL contains {c:?}; percent-encode it"));
+            return deny(
+                Reason::ControlCharacter,
+                format!("URL contains {c:?}; percent-encode it"),
+            );
         }
         let Some((scheme_text, rest)) = raw.split_once("://") else {
             return deny(Reason::MalformedUrl, "expected scheme://host/path".into());
         };
         let Some(scheme) = Scheme::parse(scheme_text) else {
-            let valid_syntax = scheme_text.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && scheme_text.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            let valid_syntax = scheme_text
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme_text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
             return if valid_syntax {
-                deny(Reason::UnsupportedScheme, format!("scheme {scheme_text:?} is not http or https"))
+                deny(
+                    Reason::UnsupportedScheme,
+                    format!("scheme {scheme_text:?} is not http or https"),
+                )
             } else {
                 deny(Reason::MalformedUrl, "expected scheme://host/path".into())
             };
@@ -70,32 +92,55 @@ impl CanonicalUrl {
         let authority_end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
         let (authority, after) = rest.split_at(authority_end);
         if after.starts_with('\\') {
-            return deny(Reason::MalformedUrl, "backslash after the host; use '/'".into());
+            return deny(
+                Reason::MalformedUrl,
+                "backslash after the host; use '/'".into(),
+            );
         }
         if authority.is_empty() {
             return deny(Reason::InvalidHost, "empty host".into());
         }
-        let (host_text, port_text) = split_authority(authority).map_err(|(r, d)| Denial::new(r, d))?;
+        let (host_text, port_text) =
+            split_authority(authority).map_err(|(r, d)| Denial::new(r, d))?;
         let port = match port_text {
             Some(p) => parse_port(p).map_err(|d| Denial::new(Reason::InvalidPort, d))?,
             None => scheme.default_port(),
         };
         let host = Host::parse(host_text).map_err(|d| Denial::new(Reason::InvalidHost, d))?;
         if after.contains('#') {
-            return deny(Reason::MalformedUrl, "fragments (#...) are never sent; remove it".into());
+            return deny(
+                Reason::MalformedUrl,
+                "fragments (#...) are never sent; remove it".into(),
+            );
         }
         let raw_path = &after[..after.find('?').unwrap_or(after.len())];
         if !raw_path.is_empty() {
-            check_canonical_path(raw_path).map_err(|e| Denial::new(Reason::NonCanonicalPath, e.0))?;
+            check_canonical_path(raw_path)
+                .map_err(|e| Denial::new(Reason::NonCanonicalPath, e.0))?;
         }
-        let url = Url::parse(raw).map_err(|e| Denial::new(Reason::MalformedUrl, format!("URL does not parse: {e}")))?;
+        let url = Url::parse(raw)
+            .map_err(|e| Denial::new(Reason::MalformedUrl, format!("URL does not parse: {e}")))?;
         // The checks above read the raw text; the parser must agree with them, or we refuse.
-        let parsed_host = url.host().ok_or_else(|| Denial::new(Reason::InvalidHost, "empty host"))?;
-        let parsed_host = Host::from_url_host(parsed_host).map_err(|d| Denial::new(Reason::InvalidHost, d))?;
-        if parsed_host != host || url.port_or_known_default() != Some(port) || !url.username().is_empty() {
-            return deny(Reason::MalformedUrl, "the URL parser and urlcap's checks disagree about this URL".into());
+        let parsed_host = url
+            .host()
+            .ok_or_else(|| Denial::new(Reason::InvalidHost, "empty host"))?;
+        let parsed_host =
+            Host::from_url_host(parsed_host).map_err(|d| Denial::new(Reason::InvalidHost, d))?;
+        if parsed_host != host
+            || url.port_or_known_default() != Some(port)
+            || !url.username().is_empty()
+        {
+            return deny(
+                Reason::MalformedUrl,
+                "the URL parser and urlcap's checks disagree about this URL".into(),
+            );
         }
-        Ok(CanonicalUrl { url, scheme, host, port })
+        Ok(CanonicalUrl {
+            url,
+            scheme,
+            host,
+            port,
+        })
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -163,25 +208,40 @@ impl Request {
     pub fn new(method: &str, url: &str) -> Result<Request, Denial> {
         let method = Method::parse(method).map_err(|d| Denial::new(Reason::InvalidMethod, d))?;
         let url = CanonicalUrl::parse(url)?;
-        Ok(Request { method, url, headers: Vec::new(), body_len: None })
+        Ok(Request {
+            method,
+            url,
+            headers: Vec::new(),
+            body_len: None,
+        })
     }
 
     /// Add a guest header, denying invalid syntax and headers only the host may set.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Result<Request, Denial> {
         let value = value.as_ref();
         if !is_token(name) {
-            return Err(Denial::new(Reason::InvalidHeader, format!("header name {name:?} is not an HTTP token")));
+            return Err(Denial::new(
+                Reason::InvalidHeader,
+                format!("header name {name:?} is not an HTTP token"),
+            ));
         }
-        if let Some(b) = value.iter().find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if let Some(b) = value
+            .iter()
+            .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
             return Err(Denial::new(
                 Reason::InvalidHeader,
                 format!("value of header {name:?} contains control byte 0x{b:02x}"),
             ));
         }
         if is_forbidden_header(name) {
-            return Err(Denial::new(Reason::ForbiddenHeader, format!("only the host may set {name:?}")));
+            return Err(Denial::new(
+                Reason::ForbiddenHeader,
+                format!("only the host may set {name:?}"),
+            ));
         }
-        self.headers.push((name.to_ascii_lowercase(), value.to_vec()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_vec()));
         Ok(self)
     }
 
@@ -215,8 +275,17 @@ mod tests {
 
     #[test]
     fn odd_ip_encodings_are_normalised() {
-        for raw in ["http://2130706433/", "http://0x7f.1/", "http://0177.0.0.1/", "http://127.1/"] {
-            assert_eq!(CanonicalUrl::parse(raw).unwrap().host_str(), "127.0.0.1", "{raw}");
+        for raw in [
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+        ] {
+            assert_eq!(
+                CanonicalUrl::parse(raw).unwrap().host_str(),
+                "127.0.0.1",
+                "{raw}"
+            );
         }
         let u = CanonicalUrl::parse("http://[::ffff:127.0.0.1]/").unwrap();
         assert_eq!(u.host_str(), "[::ffff:7f00:1]");
@@ -261,11 +330,36 @@ mod tests {
     fn headers_are_checked() {
         let req = Request::new("GET", "http://a.com/").unwrap();
         assert!(req.clone().header("X-Ok", "v").is_ok());
-        for name in ["Host", "connection", "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "TE", "HTTP2-Settings", "Keep-Alive"] {
-            assert_eq!(req.clone().header(name, "v").unwrap_err().reason, Reason::ForbiddenHeader, "{name}");
+        for name in [
+            "Host",
+            "connection",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Proxy-Authorization",
+            "TE",
+            "HTTP2-Settings",
+            "Keep-Alive",
+        ] {
+            assert_eq!(
+                req.clone().header(name, "v").unwrap_err().reason,
+                Reason::ForbiddenHeader,
+                "{name}"
+            );
         }
-        assert_eq!(req.clone().header("X-A", "a\r\nHost: evil").unwrap_err().reason, Reason::InvalidHeader);
-        assert_eq!(req.clone().header("X A", "v").unwrap_err().reason, Reason::InvalidHeader);
-        assert_eq!(req.header("X-A", "a\0b").unwrap_err().reason, Reason::InvalidHeader);
+        assert_eq!(
+            req.clone()
+                .header("X-A", "a\r\nHost: evil")
+                .unwrap_err()
+                .reason,
+            Reason::InvalidHeader
+        );
+        assert_eq!(
+            req.clone().header("X A", "v").unwrap_err().reason,
+            Reason::InvalidHeader
+        );
+        assert_eq!(
+            req.header("X-A", "a\0b").unwrap_err().reason,
+            Reason::InvalidHeader
+        );
     }
 }

@@ -26,7 +26,11 @@ pub struct Policy {
 
 impl Policy {
     /// Make the root authorities. This is the only place handles are created from nothing.
-    pub fn new(grants: Vec<Grant>, network: IpRules, clock: Arc<dyn Clock>) -> Result<Policy, String> {
+    pub fn new(
+        grants: Vec<Grant>,
+        network: IpRules,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Policy, String> {
         let tree = Tree::new(clock);
         let network = Arc::new(network);
         let mut policy = Policy {
@@ -42,10 +46,18 @@ impl Policy {
                 return Err(format!("two authorities are named {:?}", grant.name));
             }
             match &grant.origin.host {
-                HostPattern::Exact(host) => policy.by_host.entry(host.clone()).or_default().push(index),
-                HostPattern::Wildcard(suffix) => policy.by_wildcard.entry(suffix.clone()).or_default().push(index),
+                HostPattern::Exact(host) => {
+                    policy.by_host.entry(host.clone()).or_default().push(index)
+                }
+                HostPattern::Wildcard(suffix) => policy
+                    .by_wildcard
+                    .entry(suffix.clone())
+                    .or_default()
+                    .push(index),
             }
-            policy.roots.push(Authority::root(grant, network.clone(), tree.clone()));
+            policy
+                .roots
+                .push(Authority::root(grant, network.clone(), tree.clone()));
         }
         Ok(policy)
     }
@@ -75,9 +87,16 @@ impl Policy {
     }
 
     fn candidates<'a>(&'a self, host: &Host) -> impl Iterator<Item = &'a Authority> + 'a {
-        let exact = self.by_host.get(host).map(Vec::as_slice).unwrap_or_default();
+        let exact = self
+            .by_host
+            .get(host)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let wildcard = match host {
-            Host::Domain(d) => wildcard_parent(d).and_then(|s| self.by_wildcard.get(s)).map(Vec::as_slice).unwrap_or_default(),
+            Host::Domain(d) => wildcard_parent(d)
+                .and_then(|s| self.by_wildcard.get(s))
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
             _ => &[],
         };
         exact.iter().chain(wildcard).map(|&i| &self.roots[i])
@@ -89,7 +108,12 @@ impl Policy {
         let mut best: Option<(Stage, Denial)> = None;
         for authority in self.candidates(req.url.host()) {
             match authority.evaluate(req, spend) {
-                Ok(()) => return (Decision::Allow(authority.reference().clone()), Some(authority)),
+                Ok(()) => {
+                    return (
+                        Decision::Allow(authority.reference().clone()),
+                        Some(authority),
+                    )
+                }
                 Err((stage, denial)) => {
                     if best.as_ref().is_none_or(|(s, _)| stage > *s) {
                         best = Some((stage, denial));
@@ -102,7 +126,12 @@ impl Policy {
                 let url = &req.url;
                 Denial::new(
                     Reason::NoAuthority,
-                    format!("no preopened authority grants {}://{}:{}", url.scheme().as_str(), url.host(), url.port()),
+                    format!(
+                        "no preopened authority grants {}://{}:{}",
+                        url.scheme().as_str(),
+                        url.host(),
+                        url.port()
+                    ),
                 )
             }
             Some((_, denial)) => denial,

@@ -1,0 +1,107 @@
+//! `urlcap check`: validate grants and print what is in force.
+
+use super::{GrantArgs, EXIT_OK};
+use crate::manifest::{Config, ConfigError};
+use clap::Args;
+use std::io::Write;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    grants: GrantArgs,
+}
+
+pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, ConfigError> {
+    let config = args.grants.load()?;
+    let _ = write!(out, "{}", describe(&config));
+    for warning in config.warnings() {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// The effective grants, one block per authority, as `check` prints them.
+pub fn describe(config: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let l = &config.limits;
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let _ = writeln!(
+        s,
+        "limits: memory {}, timeout {}, max_concurrent_requests {}",
+        opt(l
+            .memory
+            .map(|m| bytesize::ByteSize(m).display().iec().to_string())),
+        opt(l.timeout.map(|t| humantime::format_duration(t).to_string())),
+        opt(l.max_concurrent_requests.map(|n| n.to_string())),
+    );
+    let n = &config.network;
+    let nets = |v: &[ipnet::IpNet]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "network: special-purpose ranges {}; allow_ips {}; deny_ips {}",
+        if n.allow_private {
+            "ALLOWED (allow_private)"
+        } else {
+            "denied"
+        },
+        nets(&n.allow),
+        nets(&n.deny)
+    );
+    if config.grants.is_empty() {
+        let _ = writeln!(s, "no authorities: every request will be denied");
+    }
+    for g in &config.grants {
+        let _ = writeln!(s, "authority {}", g.name);
+        let _ = writeln!(s, "  origin   {}", g.origin);
+        let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(s, "  paths    {}", paths.join(" "));
+        let _ = writeln!(s, "  methods  {}", g.methods);
+        let gl = &g.limits;
+        let mut limits = Vec::new();
+        if let Some(v) = gl.max_requests {
+            limits.push(format!("max_requests {v}"));
+        }
+        if let Some(v) = gl.rate {
+            limits.push(format!("rate {v}"));
+        }
+        if let Some(v) = gl.timeout {
+            limits.push(format!("timeout {}", humantime::format_duration(v)));
+        }
+        if let Some(v) = gl.max_request_body {
+            limits.push(format!(
+                "max_request_body {}",
+                bytesize::ByteSize(v).display().iec()
+            ));
+        }
+        if let Some(v) = gl.max_response_body {
+            limits.push(format!(
+                "max_response_body {}",
+                bytesize::ByteSize(v).display().iec()
+            ));
+        }
+        if !limits.is_empty() {
+            let _ = writeln!(s, "  limits   {}", limits.join(", "));
+        }
+        if !g.allow_ips.is_empty() {
+            let _ = writeln!(s, "  allow_ips {}", nets(&g.allow_ips));
+        }
+        for h in &g.headers {
+            let _ = writeln!(
+                s,
+                "  header   {}: {} (injected by the host)",
+                h.name, h.value
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,193 @@
+//! `urlcap explain`: one request through the real policy, without sending it.
+
+use super::{GrantArgs, EXIT_DENY, EXIT_OK};
+use crate::audit::redact_url;
+use crate::manifest::ConfigError;
+use crate::policy::{Decision, Denial, Reason, Request, SystemClock};
+use clap::Args;
+use serde::Serialize;
+use std::io::Write;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    grants: GrantArgs,
+    /// The request method (exact, case-sensitive).
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// A request header as the guest would send it, 'Name: value' (repeatable).
+    #[arg(long, value_name = "'K: V'")]
+    header: Vec<String>,
+    /// Also resolve the host with the system resolver and check every address.
+    #[arg(long)]
+    resolve: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The absolute URL the guest would request.
+    url: String,
+}
+
+/// The `--json` output. `decision`, `authority`, `reason` and `detail` are the contract.
+#[derive(Serialize)]
+struct Explanation {
+    decision: &'static str,
+    authority: Option<String>,
+    reason: Option<Reason>,
+    detail: String,
+    lineage: Option<String>,
+    method: String,
+    url: String,
+    addresses: Vec<IpAddr>,
+}
+
+pub fn run(
+    args: &ExplainArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, ConfigError> {
+    let config = args.grants.load()?;
+    let mut headers = Vec::new();
+    for h in &args.header {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(ConfigError::flag(
+                "--header",
+                h,
+                "expected 'Name: value'",
+                None,
+            ));
+        };
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    for warning in config.warnings() {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    let policy = config.policy(Arc::new(SystemClock::new()));
+    let mut addresses = Vec::new();
+    let request = Request::new(&args.method, &args.url)
+        .and_then(|r| headers.iter().try_fold(r, |req, (k, v)| req.header(k, v)));
+    let (decision, url) = match request {
+        Err(denial) => (Decision::Deny(denial), redact_url(&args.url)),
+        Ok(req) => {
+            let mut decision = policy.check(&req);
+            if let (true, Decision::Allow(reference)) =
+                (args.resolve && req.url.host().ip().is_none(), &decision)
+            {
+                let authority = policy
+                    .get(&reference.name)
+                    .expect("an allowing authority exists");
+                decision = match resolve(req.url.host_str(), req.url.port()) {
+                    Err(denial) => Decision::Deny(denial.on(reference)),
+                    Ok(ips) => {
+                        addresses = ips;
+                        match addresses.iter().find_map(|ip| authority.vet_ip(*ip).err()) {
+                            Some(denial) => Decision::Deny(denial),
+                            None => decision,
+                        }
+                    }
+                };
+            }
+            (decision, req.url.to_string())
+        }
+    };
+    let explanation = explain(&decision, &policy, args.method.clone(), url, addresses);
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&explanation).expect("serializable")
+        );
+    } else {
+        let _ = write!(out, "{}", human(&explanation));
+    }
+    Ok(if decision.is_allow() {
+        EXIT_OK
+    } else {
+        EXIT_DENY
+    })
+}
+
+fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Denial::new(Reason::DnsFailure, format!("{host} did not resolve: {e}")))?;
+    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+    ips.dedup();
+    if ips.is_empty() {
+        return Err(Denial::new(
+            Reason::DnsFailure,
+            format!("{host} resolved to no addresses"),
+        ));
+    }
+    Ok(ips)
+}
+
+fn explain(
+    decision: &Decision,
+    policy: &crate::policy::Policy,
+    method: String,
+    url: String,
+    addresses: Vec<IpAddr>,
+) -> Explanation {
+    match decision {
+        Decision::Allow(r) => {
+            let g = policy
+                .get(&r.name)
+                .expect("an allowing authority exists")
+                .grant();
+            let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
+            Explanation {
+                decision: "allow",
+                authority: Some(r.name.clone()),
+                reason: None,
+                detail: format!(
+                    "authority {} grants {} paths {} methods {}",
+                    r.name,
+                    g.origin,
+                    paths.join(" "),
+                    g.methods
+                ),
+                lineage: Some(r.lineage.clone()),
+                method,
+                url,
+                addresses,
+            }
+        }
+        Decision::Deny(d) => Explanation {
+            decision: "deny",
+            authority: d.authority.as_ref().map(|a| a.name.clone()),
+            reason: Some(d.reason),
+            detail: d.detail.clone(),
+            lineage: d.authority.as_ref().map(|a| a.lineage.clone()),
+            method,
+            url,
+            addresses,
+        },
+    }
+}
+
+fn human(e: &Explanation) -> String {
+    let mut s = format!(
+        "{} {} {}\n",
+        e.decision,
+        e.method.escape_debug(),
+        e.url.escape_debug()
+    );
+    if let Some(a) = &e.authority {
+        s += &format!(
+            "  authority {a} (lineage {})\n",
+            e.lineage.as_deref().unwrap_or(a)
+        );
+    }
+    if let Some(r) = e.reason {
+        s += &format!("  reason    {r}\n");
+    }
+    s += &format!("  detail    {}\n", e.detail.escape_debug());
+    if !e.addresses.is_empty() {
+        let list: Vec<String> = e.addresses.iter().map(|a| a.to_string()).collect();
+        s += &format!("  addresses {}\n", list.join(" "));
+    }
+    s
+}

@@ -1,0 +1,122 @@
+//! Configuration errors that say where (file:line:column, or which flag) and what to do.
+
+use std::fmt;
+
+/// A problem with the manifest or the grant flags. Always fatal: urlcap never runs a guest
+/// under a policy it could not read exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A problem at a place in a manifest file.
+    Manifest {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+        help: Option<String>,
+    },
+    /// A problem with one command-line flag's value.
+    Flag {
+        flag: &'static str,
+        value: String,
+        message: String,
+        help: Option<String>,
+    },
+    /// The manifest (or a secret file it names) could not be read.
+    Io { file: String, message: String },
+}
+
+impl ConfigError {
+    /// An error at byte `offset` of `text` (the contents of `file`).
+    pub(crate) fn at(
+        file: &str,
+        text: &str,
+        offset: usize,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ConfigError {
+        let (line, column) = line_column(text, offset);
+        ConfigError::Manifest {
+            file: file.to_string(),
+            line,
+            column,
+            message: message.into(),
+            help,
+        }
+    }
+
+    pub(crate) fn flag(
+        flag: &'static str,
+        value: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ConfigError {
+        ConfigError::Flag {
+            flag,
+            value: value.to_string(),
+            message: message.into(),
+            help,
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Manifest {
+                file,
+                line,
+                column,
+                message,
+                help,
+            } => {
+                write!(f, "{file}:{line}:{column}: {message}")?;
+                if let Some(help) = help {
+                    write!(f, "\n  help: {help}")?;
+                }
+                Ok(())
+            }
+            ConfigError::Flag {
+                flag,
+                value,
+                message,
+                help,
+            } => {
+                write!(f, "{flag} {value:?}: {message}")?;
+                if let Some(help) = help {
+                    write!(f, "\n  help: {help}")?;
+                }
+                Ok(())
+            }
+            ConfigError::Io { file, message } => write!(f, "{file}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let text = "ab\ncdé\nf";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 3), (2, 1));
+        assert_eq!(line_column(text, 7), (2, 4));
+        assert_eq!(line_column(text, 8), (3, 1));
+        assert_eq!(line_column(text, 999), (3, 2));
+    }
+}
