@@ -17,7 +17,10 @@ impl SecretStore for FakeSecrets {
         self.env.get(name).map(|v| v.to_string())
     }
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.files.get(path).map(|v| v.as_bytes().to_vec()).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file"))
+        self.files
+            .get(path)
+            .map(|v| v.as_bytes().to_vec())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file"))
     }
 }
 
@@ -102,7 +105,14 @@ fn every_manifest_error_names_the_place_and_the_problem() {
             Err(e) => e,
         };
         let shown = err.to_string();
-        let ConfigError::Manifest { file, line, column, message: m, help: h } = &err else {
+        let ConfigError::Manifest {
+            file,
+            line,
+            column,
+            message: m,
+            help: h,
+        } = &err
+        else {
             failures.push(format!("not a manifest error: {shown}"));
             continue;
         };
@@ -113,10 +123,18 @@ fn every_manifest_error_names_the_place_and_the_problem() {
             && (help.is_empty() || h.as_deref().is_some_and(|h| h.contains(help)))
             && shown.starts_with(&format!("conf/urlcap.toml:{at}: "));
         if !ok {
-            failures.push(format!("expected {place} {message:?} help {help:?}, got: {shown}\n--- manifest:\n{text}"));
+            failures.push(format!(
+                "expected {place} {message:?} help {help:?}, got: {shown}\n--- manifest:\n{text}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -124,11 +142,16 @@ fn secret_values_never_appear_in_errors_or_debug_output() {
     let text = format!("{AUTH}[authority.headers]\nx-token = {{ value = \"hunter2\\nX\" }}\n");
     let err = parse(&text).unwrap_err();
     assert!(!err.to_string().contains("hunter2"));
-    let text = format!("{AUTH}[authority.headers]\nauthorization = {{ env = \"TOKEN\", prefix = \"Bearer \" }}\n");
+    let text = format!(
+        "{AUTH}[authority.headers]\nauthorization = {{ env = \"TOKEN\", prefix = \"Bearer \" }}\n"
+    );
     let config = parse(&text).unwrap();
     let shown = format!("{config:?}");
     assert!(!shown.contains("s3cret-token"), "{shown}");
-    assert_eq!(config.grants[0].headers[0].value.expose(), b"Bearer s3cret-token");
+    assert_eq!(
+        config.grants[0].headers[0].value.expose(),
+        b"Bearer s3cret-token"
+    );
 }
 
 #[test]
@@ -145,14 +168,20 @@ fn a_full_manifest_parses_to_what_it_says() {
     s.env.insert("GITHUB_TOKEN", "ghp_example");
     let config = Config::parse(&text, Path::new("policy/example.toml"), &s).unwrap();
     assert_eq!(config.limits.memory, Some(64 << 20));
-    assert_eq!(config.limits.timeout, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        config.limits.timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
     assert_eq!(config.limits.max_concurrent_requests, Some(16));
     assert!(!config.network.allow_private);
     assert_eq!(config.network.allow.len(), 1);
     let gh = &config.grants[0];
     assert_eq!(gh.name, "github");
     assert_eq!(gh.origin.to_string(), "https://api.github.com");
-    assert_eq!(gh.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(), ["/repos/", "/users/"]);
+    assert_eq!(
+        gh.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        ["/repos/", "/users/"]
+    );
     assert_eq!(gh.methods.to_string(), "GET,HEAD");
     assert_eq!(gh.limits.max_requests, Some(1000));
     assert_eq!(gh.limits.rate.unwrap().count, 10);
@@ -181,11 +210,22 @@ fn flag_errors_name_the_flag_and_the_grammar() {
     ];
     for (sources, expected) in cases {
         let err = Config::load(sources, &secrets()).unwrap_err();
-        assert!(err.to_string().starts_with(expected), "expected {expected:?}, got {:?}", err.to_string());
+        assert!(
+            err.to_string().starts_with(expected),
+            "expected {expected:?}, got {:?}",
+            err.to_string()
+        );
     }
-    let missing = GrantSources { manifest: Some("does/not/exist.toml".into()), ..GrantSources::default() };
+    let missing = GrantSources {
+        manifest: Some("does/not/exist.toml".into()),
+        ..GrantSources::default()
+    };
     let err = Config::load(&missing, &secrets()).unwrap_err();
-    assert!(err.to_string().starts_with("does/not/exist.toml: cannot read manifest:"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("does/not/exist.toml: cannot read manifest:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -197,15 +237,25 @@ fn flags_merge_with_a_manifest_and_get_unique_names() {
     let before = config.grants.len();
     config
         .apply_flags(&GrantSources {
-            allow: vec!["https://a.example.com".into(), "https://a.example.com/v2/".into(), "http://127.0.0.1:8080/".into()],
+            allow: vec![
+                "https://a.example.com".into(),
+                "https://a.example.com/v2/".into(),
+                "http://127.0.0.1:8080/".into(),
+            ],
             allow_ip: vec!["127.0.0.1".into()],
             deny_ip: vec!["198.51.100.0/24".into()],
             allow_private: true,
             ..GrantSources::default()
         })
         .unwrap();
-    let names: Vec<&str> = config.grants[before..].iter().map(|g| g.name.as_str()).collect();
-    assert_eq!(names, ["a.example.com", "a.example.com-2", "127.0.0.1-8080"]);
+    let names: Vec<&str> = config.grants[before..]
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.example.com", "a.example.com-2", "127.0.0.1-8080"]
+    );
     assert!(config.network.allow_private);
     assert_eq!(config.network.allow.len(), 2);
     assert_eq!(config.network.deny.len(), 2);

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 use urlcap::policy::{
-    grant_from_spec_url, Attenuation, Authority, Decision, Grant, Host, IpRules, Limits, ManualClock, Method, MethodSet,
-    PathPrefix, Policy, Rate, Reason, Request,
+    grant_from_spec_url, Attenuation, Authority, Decision, Grant, Host, IpRules, Limits,
+    ManualClock, Method, MethodSet, PathPrefix, Policy, Rate, Reason, Request,
 };
 
 fn grant(name: &str, url: &str, methods: &[&str]) -> Grant {
@@ -23,12 +23,18 @@ fn methods_of(methods: &[&str]) -> MethodSet {
 }
 
 fn paths_of(paths: &[&str]) -> Vec<PathPrefix> {
-    paths.iter().map(|p| PathPrefix::parse(p).unwrap()).collect()
+    paths
+        .iter()
+        .map(|p| PathPrefix::parse(p).unwrap())
+        .collect()
 }
 
 fn policy_with(grants: Vec<Grant>) -> (Policy, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::default());
-    (Policy::new(grants, IpRules::default(), clock.clone()).unwrap(), clock)
+    (
+        Policy::new(grants, IpRules::default(), clock.clone()).unwrap(),
+        clock,
+    )
 }
 
 fn req(method: &str, url: &str) -> Request {
@@ -45,29 +51,87 @@ fn policy_table() {
         grant("gh", "https://api.github.com/repos/", &["GET", "HEAD"]),
         grant("gh-users", "https://api.github.com/users/", &["GET"]),
         grant("cdn", "https://*.cdn.example.net/", &["GET"]),
-        grant("exact-over-wild", "https://special.cdn.example.net/admin/", &["POST"]),
+        grant(
+            "exact-over-wild",
+            "https://special.cdn.example.net/admin/",
+            &["POST"],
+        ),
     ]);
     let table: &[(&str, &str, Option<Reason>, Option<&str>)] = &[
         ("GET", "https://api.github.com/repos/a/b", None, Some("gh")),
         ("HEAD", "https://api.github.com/repos/", None, Some("gh")),
-        ("GET", "https://api.github.com/users/x", None, Some("gh-users")),
-        ("HEAD", "https://api.github.com/users/x", Some(Reason::MethodNotAllowed), Some("gh-users")),
-        ("GET", "https://api.github.com/orgs/x", Some(Reason::PathNotAllowed), None),
-        ("POST", "https://api.github.com/repos/a", Some(Reason::MethodNotAllowed), Some("gh")),
-        ("GET", "https://api.github.com:444/repos/a", Some(Reason::NoAuthority), None),
-        ("GET", "http://api.github.com/repos/a", Some(Reason::NoAuthority), None),
+        (
+            "GET",
+            "https://api.github.com/users/x",
+            None,
+            Some("gh-users"),
+        ),
+        (
+            "HEAD",
+            "https://api.github.com/users/x",
+            Some(Reason::MethodNotAllowed),
+            Some("gh-users"),
+        ),
+        (
+            "GET",
+            "https://api.github.com/orgs/x",
+            Some(Reason::PathNotAllowed),
+            None,
+        ),
+        (
+            "POST",
+            "https://api.github.com/repos/a",
+            Some(Reason::MethodNotAllowed),
+            Some("gh"),
+        ),
+        (
+            "GET",
+            "https://api.github.com:444/repos/a",
+            Some(Reason::NoAuthority),
+            None,
+        ),
+        (
+            "GET",
+            "http://api.github.com/repos/a",
+            Some(Reason::NoAuthority),
+            None,
+        ),
         ("GET", "https://x.cdn.example.net/a", None, Some("cdn")),
-        ("POST", "https://special.cdn.example.net/admin/x", None, Some("exact-over-wild")),
-        ("GET", "https://special.cdn.example.net/admin/x", None, Some("cdn")),
-        ("DELETE", "https://special.cdn.example.net/admin/x", Some(Reason::MethodNotAllowed), None),
-        ("GET", "https://cdn.example.net/a", Some(Reason::NoAuthority), None),
+        (
+            "POST",
+            "https://special.cdn.example.net/admin/x",
+            None,
+            Some("exact-over-wild"),
+        ),
+        (
+            "GET",
+            "https://special.cdn.example.net/admin/x",
+            None,
+            Some("cdn"),
+        ),
+        (
+            "DELETE",
+            "https://special.cdn.example.net/admin/x",
+            Some(Reason::MethodNotAllowed),
+            None,
+        ),
+        (
+            "GET",
+            "https://cdn.example.net/a",
+            Some(Reason::NoAuthority),
+            None,
+        ),
     ];
     for (method, url, expected, authority) in table {
         let decision = policy.check(&req(method, url));
         assert_eq!(decision.reason(), *expected, "{method} {url}");
         match (&decision, authority) {
-            (Decision::Allow(r), Some(name)) => assert_eq!(&r.name, name, "{method} {url}"),
-            (Decision::Deny(d), Some(name)) => assert_eq!(d.authority.as_ref().map(|a| a.name.as_str()), Some(*name), "{method} {url}"),
+            (Decision::Allow(r), Some(name)) => assert_eq!(&*r.name, *name, "{method} {url}"),
+            (Decision::Deny(d), Some(name)) => assert_eq!(
+                d.authority.as_ref().map(|a| &*a.name),
+                Some(*name),
+                "{method} {url}"
+            ),
             _ => {}
         }
     }
@@ -75,7 +139,11 @@ fn policy_table() {
 
 #[test]
 fn derive_narrows_every_dimension() {
-    let (policy, _) = policy_with(vec![grant("api", "https://*.example.com/v1/", &["GET", "POST"])]);
+    let (policy, _) = policy_with(vec![grant(
+        "api",
+        "https://*.example.com/v1/",
+        &["GET", "POST"],
+    )]);
     let root = policy.get("api").unwrap();
     let child = root
         .derive(&Attenuation {
@@ -88,12 +156,25 @@ fn derive_narrows_every_dimension() {
         .unwrap();
     assert_eq!(child.reference().lineage.split('/').count(), 2);
     assert!(child.reference().lineage.starts_with("api/"));
-    assert!(child.check(&req("GET", "https://a.example.com/v1/read/x")).is_allow());
-    assert_eq!(reason(child.check(&req("GET", "https://b.example.com/v1/read/x"))), Some(Reason::NoAuthority));
-    assert_eq!(reason(child.check(&req("GET", "https://a.example.com/v1/write"))), Some(Reason::PathNotAllowed));
-    assert_eq!(reason(child.check(&req("POST", "https://a.example.com/v1/read/x"))), Some(Reason::MethodNotAllowed));
+    assert!(child
+        .check(&req("GET", "https://a.example.com/v1/read/x"))
+        .is_allow());
+    assert_eq!(
+        reason(child.check(&req("GET", "https://b.example.com/v1/read/x"))),
+        Some(Reason::NoAuthority)
+    );
+    assert_eq!(
+        reason(child.check(&req("GET", "https://a.example.com/v1/write"))),
+        Some(Reason::PathNotAllowed)
+    );
+    assert_eq!(
+        reason(child.check(&req("POST", "https://a.example.com/v1/read/x"))),
+        Some(Reason::MethodNotAllowed)
+    );
     // The parent still allows what it allowed.
-    assert!(root.check(&req("POST", "https://b.example.com/v1/write")).is_allow());
+    assert!(root
+        .check(&req("POST", "https://b.example.com/v1/write"))
+        .is_allow());
 }
 
 #[test]
@@ -110,36 +191,151 @@ fn derive_refuses_to_widen() {
     let root = policy.get("api").unwrap();
     let wild = policy.get("wild").unwrap();
     let cases: Vec<(&Authority, Attenuation, Reason)> = vec![
-        (root, Attenuation { paths: Some(paths_of(&["/v2/"])), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { paths: Some(paths_of(&["/v1"])), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { paths: Some(paths_of(&["/"])), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { paths: Some(vec![]), ..Default::default() }, Reason::InvalidAttenuation),
-        (root, Attenuation { methods: Some(methods_of(&["GET", "POST"])), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { methods: Some(MethodSet::new([])), ..Default::default() }, Reason::InvalidAttenuation),
-        (root, Attenuation { host: Some(Host::Domain("other.example.com".into())), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { max_requests: Some(11), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { rate: Some(Rate::parse("6/s").unwrap()), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { timeout: Some(Duration::from_secs(6)), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { max_request_body: Some(101), ..Default::default() }, Reason::AttenuationWidens),
-        (root, Attenuation { max_response_body: Some(1001), ..Default::default() }, Reason::AttenuationWidens),
-        (wild, Attenuation { host: Some(Host::Domain("a.b.example.com".into())), ..Default::default() }, Reason::AttenuationWidens),
-        (wild, Attenuation { host: Some(Host::Domain("example.com".into())), ..Default::default() }, Reason::AttenuationWidens),
+        (
+            root,
+            Attenuation {
+                paths: Some(paths_of(&["/v2/"])),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                paths: Some(paths_of(&["/v1"])),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                paths: Some(paths_of(&["/"])),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                paths: Some(vec![]),
+                ..Default::default()
+            },
+            Reason::InvalidAttenuation,
+        ),
+        (
+            root,
+            Attenuation {
+                methods: Some(methods_of(&["GET", "POST"])),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                methods: Some(MethodSet::new([])),
+                ..Default::default()
+            },
+            Reason::InvalidAttenuation,
+        ),
+        (
+            root,
+            Attenuation {
+                host: Some(Host::Domain("other.example.com".into())),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                max_requests: Some(11),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                rate: Some(Rate::parse("6/s").unwrap()),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                timeout: Some(Duration::from_secs(6)),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                max_request_body: Some(101),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            root,
+            Attenuation {
+                max_response_body: Some(1001),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            wild,
+            Attenuation {
+                host: Some(Host::Domain("a.b.example.com".into())),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
+        (
+            wild,
+            Attenuation {
+                host: Some(Host::Domain("example.com".into())),
+                ..Default::default()
+            },
+            Reason::AttenuationWidens,
+        ),
     ];
     for (parent, att, expected) in cases {
         let err = parent.derive(&att).unwrap_err();
         assert_eq!(err.reason, expected, "{att:?}");
     }
     // Equal limits are fine: a subset need not be strict.
-    assert!(root.derive(&Attenuation { max_requests: Some(10), paths: Some(paths_of(&["/v1/"])), ..Default::default() }).is_ok());
+    assert!(root
+        .derive(&Attenuation {
+            max_requests: Some(10),
+            paths: Some(paths_of(&["/v1/"])),
+            ..Default::default()
+        })
+        .is_ok());
 }
 
 #[test]
 fn children_expire_no_later_than_parents() {
     let (policy, clock) = policy_with(vec![grant("api", "https://api.example.com/", &[])]);
     let root = policy.get("api").unwrap();
-    let parent = root.derive(&Attenuation { expires_in: Some(Duration::from_secs(10)), ..Default::default() }).unwrap();
+    let parent = root
+        .derive(&Attenuation {
+            expires_in: Some(Duration::from_secs(10)),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(
-        parent.derive(&Attenuation { expires_in: Some(Duration::from_secs(11)), ..Default::default() }).unwrap_err().reason,
+        parent
+            .derive(&Attenuation {
+                expires_in: Some(Duration::from_secs(11)),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .reason,
         Reason::AttenuationWidens
     );
     let child = parent.derive(&Attenuation::default()).unwrap();
@@ -149,7 +345,10 @@ fn children_expire_no_later_than_parents() {
     assert_eq!(reason(child.check(&r)), Some(Reason::Expired));
     assert_eq!(reason(parent.check(&r)), Some(Reason::Expired));
     assert!(root.check(&r).is_allow());
-    assert_eq!(parent.derive(&Attenuation::default()).unwrap_err().reason, Reason::Expired);
+    assert_eq!(
+        parent.derive(&Attenuation::default()).unwrap_err().reason,
+        Reason::Expired
+    );
 }
 
 #[test]
@@ -166,8 +365,14 @@ fn revocation_cascades_to_descendants_made_before_and_after() {
     assert!(b.is_revoked());
     assert!(sibling.check(&r).is_allow());
     assert!(root.check(&r).is_allow());
-    assert_eq!(a.derive(&Attenuation::default()).unwrap_err().reason, Reason::Revoked);
-    assert_eq!(b.derive(&Attenuation::default()).unwrap_err().reason, Reason::Revoked);
+    assert_eq!(
+        a.derive(&Attenuation::default()).unwrap_err().reason,
+        Reason::Revoked
+    );
+    assert_eq!(
+        b.derive(&Attenuation::default()).unwrap_err().reason,
+        Reason::Revoked
+    );
 }
 
 #[test]
@@ -177,7 +382,12 @@ fn spending_counts_against_every_ancestor() {
     let (policy, _) = policy_with(vec![g]);
     let root = policy.get("api").unwrap();
     let child = root.derive(&Attenuation::default()).unwrap();
-    let grandchild = child.derive(&Attenuation { max_requests: Some(2), ..Default::default() }).unwrap();
+    let grandchild = child
+        .derive(&Attenuation {
+            max_requests: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
     let r = req("GET", "https://api.example.com/x");
     assert!(grandchild.admit(&r).is_allow());
     assert!(grandchild.admit(&r).is_allow());
@@ -199,7 +409,12 @@ fn a_denial_spends_nothing_anywhere() {
     g.limits.max_requests = Some(10);
     let (policy, _) = policy_with(vec![g]);
     let root = policy.get("api").unwrap();
-    let child = root.derive(&Attenuation { max_requests: Some(1), ..Default::default() }).unwrap();
+    let child = root
+        .derive(&Attenuation {
+            max_requests: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
     let r = req("GET", "https://api.example.com/x");
     assert!(child.admit(&r).is_allow());
     for _ in 0..5 {
@@ -225,7 +440,11 @@ fn rates_refill_with_the_injected_clock() {
     clock.advance(Duration::from_secs(60));
     assert!(root.admit(&r).is_allow());
     assert!(root.admit(&r).is_allow());
-    assert_eq!(reason(root.admit(&r)), Some(Reason::RateLimited), "the bucket holds at most the rate's count");
+    assert_eq!(
+        reason(root.admit(&r)),
+        Some(Reason::RateLimited),
+        "the bucket holds at most the rate's count"
+    );
 }
 
 #[test]
@@ -248,7 +467,15 @@ fn concurrent_spending_never_exceeds_the_budget() {
     g.limits.max_requests = Some(1000);
     let (policy, _) = policy_with(vec![g]);
     let root = policy.get("api").unwrap().clone();
-    let children: Vec<Authority> = (0..4).map(|_| root.derive(&Attenuation { max_requests: Some(400), ..Default::default() }).unwrap()).collect();
+    let children: Vec<Authority> = (0..4)
+        .map(|_| {
+            root.derive(&Attenuation {
+                max_requests: Some(400),
+                ..Default::default()
+            })
+            .unwrap()
+        })
+        .collect();
     let allowed = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for child in &children {
@@ -272,18 +499,42 @@ fn concurrent_spending_never_exceeds_the_budget() {
 #[test]
 fn ip_literal_grants_still_obey_ip_rules() {
     let (policy, _) = policy_with(vec![grant("local", "http://127.0.0.1:8080/", &[])]);
-    assert_eq!(policy.check(&req("GET", "http://127.0.0.1:8080/")).reason(), Some(Reason::IpDenied));
+    assert_eq!(
+        policy.check(&req("GET", "http://127.0.0.1:8080/")).reason(),
+        Some(Reason::IpDenied)
+    );
     let mut g = grant("local", "http://127.0.0.1:8080/", &[]);
     g.allow_ips = vec!["127.0.0.1/32".parse().unwrap()];
     let (policy, _) = policy_with(vec![g]);
-    assert!(policy.check(&req("GET", "http://127.0.0.1:8080/")).is_allow());
-    assert!(policy.get("local").unwrap().vet_ip("127.0.0.1".parse().unwrap()).is_ok());
-    assert_eq!(policy.get("local").unwrap().vet_ip("10.0.0.1".parse().unwrap()).unwrap_err().reason, Reason::IpDenied);
+    assert!(policy
+        .check(&req("GET", "http://127.0.0.1:8080/"))
+        .is_allow());
+    assert!(policy
+        .get("local")
+        .unwrap()
+        .vet_ip("127.0.0.1".parse().unwrap())
+        .is_ok());
+    assert_eq!(
+        policy
+            .get("local")
+            .unwrap()
+            .vet_ip("10.0.0.1".parse().unwrap())
+            .unwrap_err()
+            .reason,
+        Reason::IpDenied
+    );
 }
 
 #[test]
 fn duplicate_names_are_refused() {
     let clock = Arc::new(ManualClock::default());
-    let err = Policy::new(vec![grant("a", "https://a.com/", &[]), grant("a", "https://b.com/", &[])], IpRules::default(), clock);
+    let err = Policy::new(
+        vec![
+            grant("a", "https://a.com/", &[]),
+            grant("a", "https://b.com/", &[]),
+        ],
+        IpRules::default(),
+        clock,
+    );
     assert!(err.is_err());
 }

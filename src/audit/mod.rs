@@ -82,8 +82,8 @@ impl Record {
 
     /// Attach the authority a record is about.
     pub fn on(mut self, authority: &AuthorityRef) -> Record {
-        self.authority = Some(authority.name.clone());
-        self.lineage = Some(authority.lineage.clone());
+        self.authority = Some(authority.name.to_string());
+        self.lineage = Some(authority.lineage.to_string());
         self
     }
 

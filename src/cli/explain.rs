@@ -140,7 +140,7 @@ fn explain(
             let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
             Explanation {
                 decision: "allow",
-                authority: Some(r.name.clone()),
+                authority: Some(r.name.to_string()),
                 reason: None,
                 detail: format!(
                     "authority {} grants {} paths {} methods {}",
@@ -149,7 +149,7 @@ fn explain(
                     paths.join(" "),
                     g.methods
                 ),
-                lineage: Some(r.lineage.clone()),
+                lineage: Some(r.lineage.to_string()),
                 method,
                 url,
                 addresses,
@@ -157,10 +157,10 @@ fn explain(
         }
         Decision::Deny(d) => Explanation {
             decision: "deny",
-            authority: d.authority.as_ref().map(|a| a.name.clone()),
+            authority: d.authority.as_ref().map(|a| a.name.to_string()),
             reason: Some(d.reason),
             detail: d.detail.clone(),
-            lineage: d.authority.as_ref().map(|a| a.lineage.clone()),
+            lineage: d.authority.as_ref().map(|a| a.lineage.to_string()),
             method,
             url,
             addresses,

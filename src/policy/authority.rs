@@ -90,24 +90,48 @@ pub struct Attenuation {
     pub expires_in: Option<Duration>,
 }
 
-/// Why a check stopped; later stages rank higher when several authorities could have applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Stage {
+/// Why a check stopped, before it is worded as a [`Denial`]. Variants are in evaluation
+/// order: when several authorities could apply, the one that got furthest is reported.
+#[derive(Debug)]
+pub(crate) enum Refusal<'a> {
     Origin,
-    Ip,
+    Ip(Denial),
     Path,
     Method,
-    Header,
-    Body,
-    Lifetime,
-    Budget,
+    /// Index of the offending header in the request.
+    Header(usize),
+    Body {
+        len: u64,
+        max: u64,
+    },
+    Revoked(&'a Authority),
+    Expired(&'a Authority),
+    Budget(&'a Authority, u64),
+    Rate(&'a Authority, Rate),
+}
+
+impl Refusal<'_> {
+    /// How far evaluation got before refusing.
+    pub(crate) fn stage(&self) -> u8 {
+        match self {
+            Refusal::Origin => 0,
+            Refusal::Ip(_) => 1,
+            Refusal::Path => 2,
+            Refusal::Method => 3,
+            Refusal::Header(_) => 4,
+            Refusal::Body { .. } => 5,
+            Refusal::Revoked(_) | Refusal::Expired(_) => 6,
+            Refusal::Budget(..) | Refusal::Rate(..) => 7,
+        }
+    }
 }
 
 impl Authority {
     pub(crate) fn root(grant: Grant, network: Arc<IpRules>, tree: Arc<Tree>) -> Authority {
+        let name: Arc<str> = grant.name.as_str().into();
         let reference = AuthorityRef {
-            name: grant.name.clone(),
-            lineage: grant.name.clone(),
+            name: name.clone(),
+            lineage: name,
         };
         let stateful_chain = grant.limits.is_stateful();
         Authority(Arc::new(Node {
@@ -190,7 +214,7 @@ impl Authority {
     fn decide(&self, req: &Request, spend: bool) -> Decision {
         match self.evaluate(req, spend) {
             Ok(()) => Decision::Allow(self.0.reference.clone()),
-            Err((_, denial)) => Decision::Deny(denial),
+            Err(refusal) => Decision::Deny(self.denial(refusal, req)),
         }
     }
 
@@ -202,71 +226,113 @@ impl Authority {
             .map_err(|d| d.on(&self.0.reference))
     }
 
-    pub(crate) fn evaluate(&self, req: &Request, spend: bool) -> Result<(), (Stage, Denial)> {
+    /// Judge `req` on this handle. Cheap on both outcomes: a refusal is a small value, and
+    /// only the one that gets reported is turned into a [`Denial`] with its detail text.
+    pub(crate) fn evaluate(&self, req: &Request, spend: bool) -> Result<(), Refusal<'_>> {
         let grant = &self.0.grant;
-        let reference = &self.0.reference;
-        let deny =
-            |stage, reason, detail: String| Err((stage, Denial::new(reason, detail).on(reference)));
         let url = &req.url;
         if !grant.origin.matches(url.scheme(), url.host(), url.port()) {
-            let asked = format!("{}://{}:{}", url.scheme().as_str(), url.host(), url.port());
-            return deny(
-                Stage::Origin,
-                Reason::NoAuthority,
-                format!(
-                    "authority {} grants {}, not {asked}",
-                    reference.name, grant.origin
-                ),
-            );
+            return Err(Refusal::Origin);
         }
         if let Some(ip) = url.host().ip() {
-            self.vet_ip(ip).map_err(|d| (Stage::Ip, d))?;
+            self.vet_ip(ip).map_err(Refusal::Ip)?;
         }
         if !grant.grants_path(url.path()) {
-            let paths: Vec<&str> = grant.paths.iter().map(PathPrefix::as_str).collect();
-            return deny(
-                Stage::Path,
-                Reason::PathNotAllowed,
-                format!("path {} is not under {}", url.path(), paths.join(" ")),
-            );
+            return Err(Refusal::Path);
         }
         if !grant.methods.contains(&req.method) {
-            return deny(
-                Stage::Method,
-                Reason::MethodNotAllowed,
-                format!("method {} is not one of {}", req.method, grant.methods),
-            );
+            return Err(Refusal::Method);
         }
-        if let Some((name, _)) = req.headers.iter().find(|(name, _)| grant.injects(name)) {
-            return deny(
-                Stage::Header,
-                Reason::ForbiddenHeader,
-                format!("header {name:?} is injected by the host"),
-            );
+        if let Some(i) = req.headers.iter().position(|(name, _)| grant.injects(name)) {
+            return Err(Refusal::Header(i));
         }
         if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
             if len > max {
-                return deny(
-                    Stage::Body,
-                    Reason::RequestBodyTooLarge,
-                    format!("body of {len} bytes exceeds max_request_body {max}"),
-                );
+                return Err(Refusal::Body { len, max });
             }
         }
-        self.check_alive().map_err(|d| (Stage::Lifetime, d))?;
+        self.check_alive()?;
         self.spend_along_chain(spend)
-            .map_err(|d| (Stage::Budget, d))
+    }
+
+    /// The denial, with its detail text, for a refusal of `req` on this handle.
+    pub(crate) fn denial(&self, refusal: Refusal<'_>, req: &Request) -> Denial {
+        let grant = &self.0.grant;
+        let url = &req.url;
+        let (reason, detail) = match refusal {
+            Refusal::Origin => (
+                Reason::NoAuthority,
+                format!(
+                    "authority {} grants {}, not {}://{}:{}",
+                    self.name(),
+                    grant.origin,
+                    url.scheme().as_str(),
+                    url.host(),
+                    url.port()
+                ),
+            ),
+            Refusal::Ip(denial) => return denial,
+            Refusal::Path => {
+                use std::fmt::Write as _;
+                let mut detail = String::with_capacity(64);
+                let _ = write!(detail, "path {} is not under", url.path());
+                for p in &grant.paths {
+                    detail.push(' ');
+                    detail.push_str(p.as_str());
+                }
+                (Reason::PathNotAllowed, detail)
+            }
+            Refusal::Method => (
+                Reason::MethodNotAllowed,
+                format!("method {} is not one of {}", req.method, grant.methods),
+            ),
+            Refusal::Header(i) => (
+                Reason::ForbiddenHeader,
+                format!("header {:?} is injected by the host", req.headers[i].0),
+            ),
+            Refusal::Body { len, max } => (
+                Reason::RequestBodyTooLarge,
+                format!("body of {len} bytes exceeds max_request_body {max}"),
+            ),
+            state => return self.state_denial(state),
+        };
+        Denial::new(reason, detail).on(&self.0.reference)
+    }
+
+    /// The denial for a refusal that depends on the handles' state, not on the request.
+    fn state_denial(&self, refusal: Refusal<'_>) -> Denial {
+        let (reason, detail) = match refusal {
+            Refusal::Revoked(a) => (
+                Reason::Revoked,
+                format!("authority {} was revoked", a.0.reference.lineage),
+            ),
+            Refusal::Expired(a) => (
+                Reason::Expired,
+                format!("authority {} has expired", a.0.reference.lineage),
+            ),
+            Refusal::Budget(a, max) => (
+                Reason::BudgetExhausted,
+                format!(
+                    "authority {} has spent all {max} requests",
+                    a.0.reference.lineage
+                ),
+            ),
+            Refusal::Rate(a, rate) => (
+                Reason::RateLimited,
+                format!(
+                    "authority {} is over its rate of {rate}",
+                    a.0.reference.lineage
+                ),
+            ),
+            other => unreachable!("{other:?} depends on the request"),
+        };
+        Denial::new(reason, detail).on(&self.0.reference)
     }
 
     /// Neither this handle nor an ancestor is revoked or expired.
-    fn check_alive(&self) -> Result<(), Denial> {
-        let reference = &self.0.reference;
+    fn check_alive(&self) -> Result<(), Refusal<'_>> {
         if let Some(a) = self.chain().find(|a| a.0.revoked.load(Ordering::SeqCst)) {
-            return Err(Denial::new(
-                Reason::Revoked,
-                format!("authority {} was revoked", a.0.reference.lineage),
-            )
-            .on(reference));
+            return Err(Refusal::Revoked(a));
         }
         if self.0.expiring_chain {
             let now = self.0.tree.clock.now();
@@ -274,11 +340,7 @@ impl Authority {
                 .chain()
                 .find(|a| a.0.expires_at.is_some_and(|t| now >= t))
             {
-                return Err(Denial::new(
-                    Reason::Expired,
-                    format!("authority {} has expired", a.0.reference.lineage),
-                )
-                .on(reference));
+                return Err(Refusal::Expired(a));
             }
         }
         Ok(())
@@ -287,7 +349,7 @@ impl Authority {
     /// Check, and if `spend`, consume, budget and rate on every stateful handle of the chain.
     /// Locks are taken root first, the same order for every caller, so this cannot deadlock,
     /// and all checks happen before any spending, so a denial spends nothing anywhere.
-    fn spend_along_chain(&self, spend: bool) -> Result<(), Denial> {
+    fn spend_along_chain(&self, spend: bool) -> Result<(), Refusal<'_>> {
         if !self.0.stateful_chain {
             return Ok(());
         }
@@ -307,24 +369,15 @@ impl Authority {
             .collect();
         for (a, usage) in stateful.iter().zip(guards.iter_mut()) {
             let limits = &a.0.grant.limits;
-            let lineage = &a.0.reference.lineage;
             if let Some(max) = limits.max_requests {
                 if usage.spent >= max {
-                    return Err(Denial::new(
-                        Reason::BudgetExhausted,
-                        format!("authority {lineage} has spent all {max} requests"),
-                    )
-                    .on(&self.0.reference));
+                    return Err(Refusal::Budget(a, max));
                 }
             }
             if let Some(rate) = &limits.rate {
                 usage.refill(rate, now);
                 if usage.tokens < 1.0 {
-                    return Err(Denial::new(
-                        Reason::RateLimited,
-                        format!("authority {lineage} is over its rate of {rate}"),
-                    )
-                    .on(&self.0.reference));
+                    return Err(Refusal::Rate(a, *rate));
                 }
             }
         }
@@ -349,7 +402,8 @@ impl Authority {
     /// Fails with `attenuation_widens` if any dimension would grow, `invalid_attenuation` if it
     /// would allow nothing, and `revoked` / `expired` if this handle is dead.
     pub fn derive(&self, att: &Attenuation) -> Result<Authority, Denial> {
-        self.check_alive()?;
+        self.check_alive()
+            .map_err(|refusal| self.state_denial(refusal))?;
         let parent = &self.0.grant;
         let reference = &self.0.reference;
         let widens = |what: String| Denial::new(Reason::AttenuationWidens, what).on(reference);
@@ -434,7 +488,7 @@ impl Authority {
         let id = self.0.tree.next_id.fetch_add(1, Ordering::Relaxed);
         let child_ref = AuthorityRef {
             name: reference.name.clone(),
-            lineage: format!("{}/{id}", reference.lineage),
+            lineage: format!("{}/{id}", reference.lineage).into(),
         };
         Ok(Authority(Arc::new(Node {
             usage: Mutex::new(Usage {

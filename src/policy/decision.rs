@@ -2,14 +2,16 @@
 
 use super::reason::Reason;
 use std::fmt;
+use std::sync::Arc;
 
 /// Which handle a decision was made on: its root name and its lineage (`github/2/5`).
+/// Shared strings, so every allowed request can carry one without allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorityRef {
     /// The preopen name of the root authority (children keep their root's name).
-    pub name: String,
+    pub name: Arc<str>,
     /// Slash-separated path from the root to this handle.
-    pub lineage: String,
+    pub lineage: Arc<str>,
 }
 
 /// A refusal: the stable reason code, human detail, and the handle involved when one was.

@@ -30,7 +30,11 @@ fn hex(b: u8) -> Option<u8> {
 /// (`%252e` -> `%2e`)? Servers that decode twice would read a separator there.
 fn is_double_encoded_separator(decoded: &[u8]) -> bool {
     decoded.windows(3).any(|w| {
-        w[0] == b'%' && matches!([w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()], [b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'] | [b'0', b'0'])
+        w[0] == b'%'
+            && matches!(
+                [w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()],
+                [b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'] | [b'0', b'0']
+            )
     })
 }
 
@@ -89,7 +93,9 @@ pub fn check_canonical_path(path: &str) -> Result<(), PathError> {
             return err(format!("dot segment {segment:?} in {path:?}"));
         }
         if is_double_encoded_separator(&decoded) {
-            return err(format!("double-encoded '.', '/', '\\' or NUL in segment {segment:?}"));
+            return err(format!(
+                "double-encoded '.', '/', '\\' or NUL in segment {segment:?}"
+            ));
         }
         decoded_path.push(b'/');
         decoded_path.extend_from_slice(&decoded);

@@ -2,7 +2,7 @@
 //! falls under (for `wasi:http` guests and `urlcap explain`), in constant time whatever the
 //! number of grants.
 
-use super::authority::{Authority, Stage, Tree};
+use super::authority::{Authority, Refusal, Tree};
 use super::clock::Clock;
 use super::decision::{Decision, Denial};
 use super::grant::Grant;
@@ -10,17 +10,17 @@ use super::ip::IpRules;
 use super::origin::{wildcard_parent, Host, HostPattern};
 use super::reason::Reason;
 use super::request::Request;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 /// The root authorities, indexed by host.
 pub struct Policy {
     roots: Vec<Authority>,
-    by_name: HashMap<String, usize>,
+    by_name: FxHashMap<String, usize>,
     /// Exact hosts -> indexes of roots.
-    by_host: HashMap<Host, Vec<usize>>,
+    by_host: FxHashMap<Host, Vec<usize>>,
     /// `*.suffix` -> indexes of roots, keyed by `suffix`.
-    by_wildcard: HashMap<String, Vec<usize>>,
+    by_wildcard: FxHashMap<String, Vec<usize>>,
     network: Arc<IpRules>,
 }
 
@@ -35,9 +35,9 @@ impl Policy {
         let network = Arc::new(network);
         let mut policy = Policy {
             roots: Vec::with_capacity(grants.len()),
-            by_name: HashMap::new(),
-            by_host: HashMap::new(),
-            by_wildcard: HashMap::new(),
+            by_name: FxHashMap::default(),
+            by_host: FxHashMap::default(),
+            by_wildcard: FxHashMap::default(),
             network: network.clone(),
         };
         for grant in grants {
@@ -86,43 +86,34 @@ impl Policy {
         self.decide(req, true)
     }
 
-    fn candidates<'a>(&'a self, host: &Host) -> impl Iterator<Item = &'a Authority> + 'a {
+    /// The first authority that allows the request wins: exact hosts first, then the
+    /// single-label wildcard over the host's parent domain (looked up only if needed). If none
+    /// allows, the denial reported is the one from the authority that got furthest (path
+    /// beats origin, method beats path...).
+    fn decide(&self, req: &Request, spend: bool) -> (Decision, Option<&Authority>) {
+        let mut best: Option<(&Authority, Refusal<'_>)> = None;
+        let host = req.url.host();
         let exact = self
             .by_host
             .get(host)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let wildcard = match host {
-            Host::Domain(d) => wildcard_parent(d)
-                .and_then(|s| self.by_wildcard.get(s))
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-            _ => &[],
-        };
-        exact.iter().chain(wildcard).map(|&i| &self.roots[i])
-    }
-
-    /// The first authority that allows the request wins. If none does, the denial reported is
-    /// the one from the authority that got furthest (path beats origin, method beats path...).
-    fn decide(&self, req: &Request, spend: bool) -> (Decision, Option<&Authority>) {
-        let mut best: Option<(Stage, Denial)> = None;
-        for authority in self.candidates(req.url.host()) {
-            match authority.evaluate(req, spend) {
-                Ok(()) => {
-                    return (
-                        Decision::Allow(authority.reference().clone()),
-                        Some(authority),
-                    )
-                }
-                Err((stage, denial)) => {
-                    if best.as_ref().is_none_or(|(s, _)| stage > *s) {
-                        best = Some((stage, denial));
-                    }
-                }
+        if let Some(a) = self.first_allowing(exact, req, spend, &mut best) {
+            return (Decision::Allow(a.reference().clone()), Some(a));
+        }
+        if let Host::Domain(domain) = host {
+            let wildcard = wildcard_parent(domain).and_then(|s| self.by_wildcard.get(s));
+            if let Some(a) =
+                self.first_allowing(wildcard.map_or(&[], Vec::as_slice), req, spend, &mut best)
+            {
+                return (Decision::Allow(a.reference().clone()), Some(a));
             }
         }
         let denial = match best {
-            Some((Stage::Origin, _)) | None => {
+            Some((authority, refusal)) if !matches!(refusal, Refusal::Origin) => {
+                authority.denial(refusal, req)
+            }
+            _ => {
                 let url = &req.url;
                 Denial::new(
                     Reason::NoAuthority,
@@ -134,8 +125,33 @@ impl Policy {
                     ),
                 )
             }
-            Some((_, denial)) => denial,
         };
         (Decision::Deny(denial), None)
+    }
+
+    /// The first of `indexes` whose authority allows `req`; otherwise keeps the furthest
+    /// refusal in `best`.
+    fn first_allowing<'a>(
+        &'a self,
+        indexes: &[usize],
+        req: &Request,
+        spend: bool,
+        best: &mut Option<(&'a Authority, Refusal<'a>)>,
+    ) -> Option<&'a Authority> {
+        for &i in indexes {
+            let authority = &self.roots[i];
+            match authority.evaluate(req, spend) {
+                Ok(()) => return Some(authority),
+                Err(refusal) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| refusal.stage() > b.stage())
+                    {
+                        *best = Some((authority, refusal));
+                    }
+                }
+            }
+        }
+        None
     }
 }

@@ -1,0 +1,295 @@
+//! The `urlcap` binary: explain and check exit codes, JSON shape, and messages.
+
+use std::process::{Command, Output};
+
+fn urlcap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_urlcap"))
+        .args(args)
+        .env_remove("GITHUB_TOKEN")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+const GH: &str = "gh=GET,HEAD https://api.github.com/repos/";
+
+#[test]
+fn explain_allow_exits_0() {
+    let o = urlcap(&["explain", "--allow", GH, "https://api.github.com/repos/a/b"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("allow GET https://api.github.com/repos/a/b\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("authority gh"));
+}
+
+#[test]
+fn explain_deny_exits_1_with_reason() {
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        GH,
+        "--method",
+        "DELETE",
+        "https://api.github.com/repos/a/b",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("reason    method_not_allowed"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn explain_json_has_the_contract_fields() {
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        GH,
+        "--json",
+        "https://api.github.com/repos/a",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["authority"], "gh");
+    assert_eq!(v["reason"], serde_json::Value::Null);
+    assert!(v["detail"]
+        .as_str()
+        .unwrap()
+        .contains("https://api.github.com"));
+
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        GH,
+        "--json",
+        "https://api.github.com/orgs/a",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["authority"], "gh");
+    assert_eq!(v["reason"], "path_not_allowed");
+    assert_eq!(v["url"], "https://api.github.com/orgs/a");
+
+    let o = urlcap(&["explain", "--allow", GH, "--json", "https://evil.example/"]);
+    let v = json(&o);
+    assert_eq!(
+        (
+            v["decision"].as_str(),
+            v["authority"].as_str(),
+            v["reason"].as_str()
+        ),
+        (Some("deny"), None, Some("no_authority"))
+    );
+}
+
+#[test]
+fn explain_redacts_userinfo_in_output() {
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        GH,
+        "--json",
+        "https://me:hunter2@api.github.com/repos/a",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["reason"], "userinfo");
+    assert!(!stdout(&o).contains("hunter2"));
+}
+
+#[test]
+fn explain_checks_ip_literals_always() {
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        "http://127.0.0.1:8080/",
+        "--json",
+        "http://2130706433:8080/",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["reason"], "ip_denied");
+    assert!(
+        stderr(&o).contains("warning: authority \"127.0.0.1-8080\": every request will be denied")
+    );
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        "http://127.0.0.1:8080/",
+        "--allow-ip",
+        "127.0.0.1",
+        "http://2130706433:8080/",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        "http://127.0.0.1:8080/",
+        "--allow-private",
+        "--deny-ip",
+        "127.0.0.0/8",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn explain_resolve_applies_ip_rules_to_every_address() {
+    // `localhost` resolves through the system resolver (hosts file) to loopback only.
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        "http://localhost:8080/",
+        "--resolve",
+        "--json",
+        "http://localhost:8080/",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["reason"], "ip_denied");
+    assert!(!v["addresses"].as_array().unwrap().is_empty());
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        "http://localhost:8080/",
+        "--allow-ip",
+        "127.0.0.0/8",
+        "--allow-ip",
+        "::1",
+        "--resolve",
+        "--json",
+        "http://localhost:8080/",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Without --resolve, a name is judged by the policy alone.
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        "http://localhost:8080/",
+        "http://localhost:8080/",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn explain_headers_are_judged() {
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        GH,
+        "--header",
+        "Host: evil.com",
+        "--json",
+        "https://api.github.com/repos/a",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["reason"], "forbidden_header");
+    let o = urlcap(&[
+        "explain",
+        "--allow",
+        GH,
+        "--header",
+        "no colon here",
+        "https://api.github.com/repos/a",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--header \"no colon here\": expected 'Name: value'"));
+}
+
+#[test]
+fn bad_usage_and_bad_manifests_exit_2() {
+    for args in [
+        vec!["explain"],
+        vec!["explain", "--bogus", "https://a.com"],
+        vec!["frobnicate"],
+        vec!["explain", "--allow", "not a spec", "https://a.com"],
+        vec![
+            "explain",
+            "--manifest",
+            "fixtures/does-not-exist.toml",
+            "https://a.com",
+        ],
+        vec!["check", "--allow-ip", "300.1.1.1"],
+    ] {
+        let o = urlcap(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).is_empty());
+    }
+}
+
+#[test]
+fn check_prints_effective_grants() {
+    let o = urlcap(&[
+        "check",
+        "--manifest",
+        "fixtures/vectors.toml",
+        "--allow",
+        GH,
+        "--deny-ip",
+        "198.51.100.0/24",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for expected in [
+        "authority api\n  origin   https://api.example.com\n  paths    /v1/\n  methods  GET,HEAD,POST\n",
+        "  header   authorization: [redacted] (injected by the host)",
+        "authority gh\n  origin   https://api.github.com\n  paths    /repos/\n  methods  GET,HEAD\n",
+        "deny_ips 198.51.100.0/24",
+        "origin   https://*.cdn.example.net",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("vector-test-secret"));
+    assert!(stderr(&o).contains("authority \"metadata\": every request will be denied"));
+}
+
+#[test]
+fn check_reports_missing_secrets_with_place() {
+    let o = urlcap(&["check", "--manifest", "policy/example.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("policy/example.toml:26:17: environment variable GITHUB_TOKEN"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn help_shows_examples_and_version_exits_0() {
+    let o = urlcap(&["explain", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Examples:"));
+    for flag in [
+        "--manifest",
+        "--allow",
+        "--allow-ip",
+        "--deny-ip",
+        "--allow-private",
+        "--method",
+        "--header",
+        "--resolve",
+        "--json",
+    ] {
+        assert!(stdout(&o).contains(flag), "explain --help lacks {flag}");
+    }
+    let o = urlcap(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("urlcap "));
+}
