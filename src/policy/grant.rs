@@ -165,7 +165,7 @@ mod tests {
     fn rate_within_compares_rate_and_burst() {
         let r = |s| Rate::parse(s).unwrap();
         assert!(r("5/s").within(&r("10/s")));
-        assert!(r("60/min").within(&r("1/s")) == false);
+        assert!(!r("60/min").within(&r("1/s")), "same rate, larger burst");
         assert!(r("1/s").within(&r("60/min")));
         assert!(!r("100/10s").within(&r("10/s")));
         assert!(!r("11/s").within(&r("10/s")));
