@@ -13,3 +13,8 @@ pub mod cli;
 pub mod manifest;
 pub mod policy;
 pub mod secret;
+
+/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -276,6 +276,10 @@ fn help_shows_examples_and_version_exits_0() {
     let o = urlcap(&["explain", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("Examples:"));
+    assert!(
+        !stdout(&o).contains('\u{1b}'),
+        "help piped to a file carries no terminal escapes"
+    );
     for flag in [
         "--manifest",
         "--allow",

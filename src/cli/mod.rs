@@ -87,7 +87,7 @@ pub fn run(
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let text = e.render().ansi().to_string();
+            let text = e.render().to_string();
             let _ = if e.use_stderr() {
                 write!(err, "{text}")
             } else {
