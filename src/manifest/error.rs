@@ -73,7 +73,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let help = match self {
             ConfigError::Manifest {
                 file,
                 line,
@@ -82,10 +82,7 @@ impl fmt::Display for ConfigError {
                 help,
             } => {
                 write!(f, "{file}:{line}:{column}: {message}")?;
-                if let Some(help) = help {
-                    write!(f, "\n  help: {help}")?;
-                }
-                Ok(())
+                help
             }
             ConfigError::Flag {
                 flag,
@@ -94,12 +91,13 @@ impl fmt::Display for ConfigError {
                 help,
             } => {
                 write!(f, "{flag} {value:?}: {message}")?;
-                if let Some(help) = help {
-                    write!(f, "\n  help: {help}")?;
-                }
-                Ok(())
+                help
             }
-            ConfigError::Io { file, message } => write!(f, "{file}: {message}"),
+            ConfigError::Io { file, message } => return write!(f, "{file}: {message}"),
+        };
+        match help {
+            Some(help) => write!(f, "\n  help: {help}"),
+            None => Ok(()),
         }
     }
 }
