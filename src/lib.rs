@@ -10,7 +10,9 @@
 
 pub mod audit;
 pub mod cli;
+pub mod egress;
 pub mod manifest;
+pub mod outbound;
 pub mod policy;
 pub mod secret;
 

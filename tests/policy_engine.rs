@@ -186,6 +186,7 @@ fn derive_refuses_to_widen() {
         timeout: Some(Duration::from_secs(5)),
         max_request_body: Some(100),
         max_response_body: Some(1000),
+        max_concurrent_requests: None,
     };
     let (policy, _) = policy_with(vec![g, grant("wild", "https://*.example.com/", &[])]);
     let root = policy.get("api").unwrap();

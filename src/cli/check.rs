@@ -89,11 +89,22 @@ pub fn describe(config: &Config) -> String {
                 bytesize::ByteSize(v).display().iec()
             ));
         }
+        if let Some(v) = gl.max_concurrent_requests {
+            limits.push(format!("max_concurrent_requests {v}"));
+        }
         if !limits.is_empty() {
             let _ = writeln!(s, "  limits   {}", limits.join(", "));
         }
         if !g.allow_ips.is_empty() {
             let _ = writeln!(s, "  allow_ips {}", nets(&g.allow_ips));
+        }
+        if let Some(ca) = &g.ca {
+            let _ = writeln!(
+                s,
+                "  ca_file  {} ({} certificates)",
+                ca.source,
+                ca.certs.len()
+            );
         }
         for h in &g.headers {
             let _ = writeln!(

@@ -12,8 +12,8 @@ pub use error::ConfigError;
 pub use spec::{AllowSpec, SPEC_HELP};
 
 use crate::policy::{
-    check_name, grant_from_spec_url, is_forbidden_header, is_token, Clock, Grant, InjectedHeader,
-    IpRules, Method, MethodSet, PathPrefix, Policy, Rate,
+    check_name, grant_from_spec_url, is_forbidden_header, is_token, CaBundle, Clock, Grant,
+    InjectedHeader, IpRules, Method, MethodSet, PathPrefix, Policy, Rate,
 };
 use crate::secret::Secret;
 use ipnet::IpNet;
@@ -251,6 +251,8 @@ struct RawAuthority {
     timeout: Option<Spanned<Value>>,
     max_request_body: Option<Spanned<Value>>,
     max_response_body: Option<Spanned<Value>>,
+    max_concurrent_requests: Option<Spanned<i64>>,
+    ca_file: Option<Spanned<String>>,
     #[serde(default)]
     allow_ips: Vec<Spanned<String>>,
     #[serde(default)]
@@ -368,24 +370,59 @@ impl Ctx<'_> {
     }
 
     fn limits(&self, raw: RawLimits) -> Result<SandboxLimits, ConfigError> {
-        let max_concurrent_requests = match raw.max_concurrent_requests {
-            None => None,
-            Some(n) => match u32::try_from(*n.get_ref()) {
-                Ok(v) if v > 0 => Some(v),
-                _ => {
-                    return self.err(
-                        n.span(),
-                        "max_concurrent_requests must be a whole number from 1",
-                        None,
-                    )
-                }
-            },
-        };
+        let max_concurrent_requests = self.concurrency(raw.max_concurrent_requests.as_ref())?;
         Ok(SandboxLimits {
             memory: self.opt(raw.memory.as_ref(), units::size)?,
             timeout: self.opt(raw.timeout.as_ref(), units::duration)?,
             max_concurrent_requests,
         })
+    }
+
+    fn concurrency(&self, n: Option<&Spanned<i64>>) -> Result<Option<u32>, ConfigError> {
+        match n {
+            None => Ok(None),
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if v > 0 => Ok(Some(v)),
+                _ => self.err(
+                    n.span(),
+                    "max_concurrent_requests must be a whole number from 1",
+                    None,
+                ),
+            },
+        }
+    }
+
+    /// Read the PEM certificates of a `ca_file` (relative to the manifest).
+    fn ca_bundle(&self, file: &Spanned<String>) -> Result<CaBundle, ConfigError> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let path = self.dir.join(file.get_ref());
+        let shown = path.display().to_string();
+        let bytes = self.secrets.read_file(&path).or_else(|e| {
+            self.err(
+                file.span(),
+                format!("cannot read ca_file {shown}: {e}"),
+                None,
+            )
+        })?;
+        let certs: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&bytes)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect();
+        match certs {
+            Ok(certs) if !certs.is_empty() => Ok(CaBundle {
+                source: shown,
+                certs: Arc::new(certs),
+            }),
+            Ok(_) => self.err(
+                file.span(),
+                format!("ca_file {shown} holds no PEM certificate"),
+                Some("expected -----BEGIN CERTIFICATE----- blocks"),
+            ),
+            Err(e) => self.err(
+                file.span(),
+                format!("ca_file {shown} is not valid PEM: {e:?}"),
+                None,
+            ),
+        }
     }
 
     fn opt<T>(
@@ -469,6 +506,11 @@ impl Ctx<'_> {
         grant.limits.timeout = self.opt(raw.timeout.as_ref(), units::duration)?;
         grant.limits.max_request_body = self.opt(raw.max_request_body.as_ref(), units::size)?;
         grant.limits.max_response_body = self.opt(raw.max_response_body.as_ref(), units::size)?;
+        grant.limits.max_concurrent_requests =
+            self.concurrency(raw.max_concurrent_requests.as_ref())?;
+        if let Some(file) = &raw.ca_file {
+            grant.ca = Some(self.ca_bundle(file)?);
+        }
         grant.allow_ips = self.nets(&raw.allow_ips)?;
         for (name, header) in &raw.headers {
             let lower = name.to_ascii_lowercase();

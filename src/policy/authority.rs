@@ -8,6 +8,7 @@
 //! the root, so a child's spending counts against its ancestors and revoking a parent revokes
 //! every descendant, including those derived later.
 
+use super::approved::Approved;
 use super::clock::Clock;
 use super::decision::{AuthorityRef, Decision, Denial};
 use super::grant::{Grant, Rate};
@@ -209,6 +210,15 @@ impl Authority {
     /// handle and on every ancestor, atomically.
     pub fn admit(&self, req: &Request) -> Decision {
         self.decide(req, true)
+    }
+
+    /// Admit `req` (spending budget and rate like [`Authority::admit`]) and return the proof
+    /// egress requires, or the denial.
+    pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
+        match self.evaluate(&req, true) {
+            Ok(()) => Ok(Approved::new(self.clone(), req)),
+            Err(refusal) => Err(self.denial(refusal, &req)),
+        }
     }
 
     fn decide(&self, req: &Request, spend: bool) -> Decision {

@@ -6,6 +6,7 @@ use super::path::PathPrefix;
 use crate::secret::Secret;
 use ipnet::IpNet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A request rate: at most `count` requests per `per`, with bursts of up to `count`.
@@ -65,6 +66,8 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     pub max_request_body: Option<u64>,
     pub max_response_body: Option<u64>,
+    /// Requests through this grant (and everything derived from it) in flight at once.
+    pub max_concurrent_requests: Option<u32>,
 }
 
 impl Limits {
@@ -83,6 +86,26 @@ pub struct InjectedHeader {
     pub value: Secret,
 }
 
+/// Extra TLS trust anchors for one grant (manifest `ca_file`), as DER certificates, for
+/// private PKI and tests. The policy never looks inside; egress trusts them for this grant only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    /// Where the certificates came from (shown in `check` and errors).
+    pub source: String,
+    pub certs: Arc<Vec<Vec<u8>>>,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CaBundle({}, {} certificates)",
+            self.source,
+            self.certs.len()
+        )
+    }
+}
+
 /// Everything one preopened authority allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -96,6 +119,8 @@ pub struct Grant {
     /// Exceptions to the special-purpose IP deny set, for this grant only.
     pub allow_ips: Vec<IpNet>,
     pub headers: Vec<InjectedHeader>,
+    /// Trust anchors added to the default roots (webpki and system) for this grant.
+    pub ca: Option<CaBundle>,
 }
 
 impl Grant {
@@ -109,6 +134,7 @@ impl Grant {
             limits: Limits::default(),
             allow_ips: Vec::new(),
             headers: Vec::new(),
+            ca: None,
         }
     }
 

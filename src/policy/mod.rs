@@ -19,6 +19,7 @@
 //! assert_eq!(policy.check(&other).reason(), Some(Reason::PathNotAllowed));
 //! ```
 
+mod approved;
 mod authority;
 mod clock;
 mod decision;
@@ -31,10 +32,11 @@ mod reason;
 mod request;
 mod roots;
 
+pub use approved::Approved;
 pub use authority::{Attenuation, Authority};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{AuthorityRef, Decision, Denial};
-pub use grant::{check_name, Grant, InjectedHeader, Limits, Rate};
+pub use grant::{check_name, CaBundle, Grant, InjectedHeader, Limits, Rate};
 pub use ip::IpRules;
 pub use method::{is_token, Method, MethodSet, DEFAULT_METHODS};
 pub use origin::{parse_port, Host, HostPattern, OriginPattern, Scheme};

@@ -57,6 +57,12 @@ reasons! {
     Revoked => "revoked", "The authority, or one of its ancestors, was revoked.";
     IpDenied => "ip_denied", "The address is in a special-purpose range or in deny_ips, and no exception allows it.";
     DnsFailure => "dns_failure", "The granted name did not resolve to any address.";
+    ConnectFailed => "connect_failed", "No vetted address of the granted host accepted a connection.";
+    TlsFailure => "tls_failure", "The TLS handshake failed, or the certificate is not valid for the granted host.";
+    Timeout => "timeout", "A connect, first-byte, between-bytes or total timeout expired.";
+    ResponseBodyTooLarge => "response_body_too_large", "The response body exceeds the authority's max_response_body.";
+    UpstreamError => "upstream_error", "The granted server broke the exchange (reset, malformed response, protocol error).";
+    ConcurrencyLimit => "concurrency_limit", "Too many requests are in flight for the sandbox or the authority.";
     AttenuationWidens => "attenuation_widens", "A derived authority would grant something its parent does not.";
     InvalidAttenuation => "invalid_attenuation", "A derivation request is malformed (bad path prefix, method, host or limit).";
 }

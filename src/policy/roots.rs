@@ -2,6 +2,7 @@
 //! falls under (for `wasi:http` guests and `urlcap explain`), in constant time whatever the
 //! number of grants.
 
+use super::approved::Approved;
 use super::authority::{Authority, Refusal, Tree};
 use super::clock::Clock;
 use super::decision::{Decision, Denial};
@@ -78,6 +79,16 @@ impl Policy {
     /// Judge an absolute-URL request without spending (dry run).
     pub fn check(&self, req: &Request) -> Decision {
         self.decide(req, false).0
+    }
+
+    /// Admit an absolute-URL request through the first authority that allows it, spending its
+    /// budget and rate, and return the proof egress requires, or the denial.
+    pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
+        match self.decide(&req, true) {
+            (_, Some(authority)) => Ok(Approved::new(authority.clone(), req)),
+            (Decision::Deny(denial), None) => Err(denial),
+            (Decision::Allow(_), None) => unreachable!("an allow always names its authority"),
+        }
     }
 
     /// Judge an absolute-URL request and spend on the authority that allows it.

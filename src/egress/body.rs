@@ -1,0 +1,300 @@
+//! Bodies in both directions, streamed, with limits enforced as bytes pass.
+//!
+//! [`WireBody`] carries the guest's request body to the server, refusing to send more than
+//! `max_request_body` or a length other than the one declared. [`ResponseBody`] carries the
+//! server's body to the guest, refusing more than `max_response_body`, and timing out between
+//! bytes and at the total deadline. When a response ends it returns its HTTP/1.1 connection to
+//! the pool and releases its in-flight permits.
+
+use super::connect::Sender;
+use super::pool::{Pool, PoolKey};
+use crate::policy::{AuthorityRef, Denial, Reason};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+
+/// A guest's request body: any stream of bytes whose errors are denials.
+pub type RequestBody = BoxBody<Bytes, Denial>;
+
+/// An empty request body.
+pub fn empty_body() -> RequestBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A request body from bytes in memory.
+pub fn full_body(bytes: impl Into<Bytes>) -> RequestBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The request body as it goes on the wire.
+pub struct WireBody {
+    inner: RequestBody,
+    max: Option<u64>,
+    declared: Option<u64>,
+    sent: u64,
+    reference: AuthorityRef,
+    /// The denial that stopped the body, for the sender to report (hyper wraps it).
+    pub(crate) failure: Arc<Mutex<Option<Denial>>>,
+}
+
+impl WireBody {
+    pub(crate) fn new(
+        inner: RequestBody,
+        max: Option<u64>,
+        declared: Option<u64>,
+        reference: AuthorityRef,
+    ) -> WireBody {
+        WireBody {
+            inner,
+            max,
+            declared,
+            sent: 0,
+            reference,
+            failure: Arc::default(),
+        }
+    }
+
+    fn fail(
+        &mut self,
+        reason: Reason,
+        detail: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
+        let denial = Denial::new(reason, detail).on(&self.reference);
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(denial.clone());
+        Poll::Ready(Some(Err(denial)))
+    }
+}
+
+impl Body for WireBody {
+    type Data = Bytes;
+    type Error = Denial;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if let Some(max) = this.max.filter(|&max| this.sent > max) {
+                        return this.fail(
+                            Reason::RequestBodyTooLarge,
+                            format!("request body exceeds max_request_body {max}"),
+                        );
+                    }
+                    if let Some(declared) = this.declared.filter(|&d| this.sent > d) {
+                        return this.fail(
+                            Reason::InvalidHeader,
+                            format!("request body is longer than its declared {declared} bytes"),
+                        );
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(denial)) => {
+                *this.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(denial.clone());
+                Poll::Ready(Some(Err(denial)))
+            }
+            None => match this.declared {
+                Some(declared) if declared != this.sent => {
+                    let sent = this.sent;
+                    this.fail(
+                        Reason::InvalidHeader,
+                        format!("request body has {sent} bytes, not its declared {declared}"),
+                    )
+                }
+                _ => Poll::Ready(None),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.declared {
+            Some(n) => SizeHint::with_exact(n),
+            None => self.inner.size_hint(),
+        }
+    }
+}
+
+/// Where an HTTP/1.1 connection goes back when its response is complete.
+pub(crate) struct PoolReturn {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) key: PoolKey,
+    pub(crate) addr: SocketAddr,
+    pub(crate) sender: hyper::client::conn::http1::SendRequest<WireBody>,
+}
+
+/// Called once with the denial that ended a response body early (for the audit log).
+pub type OnBodyError = Box<dyn FnOnce(&Denial) + Send + Sync>;
+
+/// The response body a guest reads.
+pub struct ResponseBody {
+    inner: Incoming,
+    max: Option<u64>,
+    received: u64,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    reference: AuthorityRef,
+    pool_return: Option<PoolReturn>,
+    permits: Vec<OwnedSemaphorePermit>,
+    on_error: Option<OnBodyError>,
+    finished: bool,
+}
+
+impl ResponseBody {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inner: Incoming,
+        max: Option<u64>,
+        idle: Duration,
+        deadline: Option<Instant>,
+        reference: AuthorityRef,
+        pool_return: Option<PoolReturn>,
+        permits: Vec<OwnedSemaphorePermit>,
+    ) -> ResponseBody {
+        ResponseBody {
+            inner,
+            max,
+            received: 0,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            reference,
+            pool_return,
+            permits,
+            on_error: None,
+            finished: false,
+        }
+    }
+
+    /// Be told (once) if this body ends with a denial instead of its last byte.
+    pub fn on_error(&mut self, hook: OnBodyError) {
+        self.on_error = Some(hook);
+    }
+
+    fn fail(
+        &mut self,
+        reason: Reason,
+        detail: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
+        let denial = Denial::new(reason, detail).on(&self.reference);
+        self.finish(false);
+        if let Some(hook) = self.on_error.take() {
+            hook(&denial);
+        }
+        Poll::Ready(Some(Err(denial)))
+    }
+
+    /// Release permits; keep the connection only if the body ended cleanly.
+    fn finish(&mut self, clean: bool) {
+        self.finished = true;
+        self.permits.clear();
+        if let (true, Some(ret)) = (clean, self.pool_return.take()) {
+            ret.pool.checkin(ret.key, ret.addr, Sender::H1(ret.sender));
+        }
+        self.pool_return = None;
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("authority", &self.reference.lineage)
+            .field("received", &self.received)
+            .field("max", &self.max)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Denial;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return this.fail(
+                    Reason::Timeout,
+                    "the response did not finish within the authority's timeout".into(),
+                );
+            }
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if let Some(max) = this.max.filter(|&max| this.received > max) {
+                        return this.fail(
+                            Reason::ResponseBodyTooLarge,
+                            format!("response body exceeds max_response_body {max}"),
+                        );
+                    }
+                }
+                let next = Instant::now() + this.idle;
+                this.idle_timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => this.fail(
+                Reason::UpstreamError,
+                format!("response body: {}", super::connect::error_chain(&e)),
+            ),
+            Poll::Ready(None) => {
+                // Deliver the end only once the connection can take another request (or is
+                // gone), so a guest's next request finds it in the pool.
+                if let Some(ret) = this.pool_return.as_mut() {
+                    if ret.sender.poll_ready(cx).is_pending()
+                        && this.idle_timer.as_mut().poll(cx).is_pending()
+                    {
+                        return Poll::Pending;
+                    }
+                }
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    let idle = humantime::format_duration(this.idle);
+                    return this.fail(Reason::Timeout, format!("no response bytes for {idle}"));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

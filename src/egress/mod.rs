@@ -1,0 +1,380 @@
+//! Egress: the only code in urlcap that opens network connections.
+//!
+//! [`Client::send`] takes an [`Approved`] request — which only the policy can make — and:
+//! 1. reuses a pooled connection to the same canonical origin whose vetted address this
+//!    authority's IP rules accept, or
+//! 2. resolves the granted name once (through a [`Resolve`], never inside the connector),
+//!    vets *every* address (one denied address denies the request: a name that resolves partly
+//!    into internal space is treated as hostile), connects to exactly a vetted `SocketAddr`,
+//!    re-checks the peer, and does TLS for the granted host name;
+//! 3. sends the canonical method, path and query with `Host` = the granted host, the guest's
+//!    headers in order (repeats kept), and the grant's injected headers last;
+//! 4. returns the response as-is — redirects are never followed — with its body capped and
+//!    timed as it streams.
+//!
+//! Proxy variables (`HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`...) are never read. Every failure is a
+//! [`Denial`] with a reason code, never a panic.
+
+mod body;
+mod connect;
+mod pool;
+mod resolve;
+mod tls;
+
+pub use body::{empty_body, full_body, OnBodyError, RequestBody, ResponseBody, WireBody};
+pub use resolve::{Resolve, Resolving, StaticResolver, SystemResolver};
+
+use crate::policy::{Approved, Authority, Denial, Reason, Request, Scheme};
+use body::PoolReturn;
+use connect::Sender;
+use http::header::{HeaderName, HeaderValue, HOST};
+use pool::{Pool, PoolKey};
+use rustc_hash::FxHashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tls::TlsConfigs;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The response a guest gets: status and headers as the server sent them, and a limited body.
+pub type Response = http::Response<ResponseBody>;
+
+/// Timeouts and pool sizes. A grant's `timeout` is the total for its requests.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// TCP connect plus TLS handshake, per address tried.
+    pub connect_timeout: Duration,
+    /// From sending the request to the response head.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between response body bytes.
+    pub idle_timeout: Duration,
+    /// Total per request when the grant sets no `timeout` (None: no total limit).
+    pub total_timeout: Option<Duration>,
+    /// Requests in flight at once for the whole sandbox (`[limits] max_concurrent_requests`).
+    pub max_in_flight: usize,
+    pub max_idle_per_origin: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for EgressConfig {
+    fn default() -> EgressConfig {
+        EgressConfig {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            total_timeout: None,
+            max_in_flight: 64,
+            max_idle_per_origin: 16,
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// The egress client. Cheap to clone; clones share the pool and the limits.
+#[derive(Clone)]
+pub struct Client(Arc<Inner>);
+
+struct Inner {
+    config: EgressConfig,
+    resolver: Arc<dyn Resolve>,
+    tls: TlsConfigs,
+    pool: Arc<Pool>,
+    in_flight: Arc<Semaphore>,
+    per_authority: Mutex<FxHashMap<Arc<str>, Arc<Semaphore>>>,
+}
+
+impl Client {
+    pub fn new(config: EgressConfig, resolver: Arc<dyn Resolve>) -> Client {
+        Client(Arc::new(Inner {
+            pool: Arc::new(Pool::new(
+                config.max_idle_per_origin,
+                config.pool_idle_timeout,
+            )),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            per_authority: Mutex::new(FxHashMap::default()),
+            tls: TlsConfigs::new(),
+            resolver,
+            config,
+        }))
+    }
+
+    /// Send an approved request. `body` streams to the server; the response body streams back.
+    pub async fn send(&self, approved: Approved, body: RequestBody) -> Result<Response, Denial> {
+        let (authority, request) = approved.into_parts();
+        let inner = &self.0;
+        let reference = authority.reference().clone();
+        let fail = |reason, detail: String| Denial::new(reason, detail).on(&reference);
+        let permits = self.permits(&authority)?;
+        let limits = &authority.grant().limits;
+        let deadline = limits
+            .timeout
+            .or(inner.config.total_timeout)
+            .map(|t| Instant::now() + t);
+        let url = &request.url;
+        let key = PoolKey {
+            scheme: url.scheme(),
+            host: url.host().clone(),
+            port: url.port(),
+            trust: authority.grant().ca.as_ref().map(|c| c.source.clone()),
+        };
+        let (addr, sender) = match inner
+            .pool
+            .checkout(&key, |addr| authority.vet_ip(addr.ip()).is_ok())
+        {
+            Some(found) => found,
+            None => self.connect(&authority, &request, &key, deadline).await?,
+        };
+        let wire_body = body::WireBody::new(
+            body,
+            limits.max_request_body,
+            request.body_len,
+            reference.clone(),
+        );
+        let failure = wire_body.failure.clone();
+        let h2 = matches!(sender, Sender::H2(_));
+        let wire =
+            wire_request(&authority, &request, wire_body, h2).map_err(|d| d.on(&reference))?;
+        let first_byte = until(deadline, inner.config.first_byte_timeout);
+        let sent = match sender {
+            Sender::H2(mut s) => tokio::time::timeout(first_byte, s.send_request(wire))
+                .await
+                .map(|r| (r, None)),
+            Sender::H1(mut s) => {
+                let result = tokio::time::timeout(first_byte, s.send_request(wire)).await;
+                result.map(|r| (r, Some(s)))
+            }
+        };
+        let (response, h1_sender) = match sent {
+            Err(_) => {
+                let waited = humantime::format_duration(first_byte);
+                return Err(fail(
+                    Reason::Timeout,
+                    format!("no response head from {addr} within {waited}"),
+                ));
+            }
+            Ok((Err(e), _)) => {
+                if let Some(denial) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    return Err(denial);
+                }
+                return Err(fail(
+                    Reason::UpstreamError,
+                    format!("{addr}: {}", connect::error_chain(&e)),
+                ));
+            }
+            Ok((Ok(response), sender)) => (response, sender),
+        };
+        let (parts, incoming) = response.into_parts();
+        if let (Some(max), Some(len)) = (limits.max_response_body, content_length(&parts.headers)) {
+            if len > max {
+                return Err(fail(
+                    Reason::ResponseBodyTooLarge,
+                    format!("response declares {len} bytes; max_response_body is {max}"),
+                ));
+            }
+        }
+        let pool_return = h1_sender.map(|sender| PoolReturn {
+            pool: inner.pool.clone(),
+            key,
+            addr,
+            sender,
+        });
+        let body = ResponseBody::new(
+            incoming,
+            limits.max_response_body,
+            inner.config.idle_timeout,
+            deadline,
+            reference,
+            pool_return,
+            permits,
+        );
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    /// The sandbox-wide permit and, if the grant limits it, the authority's (counted at the
+    /// root, so derived handles share their root's limit).
+    fn permits(&self, authority: &Authority) -> Result<Vec<OwnedSemaphorePermit>, Denial> {
+        let deny =
+            |what: String| Denial::new(Reason::ConcurrencyLimit, what).on(authority.reference());
+        let mut permits = Vec::with_capacity(2);
+        let sandbox = self.0.in_flight.clone().try_acquire_owned();
+        permits.push(sandbox.map_err(|_| {
+            deny(format!(
+                "{} requests already in flight in this sandbox",
+                self.0.config.max_in_flight
+            ))
+        })?);
+        if let Some(max) = authority.grant().limits.max_concurrent_requests {
+            let semaphore = {
+                let mut map = self
+                    .0
+                    .per_authority
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                map.entry(authority.reference().name.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(max as usize)))
+                    .clone()
+            };
+            permits.push(semaphore.try_acquire_owned().map_err(|_| {
+                deny(format!(
+                    "{max} requests already in flight for authority {}",
+                    authority.name()
+                ))
+            })?);
+        }
+        Ok(permits)
+    }
+
+    /// Resolve (once), vet every address, and connect to the first vetted one that answers.
+    async fn connect(
+        &self,
+        authority: &Authority,
+        request: &Request,
+        key: &PoolKey,
+        deadline: Option<Instant>,
+    ) -> Result<(SocketAddr, Sender), Denial> {
+        let inner = &self.0;
+        let url = &request.url;
+        let reference = authority.reference();
+        let fail = |reason, detail: String| Denial::new(reason, detail).on(reference);
+        let ips: Vec<IpAddr> = match url.host().ip() {
+            Some(ip) => vec![ip],
+            None => {
+                let host = url.host_str();
+                let wait = until(deadline, inner.config.connect_timeout);
+                match tokio::time::timeout(wait, inner.resolver.resolve(host, url.port())).await {
+                    Err(_) => {
+                        return Err(fail(
+                            Reason::DnsFailure,
+                            format!(
+                                "{host} did not resolve within {}",
+                                humantime::format_duration(wait)
+                            ),
+                        ))
+                    }
+                    Ok(Err(e)) => return Err(fail(Reason::DnsFailure, format!("{host}: {e}"))),
+                    Ok(Ok(ips)) if ips.is_empty() => {
+                        return Err(fail(
+                            Reason::DnsFailure,
+                            format!("{host} resolved to no addresses"),
+                        ))
+                    }
+                    Ok(Ok(ips)) => ips,
+                }
+            }
+        };
+        for ip in &ips {
+            authority.vet_ip(*ip).map_err(|d| {
+                let mut d = d;
+                if ips.len() > 1 {
+                    d.detail = format!(
+                        "{} (one of {} addresses for {}; a mixed answer is denied whole)",
+                        d.detail,
+                        ips.len(),
+                        url.host_str()
+                    );
+                }
+                d
+            })?;
+        }
+        let tls = inner
+            .tls
+            .for_ca(authority.grant().ca.as_ref())
+            .map_err(|e| fail(Reason::TlsFailure, e))?;
+        let https = url.scheme() == Scheme::Https;
+        let mut last = None;
+        for ip in ips {
+            let addr = SocketAddr::new(ip, url.port());
+            let timeout = until(deadline, inner.config.connect_timeout);
+            match connect::open(authority, url.host(), https, addr, tls.clone(), timeout).await {
+                Ok(sender) => {
+                    if let Sender::H2(s) = &sender {
+                        inner.pool.checkin(key.clone(), addr, Sender::H2(s.clone()));
+                    }
+                    return Ok((addr, sender));
+                }
+                Err(denial) if denial.reason == Reason::TlsFailure => return Err(denial),
+                Err(denial) => last = Some(denial),
+            }
+        }
+        Err(last.unwrap_or_else(|| fail(Reason::ConnectFailed, "no address to connect to".into())))
+    }
+}
+
+/// The time left before `deadline`, at most `cap`.
+fn until(deadline: Option<Instant>, cap: Duration) -> Duration {
+    match deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()).min(cap),
+        None => cap,
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The request exactly as approved: canonical method, path and query, `Host` from the granted
+/// URL, the guest's headers in order (its Content-Length dropped: framing comes from the body),
+/// and the grant's injected headers last.
+fn wire_request(
+    authority: &Authority,
+    request: &Request,
+    body: WireBody,
+    h2: bool,
+) -> Result<http::Request<WireBody>, Denial> {
+    let url = request.url.as_url();
+    let invalid = |what: String| Denial::new(Reason::MalformedUrl, what);
+    let target = if h2 {
+        url.as_str()
+    } else {
+        &url[url::Position::BeforePath..url::Position::AfterQuery]
+    };
+    let uri: http::Uri = target
+        .parse()
+        .map_err(|e| invalid(format!("{} cannot be sent: {e}", request.url)))?;
+    let method = http::Method::from_bytes(request.method.as_str().as_bytes())
+        .map_err(|e| Denial::new(Reason::InvalidMethod, e.to_string()))?;
+    let mut wire = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body)
+        .map_err(|e| invalid(e.to_string()))?;
+    let headers = wire.headers_mut();
+    if !h2 {
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", request.url.host_str()),
+            None => request.url.host_str().to_string(),
+        };
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&host).map_err(|e| invalid(e.to_string()))?,
+        );
+    }
+    for (name, value) in &request.headers {
+        if name == "content-length" {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| Denial::new(Reason::InvalidHeader, e.to_string()))?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|e| Denial::new(Reason::InvalidHeader, e.to_string()))?;
+        headers.append(name, value);
+    }
+    for injected in &authority.grant().headers {
+        let name = HeaderName::from_bytes(injected.name.as_bytes())
+            .map_err(|e| Denial::new(Reason::InvalidHeader, e.to_string()))?;
+        let value = HeaderValue::from_bytes(injected.value.expose()).map_err(|_| {
+            Denial::new(
+                Reason::InvalidHeader,
+                format!("injected header {} has an invalid value", injected.name),
+            )
+        })?;
+        headers.append(name, value);
+    }
+    Ok(wire)
+}

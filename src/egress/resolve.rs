@@ -1,0 +1,97 @@
+//! Name resolution behind a trait, so tests and embedders can inject answers (including
+//! hostile ones: rebinding, mixed sets) and the connector itself never resolves anything.
+
+use rustc_hash::FxHashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+/// The future a [`Resolve`] returns.
+pub type Resolving<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;
+
+/// Resolves a granted host name to addresses. Called once per new connection; every answer is
+/// vetted before any socket is opened.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a>;
+}
+
+/// The operating system's resolver (getaddrinfo on tokio's blocking pool).
+///
+/// Names with a dot are looked up as absolute names (a trailing dot is added), so the
+/// resolv.conf search list can never turn `api.example.com` into `api.example.com.corp`.
+/// Single-label names (`localhost`) are looked up as written: they are local names by intent,
+/// found through the hosts file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a> {
+        Box::pin(async move {
+            let name = if host.contains('.') && !host.ends_with('.') {
+                format!("{host}.")
+            } else {
+                host.to_string()
+            };
+            let addrs = tokio::net::lookup_host((name.as_str(), port)).await?;
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for addr in addrs {
+                if !ips.contains(&addr.ip()) {
+                    ips.push(addr.ip());
+                }
+            }
+            Ok(ips)
+        })
+    }
+}
+
+/// Fixed answers, changeable at any time: for tests (rebinding, mixed answer sets) and for
+/// embedders that pin names to addresses.
+#[derive(Debug, Default)]
+pub struct StaticResolver {
+    answers: Mutex<FxHashMap<String, Vec<IpAddr>>>,
+    lookups: Mutex<Vec<String>>,
+}
+
+impl StaticResolver {
+    pub fn new() -> StaticResolver {
+        StaticResolver::default()
+    }
+
+    /// Answer `host` with `ips` from now on (replacing earlier answers).
+    pub fn set(&self, host: &str, ips: &[IpAddr]) {
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), ips.to_vec());
+    }
+
+    /// Every name looked up so far, in order.
+    pub fn lookups(&self) -> Vec<String> {
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Resolve for StaticResolver {
+    fn resolve<'a>(&'a self, host: &'a str, _port: u16) -> Resolving<'a> {
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(host.to_string());
+        let answer = self
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .cloned();
+        Box::pin(async move {
+            answer.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no answer for {host}"))
+            })
+        })
+    }
+}

@@ -1,0 +1,560 @@
+//! Egress against local servers on 127.0.0.1: what arrives at the server is what the policy
+//! approved; DNS answers are vetted and connected to exactly; the pool, limits and timeouts
+//! hold; upstream misbehaviour becomes a reason code and one audit record.
+
+mod support;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{outbound, read_body, Pki, Reply, Server, Step};
+use urlcap::egress::{empty_body, full_body, EgressConfig, RequestBody, StaticResolver};
+use urlcap::outbound::GuestRequest;
+use urlcap::policy::{Denial, Reason};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn resolver(names: &[(&str, &[&str])]) -> Arc<StaticResolver> {
+    let r = Arc::new(StaticResolver::new());
+    for (name, ips) in names {
+        r.set(name, &ips.iter().map(|s| ip(s)).collect::<Vec<_>>());
+    }
+    r
+}
+
+/// A manifest granting `api.test` (HTTP, this port) with loopback allowed for it only.
+fn api_manifest(port: u16, extra: &str) -> String {
+    format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://api.test:{port}\"\npaths = [\"/v1/\"]\nallow_ips = [\"127.0.0.1/32\"]\n{extra}\n"
+    )
+}
+
+fn quick() -> EgressConfig {
+    EgressConfig {
+        connect_timeout: Duration::from_secs(2),
+        first_byte_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        ..EgressConfig::default()
+    }
+}
+
+fn get(port: u16, path: &str) -> GuestRequest {
+    GuestRequest::new("GET", &format!("http://api.test:{port}{path}"))
+}
+
+fn reason(r: Result<impl Sized, Denial>) -> Reason {
+    match r {
+        Ok(_) => panic!("expected a denial"),
+        Err(d) => d.reason,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_equals_wire() {
+    let server = Server::http(|_| {
+        Reply::With(
+            200,
+            vec![("set-cookie", "a=1".into()), ("set-cookie", "b=2".into())],
+            b"hello".to_vec(),
+        )
+    })
+    .await;
+    let port = server.port();
+    let manifest = api_manifest(
+        port,
+        "[authority.headers]\nauthorization = { value = \"Bearer s3cret-value\" }",
+    );
+    let (out, audit) = outbound(
+        &manifest,
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        quick(),
+    );
+    let req = GuestRequest::new("POST", &format!("http://API.test:{port}/v1/items?q=1&q=2"))
+        .header("X-Tag", "one")
+        .header("x-tag", "two")
+        .header("Content-Length", "999");
+    let response = out.send(&req, full_body("body")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cookies: Vec<_> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        cookies,
+        ["a=1", "b=2"],
+        "repeated response headers are preserved"
+    );
+    assert_eq!(read_body(response).await.unwrap(), b"hello");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.target, "/v1/items?q=1&q=2");
+    assert_eq!(r.header("host"), [format!("api.test:{port}").as_str()]);
+    assert_eq!(
+        r.header("x-tag"),
+        ["one", "two"],
+        "repeated request headers keep their order"
+    );
+    assert_eq!(r.header("authorization"), ["Bearer s3cret-value"]);
+    assert_eq!(
+        r.header("content-length"),
+        ["4"],
+        "framing comes from the body, not the guest's header"
+    );
+    assert_eq!(r.body_len, 4);
+    let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        names.iter().position(|n| *n == "authorization") > names.iter().position(|n| *n == "x-tag"),
+        "injected headers come last: {names:?}"
+    );
+    assert!(!audit.text().contains("s3cret-value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_verifies_the_granted_name_and_negotiates_h2() {
+    let pki = Pki::new(&["api.test"]);
+    let server = Server::https(&pki, |_| Reply::Text("secure")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let port = server.port();
+    let manifest = format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"https://api.test:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\nca_file = {ca:?}\n\
+         [[authority]]\nname = \"other\"\norigin = \"https://other.test:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\nca_file = {ca:?}\n\
+         [[authority]]\nname = \"noca\"\norigin = \"https://noca.test:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\n"
+    );
+    let names = resolver(&[
+        ("api.test", &["127.0.0.1"]),
+        ("other.test", &["127.0.0.1"]),
+        ("noca.test", &["127.0.0.1"]),
+    ]);
+    let (out, audit) = outbound(&manifest, names, quick());
+    let response = out
+        .send(
+            &GuestRequest::new("GET", &format!("https://api.test:{port}/x")),
+            empty_body(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_body(response).await.unwrap(), b"secure");
+    let seen = server.requests();
+    assert_eq!(seen[0].sni.as_deref(), Some("api.test"));
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+    assert_eq!(seen[0].target, format!("https://api.test:{port}/x"));
+    // The certificate names api.test only: another granted name on the same server fails.
+    let err = out
+        .send(
+            &GuestRequest::new("GET", &format!("https://other.test:{port}/x")),
+            empty_body(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::TlsFailure, "{err}");
+    // Without the grant's CA the private certificate is not trusted.
+    let err = out
+        .send(
+            &GuestRequest::new("GET", &format!("https://noca.test:{port}/x")),
+            empty_body(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::TlsFailure, "{err}");
+    assert_eq!(audit.records().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_is_caught_at_each_new_connection() {
+    let server =
+        Server::http(|_| Reply::With(200, vec![("connection", "close".into())], b"ok".to_vec()))
+            .await;
+    let port = server.port();
+    let names = resolver(&[("api.test", &["127.0.0.1"])]);
+    let (out, audit) = outbound(&api_manifest(port, ""), names.clone(), quick());
+    let response = out.send(&get(port, "/v1/a"), empty_body()).await.unwrap();
+    read_body(response).await.unwrap();
+    names.set("api.test", &[ip("127.0.0.2")]);
+    let err = out
+        .send(&get(port, "/v1/b"), empty_body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::IpDenied, "{err}");
+    assert!(err.detail.contains("127.0.0.2"));
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the rebound request never reached a server"
+    );
+    assert_eq!(
+        names.lookups(),
+        ["api.test", "api.test"],
+        "resolved once per new connection, never inside the connector"
+    );
+    assert_eq!(audit.records().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_answer_set_is_denied_whole() {
+    let server = Server::http(|_| Reply::Text("ok")).await;
+    let port = server.port();
+    let names = resolver(&[("api.test", &["127.0.0.1", "10.0.0.1"])]);
+    let (out, audit) = outbound(&api_manifest(port, ""), names, quick());
+    let err = out
+        .send(&get(port, "/v1/a"), empty_body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::IpDenied);
+    assert!(
+        err.detail.contains("10.0.0.1") && err.detail.contains("mixed answer"),
+        "{}",
+        err.detail
+    );
+    assert_eq!(
+        server.connections(),
+        0,
+        "no address of a mixed answer is connected to"
+    );
+    let records = audit.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["reason"], "ip_denied");
+    assert_eq!(records[0]["lineage"], "api");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_mapped_answers_are_judged_as_ipv4() {
+    let server = Server::http(|_| Reply::Text("mapped")).await;
+    let port = server.port();
+    let names = resolver(&[
+        ("api.test", &["::ffff:127.0.0.1"]),
+        ("meta.test", &["::ffff:169.254.169.254"]),
+    ]);
+    let manifest = format!(
+        "{}[[authority]]\nname = \"meta\"\norigin = \"http://meta.test:{port}\"\n",
+        api_manifest(port, "")
+    );
+    let (out, _) = outbound(&manifest, names, quick());
+    let response = out.send(&get(port, "/v1/a"), empty_body()).await.unwrap();
+    assert_eq!(
+        read_body(response).await.unwrap(),
+        b"mapped",
+        "::ffff:127.0.0.1 is allowed by the 127.0.0.1/32 exception"
+    );
+    let err = out
+        .send(
+            &GuestRequest::new("GET", &format!("http://meta.test:{port}/")),
+            empty_body(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::IpDenied);
+    assert!(
+        err.detail.contains("judged as 169.254.169.254"),
+        "{}",
+        err.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_reuses_one_connection_per_origin_and_never_shares_across_origins() {
+    let server = Server::http(|_| Reply::Text("pooled")).await;
+    let port = server.port();
+    let names = resolver(&[("api.test", &["127.0.0.1"]), ("b.test", &["127.0.0.1"])]);
+    let manifest = format!("{}[[authority]]\nname = \"b\"\norigin = \"http://b.test:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\n", api_manifest(port, ""));
+    let (out, _) = outbound(&manifest, names.clone(), quick());
+    for i in 0..20 {
+        let response = out
+            .send(&get(port, &format!("/v1/{i}")), empty_body())
+            .await
+            .unwrap();
+        read_body(response).await.unwrap();
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "20 sequential requests share one keep-alive connection"
+    );
+    assert_eq!(names.lookups().len(), 1);
+    let response = out
+        .send(
+            &GuestRequest::new("GET", &format!("http://b.test:{port}/")),
+            empty_body(),
+        )
+        .await
+        .unwrap();
+    read_body(response).await.unwrap();
+    assert_eq!(
+        server.connections(),
+        2,
+        "another origin on the same address gets its own connection"
+    );
+    let by_conn: Vec<(usize, String)> = server
+        .requests()
+        .iter()
+        .map(|r| (r.conn, r.header("host")[0].to_string()))
+        .collect();
+    assert!(
+        by_conn
+            .iter()
+            .all(|(c, host)| (*c == 1) == host.starts_with("api.test")),
+        "{by_conn:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_servers_time_out() {
+    let server = Server::http(|r| match r.target.as_str() {
+        "/v1/slow-head" => Reply::SlowHead(Duration::from_secs(3)),
+        "/v1/stall" => Reply::Script(vec![], vec![Step::Data(10), Step::Hang]),
+        _ => Reply::Script(
+            vec![],
+            (0..30)
+                .flat_map(|_| [Step::Data(1), Step::Wait(Duration::from_millis(100))])
+                .collect(),
+        ),
+    })
+    .await;
+    let port = server.port();
+    let names = resolver(&[("api.test", &["127.0.0.1"])]);
+    let (out, audit) = outbound(&api_manifest(port, "timeout = \"700ms\""), names, quick());
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reason(out.send(&get(port, "/v1/slow-head"), empty_body()).await),
+        Reason::Timeout
+    );
+    let response = out
+        .send(&get(port, "/v1/stall"), empty_body())
+        .await
+        .unwrap();
+    let err = read_body(response).await.unwrap_err();
+    assert_eq!(err.reason, Reason::Timeout);
+    assert!(err.detail.contains("no response bytes"), "{}", err.detail);
+    // Bytes keep trickling (never idle for 300ms) but the grant's 700ms total expires.
+    let response = out
+        .send(&get(port, "/v1/trickle"), empty_body())
+        .await
+        .unwrap();
+    let err = read_body(response).await.unwrap_err();
+    assert_eq!(err.reason, Reason::Timeout);
+    assert!(err.detail.contains("timeout"), "{}", err.detail);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "timeouts fired promptly"
+    );
+    let reasons: Vec<String> = audit
+        .records()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["timeout", "timeout", "timeout"],
+        "each timeout is audited once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_are_stopped_in_both_directions() {
+    let server = Server::http(|r| match r.target.as_str() {
+        "/v1/declared" => Reply::With(200, vec![], vec![b'x'; 5000]),
+        _ => Reply::Script(vec![], vec![Step::Data(600), Step::Data(600)]),
+    })
+    .await;
+    let port = server.port();
+    let names = resolver(&[("api.test", &["127.0.0.1"])]);
+    let (out, audit) = outbound(
+        &api_manifest(
+            port,
+            "max_response_body = \"1KiB\"\nmax_request_body = \"1KiB\"",
+        ),
+        names,
+        quick(),
+    );
+    assert_eq!(
+        reason(out.send(&get(port, "/v1/declared"), empty_body()).await),
+        Reason::ResponseBodyTooLarge
+    );
+    let response = out
+        .send(&get(port, "/v1/streamed"), empty_body())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_body(response).await.unwrap_err().reason,
+        Reason::ResponseBodyTooLarge
+    );
+    let stream: RequestBody = support::chunks(4, 400);
+    let err = out
+        .send(
+            &GuestRequest::new("POST", &format!("http://api.test:{port}/v1/upload")),
+            stream,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::RequestBodyTooLarge, "{err}");
+    let declared = GuestRequest {
+        body_len: Some(2048),
+        ..GuestRequest::new("POST", &format!("http://api.test:{port}/v1/upload"))
+    };
+    assert_eq!(
+        reason(out.send(&declared, full_body(vec![0u8; 2048])).await),
+        Reason::RequestBodyTooLarge
+    );
+    assert_eq!(audit.records().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_reset_mid_body_is_an_upstream_error() {
+    let server = Server::http(|_| {
+        Reply::Script(
+            vec![("content-length", "1000".into())],
+            vec![
+                Step::Data(100),
+                Step::Wait(Duration::from_millis(50)),
+                Step::Fail,
+            ],
+        )
+    })
+    .await;
+    let port = server.port();
+    let (out, audit) = outbound(
+        &api_manifest(port, ""),
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        quick(),
+    );
+    let response = out.send(&get(port, "/v1/x"), empty_body()).await.unwrap();
+    let err = read_body(response).await.unwrap_err();
+    assert_eq!(err.reason, Reason::UpstreamError, "{err}");
+    assert_eq!(audit.records().len(), 1);
+    // The host is unharmed: the next request works.
+    let server2 = Server::http(|_| Reply::Text("fine")).await;
+    let (out2, _) = outbound(
+        &api_manifest(server2.port(), ""),
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        quick(),
+    );
+    assert!(out2
+        .send(&get(server2.port(), "/v1/y"), empty_body())
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_go_back_to_the_caller() {
+    let server = Server::http(|_| {
+        Reply::With(
+            302,
+            vec![("location", "http://169.254.169.254/latest/".into())],
+            vec![],
+        )
+    })
+    .await;
+    let port = server.port();
+    let (out, _) = outbound(
+        &api_manifest(port, ""),
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        quick(),
+    );
+    let response = out.send(&get(port, "/v1/r"), empty_body()).await.unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "http://169.254.169.254/latest/"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_limits_hold_for_the_authority_and_the_sandbox() {
+    let server = Server::http(|_| Reply::Text("ok")).await;
+    let port = server.port();
+    let names = resolver(&[("api.test", &["127.0.0.1"])]);
+    let (out, audit) = outbound(
+        &api_manifest(port, "max_concurrent_requests = 1"),
+        names.clone(),
+        quick(),
+    );
+    let held = out.send(&get(port, "/v1/a"), empty_body()).await.unwrap();
+    let err = out
+        .send(&get(port, "/v1/b"), empty_body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, Reason::ConcurrencyLimit);
+    drop(held);
+    assert!(out.send(&get(port, "/v1/c"), empty_body()).await.is_ok());
+    assert_eq!(audit.records().len(), 1);
+
+    let sandbox = EgressConfig {
+        max_in_flight: 2,
+        ..quick()
+    };
+    let (out, _) = outbound(&api_manifest(port, ""), names, sandbox);
+    let a = out.send(&get(port, "/v1/a"), empty_body()).await.unwrap();
+    let b = out.send(&get(port, "/v1/b"), empty_body()).await.unwrap();
+    assert_eq!(
+        reason(out.send(&get(port, "/v1/c"), empty_body()).await),
+        Reason::ConcurrencyLimit
+    );
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_denial_is_audited_once_and_no_line_holds_the_secret() {
+    let server = Server::http(|_| Reply::Text("ok")).await;
+    let port = server.port();
+    let manifest = api_manifest(
+        port,
+        "max_response_body = 1\n[authority.headers]\nx-api-key = { value = \"TOPSECRET-123\" }",
+    );
+    let (out, audit) = outbound(
+        &manifest,
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        quick(),
+    );
+    let attempts = [
+        GuestRequest::new(
+            "GET",
+            &format!("http://user:TOPSECRET-123@api.test:{port}/v1/"),
+        ),
+        GuestRequest::new("GET", &format!("http://api.test:{port}/v2/")),
+        GuestRequest::new("TRACE", &format!("http://api.test:{port}/v1/")),
+        get(port, "/v1/").header("X-Api-Key", "guess"),
+        get(port, "/v1/").header("Host", "evil.test"),
+        GuestRequest::new("GET", "http://evil.test/"),
+        get(port, "/v1/big"),
+    ];
+    for attempt in &attempts {
+        if let Ok(response) = out.send(attempt, empty_body()).await {
+            assert!(read_body(response).await.is_err());
+        }
+    }
+    let records = audit.records();
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "userinfo",
+            "path_not_allowed",
+            "method_not_allowed",
+            "forbidden_header",
+            "forbidden_header",
+            "no_authority",
+            "response_body_too_large"
+        ]
+    );
+    assert!(records
+        .iter()
+        .all(|r| r["event"] == "request.denied" && r["sandbox"] == "test"));
+    assert!(!audit.text().contains("TOPSECRET"), "{}", audit.text());
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.header("x-api-key") == ["TOPSECRET-123"]),
+        "the server does get the secret"
+    );
+}

@@ -1,0 +1,399 @@
+//! Loopback test servers that record what arrives, and helpers to build urlcap's outbound path
+//! from manifest text. Servers listen on 127.0.0.1 only.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use urlcap::audit::AuditLog;
+use urlcap::egress::{Client, EgressConfig, Resolve};
+use urlcap::manifest::{Config, ProcessSecrets};
+use urlcap::outbound::Outbound;
+use urlcap::policy::SystemClock;
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub version: http::Version,
+    pub headers: Vec<(String, String)>,
+    pub conn: usize,
+    pub sni: Option<String>,
+    pub body_len: usize,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What the server does with a request.
+#[derive(Clone)]
+pub enum Reply {
+    /// 200 with this body.
+    Text(&'static str),
+    /// A status, headers and body.
+    With(u16, Vec<(&'static str, String)>, Vec<u8>),
+    /// Wait, then 200.
+    SlowHead(Duration),
+    /// 200 with these headers, and a body played step by step.
+    Script(Vec<(&'static str, String)>, Vec<Step>),
+}
+
+#[derive(Clone)]
+pub enum Step {
+    Data(usize),
+    Wait(Duration),
+    /// Abort the body (the connection is cut).
+    Fail,
+    /// Never send anything more.
+    Hang,
+}
+
+type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    pub async fn http(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Server {
+        Server::start(None, Arc::new(handler)).await
+    }
+
+    pub async fn https(
+        pki: &Pki,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        Server::start(Some(pki.server_config()), Arc::new(handler)).await
+    }
+
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (reqs, conns) = (requests.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let conn = conns.fetch_add(1, Ordering::SeqCst) + 1;
+                let (reqs, handler, tls) = (reqs.clone(), handler.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let sni = stream.get_ref().1.server_name().map(str::to_string);
+                            serve(TokioIo::new(stream), conn, sni, reqs, handler).await;
+                        }
+                        None => serve(TokioIo::new(stream), conn, None, reqs, handler).await,
+                    }
+                });
+            }
+        });
+        Server {
+            addr,
+            requests,
+            connections,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve<I>(
+    io: I,
+    conn: usize,
+    sni: Option<String>,
+    reqs: Arc<Mutex<Vec<Recorded>>>,
+    handler: Handler,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (reqs, handler, sni) = (reqs.clone(), handler.clone(), sni.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body_len = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
+            let recorded = Recorded {
+                method: parts.method.to_string(),
+                target: parts.uri.to_string(),
+                version: parts.version,
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                conn,
+                sni,
+                body_len,
+            };
+            reqs.lock().unwrap().push(recorded.clone());
+            Ok::<_, std::convert::Infallible>(respond(handler(&recorded)).await)
+        }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
+}
+
+async fn respond(reply: Reply) -> http::Response<ScriptBody> {
+    let (status, headers, steps) = match reply {
+        Reply::Text(t) => (
+            200,
+            vec![("content-length", t.len().to_string())],
+            vec![StepBytes::Data(Bytes::from_static(t.as_bytes()))],
+        ),
+        Reply::With(status, mut headers, body) => {
+            headers.push(("content-length", body.len().to_string()));
+            (status, headers, vec![StepBytes::Data(body.into())])
+        }
+        Reply::SlowHead(d) => {
+            tokio::time::sleep(d).await;
+            (
+                200,
+                vec![],
+                vec![StepBytes::Data(Bytes::from_static(b"late"))],
+            )
+        }
+        Reply::Script(headers, steps) => (
+            200,
+            headers,
+            steps
+                .into_iter()
+                .map(|s| match s {
+                    Step::Data(n) => StepBytes::Data(Bytes::from(vec![b'x'; n])),
+                    Step::Wait(d) => StepBytes::Wait(d),
+                    Step::Fail => StepBytes::Fail,
+                    Step::Hang => StepBytes::Hang,
+                })
+                .collect(),
+        ),
+    };
+    let mut builder = http::Response::builder().status(status);
+    for (k, v) in headers {
+        builder = builder.header(k, v);
+    }
+    builder
+        .body(ScriptBody {
+            steps: steps.into(),
+            sleep: None,
+        })
+        .unwrap()
+}
+
+enum StepBytes {
+    Data(Bytes),
+    Wait(Duration),
+    Fail,
+    Hang,
+}
+
+/// A response body played step by step.
+pub struct ScriptBody {
+    steps: VecDeque<StepBytes>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for ScriptBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        loop {
+            if let Some(sleep) = self.sleep.as_mut() {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+            }
+            match self.steps.pop_front() {
+                None => return Poll::Ready(None),
+                Some(StepBytes::Data(b)) => return Poll::Ready(Some(Ok(Frame::data(b)))),
+                Some(StepBytes::Wait(d)) => self.sleep = Some(Box::pin(tokio::time::sleep(d))),
+                Some(StepBytes::Fail) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other("scripted failure"))))
+                }
+                Some(StepBytes::Hang) => {
+                    self.steps.push_front(StepBytes::Hang);
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// A private CA and a server certificate it signed.
+pub struct Pki {
+    pub ca_pem: String,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+impl Pki {
+    pub fn new(names: &[&str]) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            cert: leaf.der().clone(),
+            key: leaf_key.serialize_der(),
+        }
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key.clone().into());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+
+    /// Write the CA certificate where a manifest's `ca_file` can name it.
+    pub fn write_ca(&self, dir: &Path) -> String {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        path.display().to_string()
+    }
+}
+
+/// A writer tests can read back (an in-memory audit log).
+#[derive(Clone, Default)]
+pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The outbound path for a manifest, with an in-memory audit log.
+pub fn outbound(
+    manifest: &str,
+    resolver: Arc<dyn Resolve>,
+    config: EgressConfig,
+) -> (Outbound, SharedBuf) {
+    let config_ = Config::parse(manifest, Path::new("test.toml"), &ProcessSecrets).unwrap();
+    let policy = Arc::new(config_.policy(Arc::new(SystemClock::new())));
+    let audit_buf = SharedBuf::default();
+    let audit = Arc::new(AuditLog::new(Box::new(audit_buf.clone())));
+    (
+        Outbound::new(policy, Client::new(config, resolver), audit, "test"),
+        audit_buf,
+    )
+}
+
+/// Read a whole response body, or the denial that stopped it.
+pub async fn read_body(
+    response: urlcap::egress::Response,
+) -> Result<Vec<u8>, urlcap::policy::Denial> {
+    let collected = response.into_body().collect().await?;
+    Ok(collected.to_bytes().to_vec())
+}
+
+/// A request body of `count` chunks of `size` bytes, with no declared length (so it streams).
+pub fn chunks(count: usize, size: usize) -> urlcap::egress::RequestBody {
+    struct Chunks(usize, usize);
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = urlcap::policy::Denial;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.0 == 0 {
+                return Poll::Ready(None);
+            }
+            self.0 -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'y'; self.1])))))
+        }
+    }
+    Chunks(count, size).boxed()
+}
