@@ -27,7 +27,13 @@ impl SecretStore for FakeSecrets {
 fn secrets() -> FakeSecrets {
     FakeSecrets {
         env: HashMap::from([("TOKEN", "s3cret-token"), ("EMPTY", "")]),
-        files: HashMap::from([(PathBuf::from("conf/token.txt"), "file-secret\n")]),
+        files: HashMap::from([
+            (PathBuf::from("conf/token.txt"), "file-secret\n"),
+            (
+                PathBuf::from("conf/garbage.pem"),
+                "this is not a certificate\n",
+            ),
+        ]),
     }
 }
 
@@ -90,6 +96,10 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("AUTH [authority.headers]\nx-token = { file = \"missing.txt\" }\n", "6:11", "cannot read secret file conf/missing.txt", ""),
     ("AUTH [authority.headers]\nx-token = { value = \"a\\r\\nb\" }\n", "6:11", "contains a control character", ""),
     ("AUTH [authority.headers]\nx-token = { envv = \"TOKEN\" }\n", "6:13", "unknown key `envv`", "did you mean `env`?"),
+    ("AUTH max_concurrent_requests = 0\n", "5:27", "max_concurrent_requests must be a whole number from 1", ""),
+    ("AUTH ca_file = \"missing.pem\"\n", "5:11", "cannot read ca_file conf/missing.pem", ""),
+    ("AUTH ca_file = \"garbage.pem\"\n", "5:11", "ca_file conf/garbage.pem holds no PEM certificate", "BEGIN CERTIFICATE"),
+    ("AUTH ca_flie = \"x.pem\"\n", "5:1", "unknown key `ca_flie`", "did you mean `ca_file`?"),
 ];
 
 #[test]

@@ -1,0 +1,133 @@
+//! Sequential GETs over keep-alive: urlcap's whole outbound path (canonicalize, policy, pooled
+//! egress, audit hook) against a bare hyper-util client, same loopback server, same run.
+//! Target (issue: egress): urlcap >= 0.95x the bare client's throughput.
+//! Run with `cargo bench --bench egress`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use criterion::{criterion_group, Criterion};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{outbound, Reply, Server};
+use urlcap::egress::{empty_body, EgressConfig, StaticResolver};
+use urlcap::outbound::GuestRequest;
+
+fn sequential_gets(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::http(|_| Reply::Text("ok")));
+    let url = format!("http://127.0.0.1:{}/v1/items", server.port());
+    let manifest = format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+        server.port()
+    );
+    let (out, _audit) = outbound(
+        &manifest,
+        Arc::new(StaticResolver::new()),
+        EgressConfig::default(),
+    );
+    let bare: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = url.parse().unwrap();
+
+    let mut group = c.benchmark_group("sequential_get");
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("bare_hyper_util", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let response = bare.get(uri.clone()).await.unwrap();
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(&body[..], b"ok");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let request = GuestRequest::new("GET", &url);
+    let bare_connections = server.connections();
+    group.bench_function("urlcap_outbound", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let response = out.send(&request, empty_body()).await.unwrap();
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(&body[..], b"ok");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+    let ours = server.connections() - bare_connections;
+    eprintln!("connections opened: bare hyper-util {bare_connections}, urlcap {ours}");
+}
+
+/// Both clients in alternating rounds, so machine drift hits both alike; prints the median of
+/// the per-round throughput ratios (urlcap / bare).
+fn paired_ratio() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::http(|_| Reply::Text("ok")));
+    let url = format!("http://127.0.0.1:{}/v1/items", server.port());
+    let manifest = format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+        server.port()
+    );
+    let (out, _audit) = outbound(
+        &manifest,
+        Arc::new(StaticResolver::new()),
+        EgressConfig::default(),
+    );
+    let bare: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = url.parse().unwrap();
+    let request = GuestRequest::new("GET", &url);
+    const ROUNDS: usize = 21;
+    const PER_ROUND: u32 = 400;
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    rt.block_on(async {
+        for round in 0..=ROUNDS {
+            let start = Instant::now();
+            for _ in 0..PER_ROUND {
+                let response = bare.get(uri.clone()).await.unwrap();
+                response.into_body().collect().await.unwrap();
+            }
+            let bare_time = start.elapsed();
+            let start = Instant::now();
+            for _ in 0..PER_ROUND {
+                let response = out.send(&request, empty_body()).await.unwrap();
+                response.into_body().collect().await.unwrap();
+            }
+            let ours = start.elapsed();
+            if round > 0 {
+                ratios.push(bare_time.as_secs_f64() / ours.as_secs_f64());
+            }
+        }
+    });
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let median = ratios[ratios.len() / 2];
+    println!(
+        "paired: urlcap/bare throughput ratio median {median:.3} (min {:.3}, max {:.3}) over {ROUNDS} rounds of {PER_ROUND}; target >= 0.95",
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+}
+
+criterion_group!(benches, sequential_gets);
+
+fn main() {
+    benches();
+    paired_ratio();
+    Criterion::default().configure_from_args().final_summary();
+}
