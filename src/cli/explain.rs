@@ -7,7 +7,7 @@ use crate::policy::{Decision, Denial, Reason, Request, SystemClock};
 use clap::Args;
 use serde::Serialize;
 use std::io::Write;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 #[derive(Args, Debug)]
@@ -109,17 +109,18 @@ pub fn run(
     })
 }
 
+/// Resolve exactly as egress would (the same [`SystemResolver`]: names with a dot are absolute).
 fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
-    let addrs = (host, port)
-        .to_socket_addrs()
+    use crate::egress::{Resolve, SystemResolver};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Denial::new(Reason::DnsFailure, format!("cannot start the resolver: {e}")))?;
+    let ips = runtime
+        .block_on(SystemResolver.resolve(host, port))
         .map_err(|e| Denial::new(Reason::DnsFailure, format!("{host} did not resolve: {e}")))?;
-    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-    ips.dedup();
     if ips.is_empty() {
-        return Err(Denial::new(
-            Reason::DnsFailure,
-            format!("{host} resolved to no addresses"),
-        ));
+        return Err(Denial::new(Reason::DnsFailure, format!("{host} resolved to no addresses")));
     }
     Ok(ips)
 }
