@@ -10,7 +10,9 @@
 
 pub mod audit;
 pub mod cli;
+pub mod demo;
 pub mod egress;
+pub mod host;
 pub mod manifest;
 pub mod outbound;
 pub mod policy;

@@ -51,6 +51,14 @@ impl GuestRequest {
     }
 }
 
+/// A response read whole (the native guest API buffers bodies).
+#[derive(Debug, Clone)]
+pub struct Buffered {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
 /// Policy, egress and audit for one sandbox.
 pub struct Outbound {
     policy: Arc<Policy>,
@@ -111,6 +119,73 @@ impl Outbound {
                 d
             });
         self.send_approved(approved, body, &guest.method, url).await
+    }
+
+    /// A request relative to one handle's origin (the native guest API), with the response
+    /// body read whole, up to `cap` bytes (the host's bound on what it buffers for a guest, on
+    /// top of the authority's own `max_response_body`).
+    pub async fn fetch_buffered(
+        &self,
+        authority: &Authority,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(String, Vec<u8>)],
+        body: Vec<u8>,
+        cap: u64,
+    ) -> Result<Buffered, Denial> {
+        let shown_url = format!("{}{path_and_query}", authority.grant().origin);
+        let canonical = Request::relative(method, &authority.grant().origin, path_and_query)
+            .and_then(|r| headers.iter().try_fold(r, |r, (k, v)| r.header(k, v)))
+            .map(|r| r.with_body_len(body.len() as u64));
+        let url = canonical.as_ref().map_or(shown_url, |r| r.url.to_string());
+        let approved = canonical
+            .and_then(|r| authority.authorize(r))
+            .map_err(|mut d| {
+                d.authority
+                    .get_or_insert_with(|| authority.reference().clone());
+                d
+            });
+        let response = self
+            .send_approved(
+                approved,
+                crate::egress::full_body(body),
+                method,
+                url.clone(),
+            )
+            .await?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let limited = http_body_util::Limited::new(
+            response.into_body(),
+            usize::try_from(cap).unwrap_or(usize::MAX),
+        );
+        match http_body_util::BodyExt::collect(limited).await {
+            Ok(collected) => Ok(Buffered {
+                status,
+                headers,
+                body: collected.to_bytes().to_vec(),
+            }),
+            // The body's own denials were audited by its hook; only the host's cap is new here.
+            Err(e) => {
+                match e.downcast::<Denial>() {
+                    Ok(denial) => Err(*denial),
+                    Err(_) => {
+                        let denial = Denial::new(
+                        crate::policy::Reason::ResponseBodyTooLarge,
+                        format!("response body exceeds the {cap} bytes the host buffers for a guest"),
+                    )
+                    .on(authority.reference());
+                        self.audit
+                            .record(&Record::denied(&self.sandbox, &denial, method, &url));
+                        Err(denial)
+                    }
+                }
+            }
+        }
     }
 
     async fn send_approved(

@@ -115,12 +115,20 @@ fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Denial::new(Reason::DnsFailure, format!("cannot start the resolver: {e}")))?;
+        .map_err(|e| {
+            Denial::new(
+                Reason::DnsFailure,
+                format!("cannot start the resolver: {e}"),
+            )
+        })?;
     let ips = runtime
         .block_on(SystemResolver.resolve(host, port))
         .map_err(|e| Denial::new(Reason::DnsFailure, format!("{host} did not resolve: {e}")))?;
     if ips.is_empty() {
-        return Err(Denial::new(Reason::DnsFailure, format!("{host} resolved to no addresses")));
+        return Err(Denial::new(
+            Reason::DnsFailure,
+            format!("{host} resolved to no addresses"),
+        ));
     }
     Ok(ips)
 }

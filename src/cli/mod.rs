@@ -2,6 +2,9 @@
 
 mod check;
 mod explain;
+mod run;
+
+pub use check::describe as describe_config;
 
 use crate::manifest::{Config, ConfigError, GrantSources, ProcessSecrets};
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +36,13 @@ enum Command {
         after_help = "Examples:\n  urlcap explain --allow https://api.example.com/v1/ https://api.example.com/v1/users\n  urlcap explain --allow 'GET https://api.example.com' --method DELETE https://api.example.com/x\n  urlcap explain --allow http://127.0.0.1:8080/ --allow-ip 127.0.0.1 --json http://127.0.0.1:8080/\n  urlcap explain --manifest policy/example.toml --resolve https://api.github.com/repos/"
     )]
     Explain(explain::ExplainArgs),
+    /// Run a wasi:cli command component with only the preopened authorities; exits with its status.
+    #[command(
+        after_help = "Exit status: the guest's own; 124 if it hit the wall-clock limit, 134 if it trapped or ran out of memory, 2 for bad usage.\n\nExamples:\n  urlcap run --allow 'api=GET https://api.example.com/v1/' guest.wasm -- --verbose\n  urlcap run --manifest policy/example.toml --audit audit.jsonl --env LOG=debug guest.wasm"
+    )]
+    Run(run::RunArgs),
+    /// Start an offline demo: a loopback origin, a bundled guest, its allowed and denied requests and the audit log.
+    Demo,
     /// Validate the manifest and flags, and print the effective grants: exit 0, or 2 on error.
     #[command(
         after_help = "Examples:\n  urlcap check --manifest policy/example.toml\n  urlcap check --allow 'gh=GET https://api.github.com/repos/' --deny-ip 203.0.113.0/24"
@@ -99,6 +109,8 @@ pub fn run(
     let result = match cli.command {
         Command::Explain(args) => explain::run(&args, out, err),
         Command::Check(args) => check::run(&args, out, err),
+        Command::Run(args) => return run::run(&args, err),
+        Command::Demo => return run::demo(err),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@
 
 use super::decision::Denial;
 use super::method::{is_token, Method};
-use super::origin::{parse_port, split_authority, Host, Scheme};
+use super::origin::{parse_port, split_authority, Host, HostPattern, OriginPattern, Scheme};
 use super::path::check_canonical_path;
 use super::reason::Reason;
 use std::fmt;
@@ -143,6 +143,74 @@ impl CanonicalUrl {
         })
     }
 
+    /// A guest's path and query (`/v1/items?page=2`) relative to a grant's origin, which must
+    /// name one host. The URL is assembled from parts with the WHATWG parser's setters (never
+    /// by joining strings), after the path passes the same canonical checks as absolute URLs;
+    /// nothing the guest writes can change the scheme, host or port.
+    pub fn relative(origin: &OriginPattern, path_and_query: &str) -> Result<CanonicalUrl, Denial> {
+        let deny = |reason, detail: String| Err(Denial::new(reason, detail));
+        let HostPattern::Exact(host) = &origin.host else {
+            return deny(
+                Reason::InvalidHost,
+                format!("{origin} names no single host; derive one with `host` first"),
+            );
+        };
+        if path_and_query.len() > MAX_URL_LEN {
+            return deny(
+                Reason::MalformedUrl,
+                format!(
+                    "path is {} bytes; the limit is {MAX_URL_LEN}",
+                    path_and_query.len()
+                ),
+            );
+        }
+        if let Some(c) = path_and_query.chars().find(|&c| is_hidden_char(c)) {
+            return deny(
+                Reason::ControlCharacter,
+                format!("path contains {c:?}; percent-encode it"),
+            );
+        }
+        if path_and_query.contains('#') {
+            return deny(
+                Reason::MalformedUrl,
+                "fragments (#...) are never sent; remove it".into(),
+            );
+        }
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        check_canonical_path(path).map_err(|e| Denial::new(Reason::NonCanonicalPath, e.0))?;
+        let base = match origin.scheme {
+            Scheme::Http => "http://origin.invalid/",
+            Scheme::Https => "https://origin.invalid/",
+        };
+        let mut url = Url::parse(base).expect("the base URLs parse");
+        let port = (origin.port != origin.scheme.default_port()).then_some(origin.port);
+        let parts_set = url.set_host(Some(&host.to_string())).is_ok() && url.set_port(port).is_ok();
+        url.set_path(path);
+        url.set_query(query);
+        let agrees = parts_set
+            && url
+                .host()
+                .and_then(|h| Host::from_url_host(h).ok())
+                .as_ref()
+                == Some(host)
+            && url.port_or_known_default() == Some(origin.port);
+        if !agrees {
+            return deny(
+                Reason::MalformedUrl,
+                format!("{path_and_query:?} does not stay within {origin}"),
+            );
+        }
+        Ok(CanonicalUrl {
+            url,
+            scheme: origin.scheme,
+            host: host.clone(),
+            port: origin.port,
+        })
+    }
+
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
@@ -208,6 +276,22 @@ impl Request {
     pub fn new(method: &str, url: &str) -> Result<Request, Denial> {
         let method = Method::parse(method).map_err(|d| Denial::new(Reason::InvalidMethod, d))?;
         let url = CanonicalUrl::parse(url)?;
+        Ok(Request {
+            method,
+            url,
+            headers: Vec::new(),
+            body_len: None,
+        })
+    }
+
+    /// A request relative to a grant's origin (the native guest API).
+    pub fn relative(
+        method: &str,
+        origin: &OriginPattern,
+        path_and_query: &str,
+    ) -> Result<Request, Denial> {
+        let method = Method::parse(method).map_err(|d| Denial::new(Reason::InvalidMethod, d))?;
+        let url = CanonicalUrl::relative(origin, path_and_query)?;
         Ok(Request {
             method,
             url,
@@ -324,6 +408,44 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(reason(url), Some(expected), "{url:?}");
         }
+    }
+
+    #[test]
+    fn relative_paths_stay_on_the_origin() {
+        let origin = |s: &str| crate::policy::grant_from_spec_url(s).unwrap().0;
+        let o = origin("https://api.example.com:8443");
+        let u = CanonicalUrl::relative(&o, "/v1/items?page=2&q=a%20b").unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://api.example.com:8443/v1/items?page=2&q=a%20b"
+        );
+        assert_eq!(
+            CanonicalUrl::relative(&origin("http://[::1]:9000"), "/")
+                .unwrap()
+                .as_str(),
+            "http://[::1]:9000/"
+        );
+        for (bad, reason) in [
+            ("//evil.example/x", Reason::NonCanonicalPath),
+            ("evil.example/x", Reason::NonCanonicalPath),
+            ("", Reason::NonCanonicalPath),
+            ("/a/../b", Reason::NonCanonicalPath),
+            ("/a\\b", Reason::NonCanonicalPath),
+            ("/a#frag", Reason::MalformedUrl),
+            ("/a\r\nHost: x", Reason::ControlCharacter),
+            ("@evil.example/", Reason::NonCanonicalPath),
+        ] {
+            assert_eq!(
+                CanonicalUrl::relative(&o, bad).unwrap_err().reason,
+                reason,
+                "{bad:?}"
+            );
+        }
+        let wild = origin("https://*.example.com");
+        assert_eq!(
+            CanonicalUrl::relative(&wild, "/").unwrap_err().reason,
+            Reason::InvalidHost
+        );
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! `urlcap run` and `urlcap demo`.
+
+use super::{GrantArgs, EXIT_USAGE};
+use crate::audit::{AuditLog, Event, Record};
+use crate::egress::{Client, EgressConfig, SystemResolver};
+use crate::host::{SandboxSpec, Stdio, WasmHost};
+use crate::outbound::Outbound;
+use crate::policy::SystemClock;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    grants: GrantArgs,
+    /// Where audit records go: a file (appended), or - for stderr (the default).
+    #[arg(long, value_name = "FILE|-")]
+    audit: Option<String>,
+    /// Also record allowed requests (request.allowed).
+    #[arg(long = "audit-allowed")]
+    audit_allowed: bool,
+    /// An environment variable for the guest, K=V (repeatable); the guest sees no other.
+    #[arg(long, value_name = "K=V")]
+    env: Vec<String>,
+    /// A host directory for the guest, HOST::GUEST (repeatable); the guest sees no other.
+    #[arg(long, value_name = "HOST::GUEST")]
+    dir: Vec<String>,
+    /// The command component (wasm32-wasip2) to run.
+    guest: PathBuf,
+    /// Arguments for the guest (after --).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(if code < 0 { 255 } else { (code & 0xff) as u8 })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+pub fn run(args: &RunArgs, err: &mut dyn Write) -> u8 {
+    match run_inner(args, err) {
+        Ok(code) => exit_code(code),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn pair<'a>(flag: &str, value: &'a str, sep: &str) -> Result<(&'a str, &'a str), String> {
+    value
+        .split_once(sep)
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "{flag} {value:?}: expected {}",
+                if sep == "=" { "K=V" } else { "HOST::GUEST" }
+            )
+        })
+}
+
+fn run_inner(
+    args: &RunArgs,
+    err: &mut dyn Write,
+) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+    let config = args.grants.load()?;
+    for warning in config.warnings() {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    let env = args
+        .env
+        .iter()
+        .map(|e| pair("--env", e, "=").map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dirs = args
+        .dir
+        .iter()
+        .map(|d| pair("--dir", d, "::").map(|(h, g)| (h.to_string(), g.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wasm = std::fs::read(&args.guest).map_err(|e| format!("{}: {e}", args.guest.display()))?;
+    let audit = match args.audit.as_deref() {
+        None | Some("-") => AuditLog::stderr(),
+        Some(path) => AuditLog::to_file(std::path::Path::new(path))
+            .map_err(|e| format!("--audit {path}: {e}"))?,
+    };
+    let audit = Arc::new(audit.with_allowed(args.audit_allowed));
+    let sandbox = format!("sb-{}", std::process::id());
+    let rt = runtime()?;
+    let outcome = rt.block_on(async {
+        let policy = Arc::new(config.policy(Arc::new(SystemClock::new())));
+        let egress = EgressConfig {
+            max_in_flight: config
+                .limits
+                .max_concurrent_requests
+                .map_or(64, |n| n as usize),
+            ..EgressConfig::default()
+        };
+        let outbound = Arc::new(Outbound::new(
+            policy.clone(),
+            Client::new(egress, Arc::new(SystemResolver)),
+            audit.clone(),
+            &sandbox,
+        ));
+        let host = WasmHost::new()?;
+        let command =
+            host.prepare(&host.compile(&wasm).map_err(|e| {
+                format!("{}: not a runnable component: {e}", args.guest.display())
+            })?)?;
+        let name = args
+            .guest
+            .file_name()
+            .map_or("guest".into(), |n| n.to_string_lossy().into_owned());
+        audit.record(&Record::new(
+            Event::SandboxSpawned,
+            &sandbox,
+            format!("run {name}"),
+        ));
+        let spec = SandboxSpec {
+            outbound,
+            preopens: policy
+                .authorities()
+                .iter()
+                .map(|a| (a.clone(), a.name().to_string()))
+                .collect(),
+            args: std::iter::once(name)
+                .chain(args.args.iter().cloned())
+                .collect(),
+            env,
+            dirs,
+            memory: config.limits.memory,
+            timeout: config.limits.timeout,
+            stdio: Stdio::Inherit,
+            sandbox_id: sandbox.clone(),
+        };
+        let outcome = host.run(&command, spec).await?;
+        let detail = match &outcome.message {
+            Some(m) => format!("exit status {}: {m}", outcome.exit_code),
+            None => format!("exit status {}", outcome.exit_code),
+        };
+        audit.record(&Record::new(Event::SandboxExited, &sandbox, detail));
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(outcome)
+    })?;
+    audit.finish(&sandbox)?;
+    if let Some(message) = &outcome.message {
+        let _ = writeln!(err, "urlcap: {message}");
+    }
+    Ok(outcome.exit_code)
+}
+
+pub fn demo(err: &mut dyn Write) -> u8 {
+    let result = runtime()
+        .map_err(|e| e.into())
+        .and_then(|rt| rt.block_on(crate::demo::run(&mut std::io::stdout())));
+    match result {
+        Ok(code) => exit_code(code),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_USAGE
+        }
+    }
+}

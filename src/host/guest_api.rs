@@ -1,0 +1,218 @@
+//! The `urlcap:http` interfaces as host functions: preopened authorities as resources, and
+//! every `fetch` through the sandbox's [`Outbound`] (policy → egress → audit).
+
+use super::SandboxState;
+use crate::audit::{Event, Record};
+use crate::policy::{
+    Attenuation, Authority, Denial, Host, Method, MethodSet, PathPrefix, Rate, Reason,
+};
+use std::time::Duration;
+use wasmtime::component::Resource;
+
+wasmtime::component::bindgen!({
+    path: "wit",
+    world: "urlcap:http/imports",
+    imports: { default: async | trappable },
+    with: { "urlcap:http/types.authority": super::GuestAuthority },
+});
+
+use urlcap::http::{preopens, types as t};
+
+/// Most authority handles one guest may hold at once; past it the guest traps.
+pub const MAX_LIVE_HANDLES: usize = 10_000;
+
+fn guest_error(d: Denial) -> t::Error {
+    t::Error {
+        reason: d.reason.code().to_string(),
+        detail: d.detail,
+    }
+}
+
+fn invalid(detail: String) -> t::Error {
+    t::Error {
+        reason: Reason::InvalidAttenuation.code().to_string(),
+        detail,
+    }
+}
+
+/// A guest's attenuation, parsed with the same parsers as the manifest.
+fn attenuation(a: t::Attenuation) -> Result<Attenuation, t::Error> {
+    let paths = match a.paths {
+        None => None,
+        Some(ps) => Some(
+            ps.iter()
+                .map(|p| PathPrefix::parse(p).map_err(|e| invalid(e.0)))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let methods = match a.methods {
+        None => None,
+        Some(ms) => Some(MethodSet::new(
+            ms.iter()
+                .map(|m| Method::parse(m).map_err(invalid))
+                .collect::<Result<Vec<_>, _>>()?,
+        )),
+    };
+    Ok(Attenuation {
+        host: a
+            .host
+            .map(|h| Host::parse(&h).map_err(invalid))
+            .transpose()?,
+        paths,
+        methods,
+        max_requests: a.max_requests,
+        rate: a
+            .rate
+            .map(|r| Rate::parse(&r).map_err(invalid))
+            .transpose()?,
+        timeout: a.timeout_ms.map(Duration::from_millis),
+        max_request_body: a.max_request_body,
+        max_response_body: a.max_response_body,
+        expires_in: a.expires_in_ms.map(Duration::from_millis),
+    })
+}
+
+/// `lineage origin paths methods limits`, for `describe`.
+pub fn describe(a: &Authority) -> String {
+    let g = a.grant();
+    let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
+    let mut s = format!(
+        "{} {} paths {} methods {}",
+        a.reference().lineage,
+        g.origin,
+        paths.join(","),
+        g.methods
+    );
+    if let Some(n) = g.limits.max_requests {
+        s += &format!(" max_requests {n}");
+    }
+    if let Some(r) = g.limits.rate {
+        s += &format!(" rate {r}");
+    }
+    if a.expires_at().is_some() {
+        s += " expiring";
+    }
+    s
+}
+
+impl SandboxState {
+    fn push_handle(
+        &mut self,
+        authority: Authority,
+    ) -> wasmtime::Result<Resource<super::GuestAuthority>> {
+        if self.live_handles >= MAX_LIVE_HANDLES {
+            wasmtime::bail!("guest holds more than {MAX_LIVE_HANDLES} authority handles");
+        }
+        self.live_handles += 1;
+        Ok(self.table.push(super::GuestAuthority { authority })?)
+    }
+
+    fn authority(&self, handle: &Resource<super::GuestAuthority>) -> wasmtime::Result<Authority> {
+        Ok(self.table.get(handle)?.authority.clone())
+    }
+}
+
+impl preopens::Host for SandboxState {
+    async fn get_authorities(
+        &mut self,
+    ) -> wasmtime::Result<Vec<(Resource<super::GuestAuthority>, String)>> {
+        let roots = self.preopens.clone();
+        roots
+            .into_iter()
+            .map(|(a, name)| Ok((self.push_handle(a)?, name)))
+            .collect()
+    }
+}
+
+impl t::Host for SandboxState {}
+
+impl t::HostAuthority for SandboxState {
+    async fn origin(&mut self, this: Resource<super::GuestAuthority>) -> wasmtime::Result<String> {
+        Ok(self.authority(&this)?.grant().origin.to_string())
+    }
+
+    async fn describe(
+        &mut self,
+        this: Resource<super::GuestAuthority>,
+    ) -> wasmtime::Result<String> {
+        Ok(describe(&self.authority(&this)?))
+    }
+
+    async fn fetch(
+        &mut self,
+        this: Resource<super::GuestAuthority>,
+        req: t::Request,
+    ) -> wasmtime::Result<Result<t::Response, t::Error>> {
+        let authority = self.authority(&this)?;
+        let cap = self.response_cap;
+        let result = self
+            .outbound
+            .fetch_buffered(
+                &authority,
+                &req.method,
+                &req.path_and_query,
+                &req.headers,
+                req.body,
+                cap,
+            )
+            .await;
+        Ok(result
+            .map(|r| t::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })
+            .map_err(guest_error))
+    }
+
+    async fn derive(
+        &mut self,
+        this: Resource<super::GuestAuthority>,
+        att: t::Attenuation,
+    ) -> wasmtime::Result<Result<Resource<super::GuestAuthority>, t::Error>> {
+        let parent = self.authority(&this)?;
+        let denied = |s: &Self, d: Denial| {
+            let mut record = Record::new(
+                Event::AuthorityDerived,
+                &s.sandbox,
+                format!("refused: {}", d.detail),
+            )
+            .on(parent.reference());
+            record.reason = Some(d.reason);
+            s.outbound.audit().record(&record);
+            guest_error(d)
+        };
+        let att = match attenuation(att) {
+            Ok(att) => att,
+            Err(e) => return Ok(Err(e)),
+        };
+        match parent.derive(&att) {
+            Ok(child) => {
+                let record = Record::new(Event::AuthorityDerived, &self.sandbox, describe(&child))
+                    .on(child.reference());
+                self.outbound.audit().record(&record);
+                Ok(Ok(self.push_handle(child)?))
+            }
+            Err(d) => Ok(Err(denied(self, d))),
+        }
+    }
+
+    async fn revoke(&mut self, this: Resource<super::GuestAuthority>) -> wasmtime::Result<()> {
+        let authority = self.authority(&this)?;
+        authority.revoke();
+        let record = Record::new(
+            Event::AuthorityRevoked,
+            &self.sandbox,
+            "revoked with its descendants",
+        )
+        .on(authority.reference());
+        self.outbound.audit().record(&record);
+        Ok(())
+    }
+
+    async fn drop(&mut self, this: Resource<super::GuestAuthority>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        self.live_handles = self.live_handles.saturating_sub(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! The wasm host: runs a `wasi:cli` command component whose only way to the network is the
+//! authorities preopened for it.
+//!
+//! Guests get wasi:cli (args, stdio, clocks, random; environment variables only as granted;
+//! directories only as granted), no sockets (TCP, UDP and name lookup are disabled and every
+//! socket address is refused), and `urlcap:http`. Every `fetch` goes through the sandbox's
+//! [`Outbound`]: policy → egress → audit. Limits: linear memory (a grow past it traps), wall
+//! clock (epoch interruption while the guest computes, and a timer around the whole run while
+//! it waits on the host), and in-flight requests (egress). A trap or limit ends the guest with
+//! a clear message and exit status; the host is unharmed.
+
+mod guest_api;
+
+pub use guest_api::{describe, MAX_LIVE_HANDLES};
+
+use crate::outbound::Outbound;
+use crate::policy::Authority;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances; wall-clock limits are measured in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Exit status of a run that hit the wall-clock limit (as `timeout(1)` reports).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status of a guest that trapped or exceeded its memory.
+pub const EXIT_TRAP: i32 = 134;
+
+/// An authority handle in a guest's resource table.
+pub struct GuestAuthority {
+    authority: Authority,
+}
+
+/// Everything one running guest owns.
+pub struct SandboxState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    outbound: Arc<Outbound>,
+    preopens: Vec<(Authority, String)>,
+    live_handles: usize,
+    sandbox: Arc<str>,
+    response_cap: u64,
+}
+
+impl WasiView for SandboxState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What a sandbox may use and see.
+pub struct SandboxSpec {
+    pub outbound: Arc<Outbound>,
+    /// The authorities preopened for the guest, with the names it sees.
+    pub preopens: Vec<(Authority, String)>,
+    /// `argv`, program name first.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Host directory, guest path.
+    pub dirs: Vec<(String, String)>,
+    pub memory: Option<u64>,
+    pub timeout: Option<Duration>,
+    /// Where the guest's stdout and stderr go.
+    pub stdio: Stdio,
+    pub sandbox_id: String,
+}
+
+/// Guest stdout and stderr: the host's, or captured.
+#[derive(Clone)]
+pub enum Stdio {
+    Inherit,
+    Capture(
+        wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+        wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    ),
+}
+
+impl Stdio {
+    /// Capture up to `capacity` bytes of each stream.
+    pub fn capture(capacity: usize) -> Stdio {
+        Stdio::Capture(
+            wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(capacity),
+            wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(capacity),
+        )
+    }
+
+    /// Captured stdout and stderr (empty when inherited).
+    pub fn contents(&self) -> (String, String) {
+        match self {
+            Stdio::Inherit => (String::new(), String::new()),
+            Stdio::Capture(out, err) => (
+                String::from_utf8_lossy(&out.contents()).into_owned(),
+                String::from_utf8_lossy(&err.contents()).into_owned(),
+            ),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit_code: i32,
+    /// Why the host stopped the guest (trap, limit), if it did.
+    pub message: Option<String>,
+}
+
+/// The engine and linker, shared by every sandbox; compiles components.
+pub struct WasmHost {
+    engine: Engine,
+    linker: Linker<SandboxState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for WasmHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl WasmHost {
+    pub fn new() -> wasmtime::Result<WasmHost> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.concurrency_support(false);
+        let mut pooling = wasmtime::PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(64)
+            .total_memories(64)
+            .total_tables(64)
+            .total_core_instances(256);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        if let Ok(cache) = wasmtime::Cache::from_file(None) {
+            config.cache(Some(cache));
+        }
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        guest_api::Imports::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak_engine, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("urlcap-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(WasmHost {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// Compile (or load from the cache) a component.
+    pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.engine, wasm)
+    }
+
+    /// Link a component once; the result instantiates quickly, many times.
+    pub fn prepare(&self, component: &Component) -> wasmtime::Result<CommandPre<SandboxState>> {
+        CommandPre::new(self.linker.instantiate_pre(component)?)
+    }
+
+    /// Run a prepared command component in a new sandbox.
+    pub async fn run(
+        &self,
+        command: &CommandPre<SandboxState>,
+        spec: SandboxSpec,
+    ) -> wasmtime::Result<Outcome> {
+        let mut wasi = WasiCtx::builder();
+        wasi.args(&spec.args)
+            .envs(&spec.env)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (host, guest) in &spec.dirs {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
+        }
+        match &spec.stdio {
+            Stdio::Inherit => {
+                wasi.inherit_stdout().inherit_stderr();
+            }
+            Stdio::Capture(out, err) => {
+                wasi.stdout(out.clone()).stderr(err.clone());
+            }
+        }
+        let mut limits = StoreLimitsBuilder::new()
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .tables(64)
+            .memories(64);
+        if let Some(bytes) = spec.memory {
+            limits = limits.memory_size(usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
+        let response_cap = spec.memory.map_or(64 << 20, |m| m.min(64 << 20));
+        let state = SandboxState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: limits.build(),
+            outbound: spec.outbound,
+            preopens: spec.preopens,
+            live_handles: 0,
+            sandbox: spec.sandbox_id.into(),
+            response_cap,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = spec.timeout.map_or(u64::MAX, |t| {
+            (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+        });
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let run = async {
+            let command = command.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        let result = match spec.timeout {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(result) => result,
+                Err(_) => return Ok(timeout_outcome(limit)),
+            },
+            None => run.await,
+        };
+        Ok(match result {
+            Ok(Ok(())) => Outcome {
+                exit_code: 0,
+                message: None,
+            },
+            Ok(Err(())) => Outcome {
+                exit_code: 1,
+                message: None,
+            },
+            Err(e) => outcome_of_error(e, spec.timeout, spec.memory),
+        })
+    }
+}
+
+fn timeout_outcome(limit: Duration) -> Outcome {
+    Outcome {
+        exit_code: EXIT_TIMEOUT,
+        message: Some(format!(
+            "guest stopped: wall-clock limit of {} reached",
+            humantime::format_duration(limit)
+        )),
+    }
+}
+
+/// Exit statuses for how a guest stopped: its own `exit(n)`, a time limit, a memory limit, or
+/// any other trap (with wasmtime's message).
+fn outcome_of_error(e: wasmtime::Error, timeout: Option<Duration>, memory: Option<u64>) -> Outcome {
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Outcome {
+            exit_code: exit.0,
+            message: None,
+        };
+    }
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return timeout_outcome(timeout.unwrap_or_default());
+    }
+    let text = format!("{e:?}");
+    if let (Some(limit), true) = (
+        memory,
+        text.contains("memory") && (text.contains("grow") || text.contains("limit")),
+    ) {
+        return Outcome {
+            exit_code: EXIT_TRAP,
+            message: Some(format!(
+                "guest stopped: memory limit of {} exceeded",
+                bytesize::ByteSize(limit).display().iec()
+            )),
+        };
+    }
+    let first = text.lines().next().unwrap_or("trap").to_string();
+    Outcome {
+        exit_code: EXIT_TRAP,
+        message: Some(format!("guest trapped: {first}")),
+    }
+}
