@@ -26,6 +26,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// How often the epoch advances; wall-clock limits are measured in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The epoch deadline of a run with no wall-clock limit (about 146 million years of ticks).
+const NO_DEADLINE_TICKS: u64 = u64::MAX / 4;
+
 /// Exit status of a run that hit the wall-clock limit (as `timeout(1)` reports).
 pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit status of a guest that trapped or exceeded its memory.
@@ -222,7 +225,9 @@ impl WasmHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = spec.timeout.map_or(u64::MAX, |t| {
+        // No limit: a deadline centuries away (the deadline is added to the current epoch, so
+        // it must leave room; u64::MAX would overflow).
+        let ticks = spec.timeout.map_or(NO_DEADLINE_TICKS, |t| {
             (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
         });
         store.set_epoch_deadline(ticks);

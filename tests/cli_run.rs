@@ -1,0 +1,193 @@
+//! `urlcap run` and `urlcap demo` as a user runs them: the real binary, a real guest, a
+//! loopback origin.
+
+mod support;
+
+use std::process::{Command, Output};
+use support::{Reply, Server};
+
+const PROBE: &str = env!("URLCAP_GUEST_PROBE");
+
+async fn urlcap(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_urlcap"))
+            .args(args)
+            .env("SECRET_ON_HOST", "host-only")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sends_granted_requests_denies_the_rest_and_audits_to_a_file() {
+    let server =
+        Server::http(|r| Reply::With(200, vec![], format!("hi {}", r.target).into_bytes())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let grant = format!("api=GET http://127.0.0.1:{}/v1/", server.port());
+    let o = urlcap(args(&[
+        "run",
+        "--allow",
+        &grant,
+        "--allow-ip",
+        "127.0.0.1",
+        "--audit",
+        audit.to_str().unwrap(),
+        "--env",
+        "MODE=test",
+        PROBE,
+        "--",
+        "list",
+        "fetch",
+        "api",
+        "GET",
+        "/v1/x",
+        "fetch",
+        "api",
+        "GET",
+        "/admin",
+        "env",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("api http://127.0.0.1:{}", server.port()));
+    assert_eq!(lines[1], "ok 200 hi /v1/x");
+    assert!(lines[2].starts_with("err path_not_allowed"), "{out}");
+    assert_eq!(
+        lines[3], "env MODE=test",
+        "the guest sees only the environment it was granted"
+    );
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["sandbox.spawned", "request.denied", "sandbox.exited"]
+    );
+    assert_eq!(records[1]["reason"], "path_not_allowed");
+    assert_eq!(records[2]["detail"], "exit status 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reports_traps_and_time_limits_with_their_exit_status() {
+    let o = urlcap(args(&["run", "--audit", "-", PROBE, "--", "trap"])).await;
+    assert_eq!(o.status.code(), Some(134));
+    assert!(
+        text(&o.stderr).contains("urlcap: guest trapped"),
+        "{}",
+        text(&o.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, "version = 1\n[limits]\ntimeout = \"300ms\"\n").unwrap();
+    let o = urlcap(args(&[
+        "run",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        PROBE,
+        "--",
+        "loop",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(124));
+    assert!(
+        text(&o.stderr).contains("wall-clock limit of 300ms"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("\"event\":\"sandbox.exited\""),
+        "audit goes to stderr by default"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_rejects_bad_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("x.wasm");
+    std::fs::write(&not_wasm, "not wasm").unwrap();
+    for (list, message) in [
+        (
+            vec!["run", "/no/such/guest.wasm"],
+            "/no/such/guest.wasm: No such file",
+        ),
+        (
+            vec!["run", not_wasm.to_str().unwrap()],
+            "not a runnable component",
+        ),
+        (
+            vec!["run", "--env", "NOEQUALS", PROBE],
+            "--env \"NOEQUALS\": expected K=V",
+        ),
+        (
+            vec!["run", "--dir", "/tmp", PROBE],
+            "--dir \"/tmp\": expected HOST::GUEST",
+        ),
+        (vec!["run", "--allow", "bad", PROBE], "--allow \"bad\""),
+    ] {
+        let o = urlcap(args(&list)).await;
+        assert_eq!(o.status.code(), Some(2), "{list:?}");
+        assert!(
+            text(&o.stderr).contains(message),
+            "{list:?}: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_allowed_and_denied_requests_and_their_audit_lines() {
+    let o = urlcap(args(&["demo"])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for expected in [
+        "allowed  GET api /v1/hello",
+        "-> path_not_allowed",
+        "-> method_not_allowed",
+        "-> non_canonical_path",
+        "-> forbidden_header",
+        "-> ip_denied",
+        "-> attenuation_widens",
+        "-> budget_exhausted",
+        "-> revoked",
+        "The audit log (11 records",
+        "\"event\":\"authority.revoked\"",
+        "guest exit status: 0",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("demo-secret-never-shown"),
+        "the injected secret appears nowhere"
+    );
+    let denials_shown = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("denied "))
+        .count();
+    let denials_audited = out
+        .lines()
+        .filter(|l| l.contains("\"reason\":") && !l.contains("\"reason\":null"))
+        .count();
+    assert_eq!(
+        denials_shown, denials_audited,
+        "every denial the guest saw is audited once"
+    );
+}

@@ -1,0 +1,421 @@
+//! Guests end to end: a wasm guest (fixtures/guests/probe) → host → outbound → loopback origin.
+//! Each test runs the probe with a script of steps and reads what it printed and what the
+//! audit log recorded.
+
+mod support;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use support::{outbound, Reply, Server, SharedBuf};
+use urlcap::egress::{EgressConfig, StaticResolver};
+use urlcap::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost, EXIT_TIMEOUT, EXIT_TRAP};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// One engine and one compiled probe for the whole test binary.
+fn probe() -> &'static (WasmHost, CommandPre<SandboxState>) {
+    static PROBE: OnceLock<(WasmHost, CommandPre<SandboxState>)> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let host = WasmHost::new().unwrap();
+        let wasm = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+        let command = host.prepare(&host.compile(&wasm).unwrap()).unwrap();
+        (host, command)
+    })
+}
+
+struct Ran {
+    outcome: Outcome,
+    lines: Vec<String>,
+    audit: SharedBuf,
+}
+
+impl Ran {
+    fn reasons(&self) -> Vec<String> {
+        self.audit
+            .records()
+            .iter()
+            .filter(|r| r["event"] == "request.denied")
+            .map(|r| r["reason"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// The demo-like grants: `api` (paths /v1/, GET and POST, loopback allowed) and `internal`
+/// (same server, no loopback exception).
+fn manifest(port: u16, extra: &str) -> String {
+    format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://api.test:{port}\"\npaths = [\"/v1/\"]\nmethods = [\"GET\", \"POST\"]\nallow_ips = [\"127.0.0.1/32\"]\n{extra}\n\
+         [[authority]]\nname = \"internal\"\norigin = \"http://internal.test:{port}\"\n"
+    )
+}
+
+async fn run(
+    manifest: &str,
+    steps: &[&str],
+    memory: Option<u64>,
+    timeout: Option<Duration>,
+) -> Ran {
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set("api.test", &["127.0.0.1".parse().unwrap()]);
+    resolver.set("internal.test", &["127.0.0.1".parse().unwrap()]);
+    let (out, audit) = outbound(manifest, resolver, EgressConfig::default());
+    let out = Arc::new(out);
+    let preopens = out
+        .policy()
+        .authorities()
+        .iter()
+        .map(|a| (a.clone(), a.name().to_string()))
+        .collect();
+    let stdio = Stdio::capture(1 << 20);
+    let (host, command) = probe();
+    let spec = SandboxSpec {
+        outbound: out,
+        preopens,
+        args: std::iter::once("probe")
+            .chain(steps.iter().copied())
+            .map(String::from)
+            .collect(),
+        env: Vec::new(),
+        dirs: Vec::new(),
+        memory,
+        timeout,
+        stdio: stdio.clone(),
+        sandbox_id: "t".into(),
+    };
+    let outcome = host.run(command, spec).await.unwrap();
+    let (stdout, _) = stdio.contents();
+    Ran {
+        outcome,
+        lines: stdout.lines().map(String::from).collect(),
+        audit,
+    }
+}
+
+async fn origin() -> Server {
+    Server::http(|r| match r.target.as_str() {
+        "/v1/big" => Reply::With(200, vec![], vec![b'z'; 4096]),
+        t => Reply::With(200, vec![], format!("hello {t}").into_bytes()),
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preopens_are_listed_by_name_and_fetch_reaches_the_origin() {
+    let server = origin().await;
+    let port = server.port();
+    let ran = run(
+        &manifest(port, ""),
+        &["list", "fetch", "api", "GET", "/v1/hello?x=1"],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        ran.outcome,
+        Outcome {
+            exit_code: 0,
+            message: None
+        }
+    );
+    assert_eq!(ran.lines[0], format!("api http://api.test:{port}"));
+    assert_eq!(
+        ran.lines[1],
+        format!("internal http://internal.test:{port}")
+    );
+    assert_eq!(ran.lines[2], "ok 200 hello /v1/hello?x=1");
+    assert_eq!(
+        server.requests()[0].header("host"),
+        [format!("api.test:{port}").as_str()]
+    );
+    assert!(ran.audit.records().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_denial_reaches_the_guest_with_its_reason_and_one_audit_record() {
+    let server = origin().await;
+    let port = server.port();
+    let big = "x".repeat(2000);
+    let steps = [
+        "fetch",
+        "api",
+        "GET",
+        "/admin",
+        "fetch",
+        "api",
+        "DELETE",
+        "/v1/a",
+        "fetch",
+        "api",
+        "GET",
+        "/v1/../admin",
+        "fetch",
+        "api",
+        "GET",
+        "//evil.example/v1/",
+        "fetch",
+        "api",
+        "GET",
+        "/v1/a#frag",
+        "header",
+        "api",
+        "/v1/a",
+        "Host",
+        "evil.example",
+        "header",
+        "api",
+        "/v1/a",
+        "X-Key",
+        "guess",
+        "fetch",
+        "internal",
+        "GET",
+        "/",
+        "fetchb",
+        "api",
+        "POST",
+        "/v1/upload",
+        &big,
+        "fetch",
+        "api",
+        "GET",
+        "/v1/big",
+    ];
+    let extra = "max_request_body = \"1KiB\"\nmax_response_body = \"1KiB\"\n[authority.headers]\nx-key = { value = \"SECRET-KEY-42\" }";
+    let ran = run(&manifest(port, extra), &steps, None, None).await;
+    let expected = [
+        "path_not_allowed",
+        "method_not_allowed",
+        "non_canonical_path",
+        "non_canonical_path",
+        "malformed_url",
+        "forbidden_header",
+        "forbidden_header",
+        "ip_denied",
+        "request_body_too_large",
+        "response_body_too_large",
+    ];
+    let guest: Vec<&str> = ran
+        .lines
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(guest, expected, "{:?}", ran.lines);
+    assert!(ran.lines.iter().all(|l| l.starts_with("err ")));
+    assert_eq!(
+        ran.reasons(),
+        expected,
+        "exactly one audit record per denial, in order"
+    );
+    assert!(!ran.audit.text().contains("SECRET-KEY-42"));
+    assert!(
+        !ran.lines.join("\n").contains("SECRET-KEY-42"),
+        "the guest never sees the injected value"
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "only the oversize response reached the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_narrows_and_cannot_widen() {
+    let server = origin().await;
+    let ran = run(
+        &manifest(server.port(), ""),
+        &[
+            "derive",
+            "ro",
+            "api",
+            "paths=/v1/public/",
+            "methods=GET",
+            "fetch",
+            "ro",
+            "GET",
+            "/v1/public/x",
+            "fetch",
+            "ro",
+            "GET",
+            "/v1/private",
+            "fetch",
+            "ro",
+            "POST",
+            "/v1/public/x",
+            "derive",
+            "wide",
+            "ro",
+            "paths=/v1/",
+            "derive",
+            "wider",
+            "ro",
+            "methods=GET,POST",
+            "derive",
+            "bad",
+            "ro",
+            "paths=/v1/../",
+            "fetch",
+            "api",
+            "POST",
+            "/v1/private",
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        ran.lines[0].starts_with("derived ro api/"),
+        "{}",
+        ran.lines[0]
+    );
+    assert!(ran.lines[0].contains("paths /v1/public/ methods GET"));
+    assert_eq!(ran.lines[1], "ok 200 hello /v1/public/x");
+    assert!(ran.lines[2].starts_with("err path_not_allowed"));
+    assert!(ran.lines[3].starts_with("err method_not_allowed"));
+    assert!(ran.lines[4].starts_with("err attenuation_widens"));
+    assert!(ran.lines[5].starts_with("err attenuation_widens"));
+    assert!(ran.lines[6].starts_with("err invalid_attenuation"));
+    assert_eq!(
+        ran.lines[7], "ok 200 hello /v1/private",
+        "the parent keeps what it had"
+    );
+    let events: Vec<String> = ran
+        .audit
+        .records()
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "authority.derived").count(),
+        3,
+        "one grant and two refusals: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_cascades_and_budgets_are_shared() {
+    let server = origin().await;
+    let ran = run(
+        &manifest(server.port(), "max_requests = 3"),
+        &[
+            "derive",
+            "a",
+            "api",
+            "paths=/v1/",
+            "derive",
+            "b",
+            "a",
+            "paths=/v1/b/",
+            "fetch",
+            "b",
+            "GET",
+            "/v1/b/1",
+            "revoke",
+            "a",
+            "fetch",
+            "b",
+            "GET",
+            "/v1/b/2",
+            "fetch",
+            "a",
+            "GET",
+            "/v1/a",
+            "fetch",
+            "api",
+            "GET",
+            "/v1/root",
+            "fetch",
+            "api",
+            "GET",
+            "/v1/root",
+            "fetch",
+            "api",
+            "GET",
+            "/v1/root",
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ran.lines[2], "ok 200 hello /v1/b/1");
+    assert_eq!(ran.lines[3], "revoked a");
+    assert!(ran.lines[4].starts_with("err revoked"), "{}", ran.lines[4]);
+    assert!(ran.lines[5].starts_with("err revoked"));
+    assert_eq!(ran.lines[6], "ok 200 hello /v1/root");
+    assert_eq!(ran.lines[7], "ok 200 hello /v1/root");
+    assert!(
+        ran.lines[8].starts_with("err budget_exhausted"),
+        "the grandchild's request counted against the root: {}",
+        ran.lines[8]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_have_no_sockets() {
+    let server = origin().await;
+    let addr = format!("127.0.0.1:{}", server.port());
+    let ran = run(&manifest(server.port(), ""), &["tcp", &addr], None, None).await;
+    assert!(ran.lines[0].starts_with("err tcp"), "{:?}", ran.lines);
+    assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_is_stopped_by_the_time_limit() {
+    let started = Instant::now();
+    let ran = run(
+        &manifest(9, ""),
+        &["loop"],
+        None,
+        Some(Duration::from_millis(500)),
+    )
+    .await;
+    assert_eq!(ran.outcome.exit_code, EXIT_TIMEOUT);
+    assert!(
+        ran.outcome
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("wall-clock limit of 500ms"),
+        "{:?}",
+        ran.outcome
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_is_stopped_and_a_trap_is_isolated() {
+    let ran = run(&manifest(9, ""), &["membomb"], Some(32 << 20), None).await;
+    assert_eq!(ran.outcome.exit_code, EXIT_TRAP);
+    assert!(
+        ran.outcome
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("memory limit of 32.0 MiB exceeded"),
+        "{:?}",
+        ran.outcome
+    );
+    let ran = run(&manifest(9, ""), &["trap"], None, None).await;
+    assert_eq!(ran.outcome.exit_code, EXIT_TRAP);
+    assert!(
+        ran.outcome.message.as_deref().unwrap().contains("trapped"),
+        "{:?}",
+        ran.outcome
+    );
+    // The host is unharmed: the same engine runs the next guests normally. wasi:cli 0.2's
+    // exit carries only success or failure, so exit(7) arrives as 1.
+    let ran = run(&manifest(9, ""), &["exit", "7"], None, None).await;
+    assert_eq!(
+        ran.outcome,
+        Outcome {
+            exit_code: 1,
+            message: None
+        }
+    );
+    let ran = run(&manifest(9, ""), &["exit", "0"], None, None).await;
+    assert_eq!(
+        ran.outcome,
+        Outcome {
+            exit_code: 0,
+            message: None
+        }
+    );
+}
