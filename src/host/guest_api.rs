@@ -16,7 +16,7 @@ wasmtime::component::bindgen!({
     with: { "urlcap:http/types.authority": super::GuestAuthority },
 });
 
-use urlcap::http::{preopens, types as t};
+use self::urlcap::http::{preopens, types as t};
 
 /// Most authority handles one guest may hold at once; past it the guest traps.
 pub const MAX_LIVE_HANDLES: usize = 10_000;
