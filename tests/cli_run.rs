@@ -87,6 +87,35 @@ async fn run_sends_granted_requests_denies_the_rest_and_audits_to_a_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_gives_the_guest_only_the_directories_it_was_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("note.txt"), "granted file\n").unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let o = urlcap(args(&[
+        "run",
+        "--audit",
+        "/dev/null",
+        "--dir",
+        &grant,
+        PROBE,
+        "--",
+        "cat",
+        "/data/note.txt",
+        "cat",
+        "/etc/hostname",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "ok cat granted file");
+    assert!(
+        lines[1].starts_with("err cat"),
+        "no other file is visible: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_reports_traps_and_time_limits_with_their_exit_status() {
     let o = urlcap(args(&["run", "--audit", "-", PROBE, "--", "trap"])).await;
     assert_eq!(o.status.code(), Some(134));
