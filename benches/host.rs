@@ -64,22 +64,11 @@ fn guest_vs_native() {
             let native = start.elapsed();
             let stdio = Stdio::capture(1 << 16);
             let spec = SandboxSpec {
-                outbound: out.clone(),
-                preopens: out
-                    .policy()
-                    .authorities()
-                    .iter()
-                    .map(|a| (a.clone(), a.name().to_string()))
-                    .collect(),
                 args: ["probe", "repeat", &PER_ROUND.to_string(), "api", "/v1/x"]
                     .map(String::from)
                     .to_vec(),
-                env: vec![],
-                dirs: vec![],
-                memory: None,
-                timeout: None,
                 stdio: stdio.clone(),
-                sandbox_id: "bench".into(),
+                ..SandboxSpec::new(out.clone(), "bench")
             };
             let start = Instant::now();
             let outcome = host.run(&command, spec).await.unwrap();

@@ -99,19 +99,11 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
     let command = host.prepare(&host.compile(DEMO_GUEST)?)?;
     let stdio = Stdio::capture(1 << 20);
     let spec = SandboxSpec {
-        outbound,
-        preopens: policy
-            .authorities()
-            .iter()
-            .map(|a| (a.clone(), a.name().to_string()))
-            .collect(),
         args: vec!["demo".into()],
-        env: Vec::new(),
-        dirs: Vec::new(),
         memory: config.limits.memory,
         timeout: config.limits.timeout,
         stdio: stdio.clone(),
-        sandbox_id: "demo".into(),
+        ..SandboxSpec::new(outbound, "demo")
     };
     let outcome = host.run(&command, spec).await?;
     server.abort();

@@ -59,27 +59,17 @@ async fn run(
     resolver.set("internal.test", &["127.0.0.1".parse().unwrap()]);
     let (out, audit) = outbound(manifest, resolver, EgressConfig::default());
     let out = Arc::new(out);
-    let preopens = out
-        .policy()
-        .authorities()
-        .iter()
-        .map(|a| (a.clone(), a.name().to_string()))
-        .collect();
     let stdio = Stdio::capture(1 << 20);
     let (host, command) = probe();
     let spec = SandboxSpec {
-        outbound: out,
-        preopens,
         args: std::iter::once("probe")
             .chain(steps.iter().copied())
             .map(String::from)
             .collect(),
-        env: Vec::new(),
-        dirs: Vec::new(),
         memory,
         timeout,
         stdio: stdio.clone(),
-        sandbox_id: "t".into(),
+        ..SandboxSpec::new(out, "t")
     };
     let outcome = host.run(command, spec).await.unwrap();
     let (stdout, _) = stdio.contents();

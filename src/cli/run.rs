@@ -3,7 +3,7 @@
 use super::{GrantArgs, EXIT_USAGE};
 use crate::audit::{AuditLog, Event, Record};
 use crate::egress::{Client, EgressConfig, SystemResolver};
-use crate::host::{SandboxSpec, Stdio, WasmHost};
+use crate::host::{SandboxSpec, WasmHost};
 use crate::outbound::Outbound;
 use crate::policy::SystemClock;
 use clap::Args;
@@ -124,12 +124,6 @@ fn run_inner(
             format!("run {name}"),
         ));
         let spec = SandboxSpec {
-            outbound,
-            preopens: policy
-                .authorities()
-                .iter()
-                .map(|a| (a.clone(), a.name().to_string()))
-                .collect(),
             args: std::iter::once(name)
                 .chain(args.args.iter().cloned())
                 .collect(),
@@ -137,8 +131,7 @@ fn run_inner(
             dirs,
             memory: config.limits.memory,
             timeout: config.limits.timeout,
-            stdio: Stdio::Inherit,
-            sandbox_id: sandbox.clone(),
+            ..SandboxSpec::new(outbound, &sandbox)
         };
         let outcome = host.run(&command, spec).await?;
         let detail = match &outcome.message {

@@ -77,6 +77,31 @@ pub struct SandboxSpec {
     pub sandbox_id: String,
 }
 
+impl SandboxSpec {
+    /// A sandbox that preopens every root authority of `outbound`'s policy under its own name,
+    /// with stdio inherited and no arguments, environment, directories or limits: set the rest
+    /// with struct-update syntax.
+    pub fn new(outbound: Arc<Outbound>, sandbox_id: &str) -> SandboxSpec {
+        let preopens = outbound
+            .policy()
+            .authorities()
+            .iter()
+            .map(|a| (a.clone(), a.name().to_string()))
+            .collect();
+        SandboxSpec {
+            outbound,
+            preopens,
+            args: Vec::new(),
+            env: Vec::new(),
+            dirs: Vec::new(),
+            memory: None,
+            timeout: None,
+            stdio: Stdio::Inherit,
+            sandbox_id: sandbox_id.to_string(),
+        }
+    }
+}
+
 /// Guest stdout and stderr: the host's, or captured.
 #[derive(Clone)]
 pub enum Stdio {
