@@ -82,6 +82,16 @@ impl Outbound {
         }
     }
 
+    /// The same policy, egress client and audit log, recording as another sandbox (a child).
+    pub fn for_sandbox(&self, sandbox: &str) -> Outbound {
+        Outbound {
+            policy: self.policy.clone(),
+            client: self.client.clone(),
+            audit: self.audit.clone(),
+            sandbox: sandbox.into(),
+        }
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

@@ -16,7 +16,7 @@ wasmtime::component::bindgen!({
     with: { "urlcap:http/types.authority": super::GuestAuthority },
 });
 
-use self::urlcap::http::{preopens, types as t};
+use self::urlcap::http::{preopens, sandbox, types as t};
 
 /// Most authority handles one guest may hold at once; past it the guest traps.
 pub const MAX_LIVE_HANDLES: usize = 10_000;
@@ -214,5 +214,118 @@ impl t::HostAuthority for SandboxState {
         self.table.delete(this)?;
         self.live_handles = self.live_handles.saturating_sub(1);
         Ok(())
+    }
+}
+
+/// Most bytes of a nested sandbox's stdout and of its stderr kept for its parent.
+pub const CHILD_OUTPUT_CAP: usize = 1 << 20;
+
+fn refusal(reason: Reason, detail: String) -> t::Error {
+    t::Error {
+        reason: reason.code().to_string(),
+        detail,
+    }
+}
+
+impl sandbox::Host for SandboxState {
+    async fn run(
+        &mut self,
+        component: Vec<u8>,
+        preopens: Vec<(Resource<super::GuestAuthority>, String)>,
+        args: Vec<String>,
+    ) -> wasmtime::Result<Result<sandbox::ExitStatus, t::Error>> {
+        let shared = self.shared.clone();
+        if self.depth >= shared.max_depth() {
+            let detail = format!(
+                "sandboxes nest at most {} levels below the top",
+                shared.max_depth()
+            );
+            return Ok(Err(refusal(Reason::NestingLimit, detail)));
+        }
+        let timeout = match self.deadline {
+            None => None,
+            Some(deadline) => match deadline.checked_duration_since(tokio::time::Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => {
+                    return Ok(Err(refusal(
+                        Reason::NestingLimit,
+                        "this sandbox has no time left to give".into(),
+                    )))
+                }
+            },
+        };
+        let mut child_preopens: Vec<(Authority, String)> = Vec::with_capacity(preopens.len());
+        for (handle, name) in &preopens {
+            if let Err(e) = crate::policy::check_name(name) {
+                return Ok(Err(invalid(e)));
+            }
+            if child_preopens.iter().any(|(_, n)| n == name) {
+                return Ok(Err(invalid(format!("two preopens are named {name:?}"))));
+            }
+            match self.authority(handle)?.derive(&Attenuation::default()) {
+                Ok(child) => child_preopens.push((child, name.clone())),
+                Err(d) => return Ok(Err(guest_error(d))),
+            }
+        }
+        let command = match shared.command_for(&component) {
+            Ok(command) => command,
+            Err(e) => {
+                let first = format!("{e}");
+                return Ok(Err(refusal(
+                    Reason::InvalidComponent,
+                    first
+                        .lines()
+                        .next()
+                        .unwrap_or("not a component")
+                        .to_string(),
+                )));
+            }
+        };
+        self.children += 1;
+        let child_id = format!("{}/{}", self.sandbox, self.children);
+        let handles: Vec<String> = child_preopens
+            .iter()
+            .map(|(a, n)| format!("{n}={}", a.reference().lineage))
+            .collect();
+        let memory = self.limiter.remaining();
+        let mut spawned = Record::new(
+            Event::SandboxSpawned,
+            &child_id,
+            format!("nested in {} with {}", self.sandbox, handles.join(" ")),
+        );
+        if let Some((first, _)) = child_preopens.first() {
+            spawned = spawned.on(first.reference());
+        }
+        self.outbound.audit().record(&spawned);
+        let stdio = super::Stdio::capture(CHILD_OUTPUT_CAP);
+        let spec = super::SandboxSpec {
+            outbound: std::sync::Arc::new(self.outbound.for_sandbox(&child_id)),
+            preopens: child_preopens,
+            args,
+            env: Vec::new(),
+            dirs: Vec::new(),
+            memory,
+            timeout,
+            stdio: stdio.clone(),
+            sandbox_id: child_id.clone(),
+        };
+        let outcome = Box::pin(shared.run(&command, spec, self.depth + 1)).await?;
+        let detail = match &outcome.message {
+            Some(m) => format!("exit status {}: {m}", outcome.exit_code),
+            None => format!("exit status {}", outcome.exit_code),
+        };
+        self.outbound
+            .audit()
+            .record(&Record::new(Event::SandboxExited, &child_id, detail));
+        let (stdout, stderr) = match &stdio {
+            super::Stdio::Capture(out, err) => (out.contents().to_vec(), err.contents().to_vec()),
+            super::Stdio::Inherit => (Vec::new(), Vec::new()),
+        };
+        Ok(Ok(sandbox::ExitStatus {
+            code: outcome.exit_code,
+            message: outcome.message,
+            stdout,
+            stderr,
+        }))
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -43,13 +43,83 @@ pub struct GuestAuthority {
 pub struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     outbound: Arc<Outbound>,
     preopens: Vec<(Authority, String)>,
     live_handles: usize,
     sandbox: Arc<str>,
     response_cap: u64,
+    /// The engine, linker and caches, for nested sandboxes.
+    shared: Arc<Shared>,
+    /// 0 for a top-level guest.
+    depth: u32,
+    /// When the wall-clock limit ends this sandbox.
+    deadline: Option<tokio::time::Instant>,
+    children: u32,
 }
+
+/// Linear memory accounting for one sandbox: a grow past the limit traps, and a nested sandbox
+/// gets at most what is left.
+pub(crate) struct Limiter {
+    memory_limit: Option<usize>,
+    memory_used: usize,
+}
+
+impl Limiter {
+    /// Bytes this sandbox may still grow by (None: unlimited).
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        self.memory_limit
+            .map(|l| l.saturating_sub(self.memory_used) as u64)
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if let Some(limit) = self.memory_limit {
+            if self.memory_used.saturating_add(growth) > limit {
+                wasmtime::bail!(
+                    "memory limit of {} exceeded",
+                    bytesize::ByteSize(limit as u64).display().iec()
+                );
+            }
+        }
+        self.memory_used = self.memory_used.saturating_add(growth);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        64
+    }
+}
+
+/// Most elements one table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Default nesting depth: a top-level guest, and three levels of sandboxes below it.
+pub const DEFAULT_MAX_DEPTH: u32 = 3;
 
 impl WasiView for SandboxState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -141,30 +211,42 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
-/// The engine and linker, shared by every sandbox; compiles components.
-pub struct WasmHost {
+/// What every sandbox of one host shares: the engine, the linker, linked components by hash.
+pub(crate) struct Shared {
     engine: Engine,
     linker: Linker<SandboxState>,
+    commands: std::sync::Mutex<rustc_hash::FxHashMap<[u8; 32], CommandPre<SandboxState>>>,
+    max_depth: u32,
     ticker_stop: Arc<AtomicBool>,
 }
 
-impl Drop for WasmHost {
+impl Drop for Shared {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 
+/// The engine and linker, shared by every sandbox; compiles components.
+pub struct WasmHost {
+    shared: Arc<Shared>,
+}
+
 impl WasmHost {
     pub fn new() -> wasmtime::Result<WasmHost> {
+        WasmHost::with_max_depth(DEFAULT_MAX_DEPTH)
+    }
+
+    /// A host whose guests may nest sandboxes `max_depth` levels deep (0: no nesting).
+    pub fn with_max_depth(max_depth: u32) -> wasmtime::Result<WasmHost> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.concurrency_support(false);
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
-            .total_component_instances(64)
-            .total_memories(64)
-            .total_tables(64)
-            .total_core_instances(256);
+            .total_component_instances(256)
+            .total_memories(256)
+            .total_tables(256)
+            .total_core_instances(1024);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
             config.cache(Some(cache));
@@ -189,28 +271,74 @@ impl WasmHost {
                     }
                 }
             })?;
-        Ok(WasmHost {
+        let shared = Shared {
             engine,
             linker,
+            commands: Default::default(),
+            max_depth,
             ticker_stop,
+        };
+        Ok(WasmHost {
+            shared: Arc::new(shared),
         })
     }
 
     /// Compile (or load from the cache) a component.
     pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.engine, wasm)
+        Component::new(&self.shared.engine, wasm)
     }
 
     /// Link a component once; the result instantiates quickly, many times.
     pub fn prepare(&self, component: &Component) -> wasmtime::Result<CommandPre<SandboxState>> {
-        CommandPre::new(self.linker.instantiate_pre(component)?)
+        CommandPre::new(self.shared.linker.instantiate_pre(component)?)
     }
 
-    /// Run a prepared command component in a new sandbox.
+    /// Compile and link `wasm`, or reuse the result for the same bytes (by SHA-256).
+    pub fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
+        self.shared.command_for(wasm)
+    }
+
+    /// Run a prepared command component in a new top-level sandbox.
     pub async fn run(
         &self,
         command: &CommandPre<SandboxState>,
         spec: SandboxSpec,
+    ) -> wasmtime::Result<Outcome> {
+        self.shared.clone().run(command, spec, 0).await
+    }
+}
+
+impl Shared {
+    pub(crate) fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
+        if let Some(command) = self
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(command.clone());
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        let command = CommandPre::new(self.linker.instantiate_pre(&component)?)?;
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, command.clone());
+        Ok(command)
+    }
+
+    pub(crate) fn max_depth(&self) -> u32 {
+        self.max_depth
+    }
+
+    /// Run `command` in a new sandbox `depth` levels below the top.
+    pub(crate) async fn run(
+        self: Arc<Shared>,
+        command: &CommandPre<SandboxState>,
+        spec: SandboxSpec,
+        depth: u32,
     ) -> wasmtime::Result<Outcome> {
         let mut wasi = WasiCtx::builder();
         wasi.args(&spec.args)
@@ -229,27 +357,30 @@ impl WasmHost {
                 wasi.stdout(out.clone()).stderr(err.clone());
             }
         }
-        let mut limits = StoreLimitsBuilder::new()
-            .trap_on_grow_failure(true)
-            .instances(64)
-            .tables(64)
-            .memories(64);
-        if let Some(bytes) = spec.memory {
-            limits = limits.memory_size(usize::try_from(bytes).unwrap_or(usize::MAX));
-        }
+        let memory_limit = spec
+            .memory
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
         let response_cap = spec.memory.map_or(64 << 20, |m| m.min(64 << 20));
+        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
         let state = SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: limits.build(),
+            limiter: Limiter {
+                memory_limit,
+                memory_used: 0,
+            },
             outbound: spec.outbound,
             preopens: spec.preopens,
             live_handles: 0,
             sandbox: spec.sandbox_id.into(),
             response_cap,
+            shared: self.clone(),
+            depth,
+            deadline,
+            children: 0,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         // No limit: a deadline centuries away (the deadline is added to the current epoch, so
         // it must leave room; u64::MAX would overflow).
         let ticks = spec.timeout.map_or(NO_DEADLINE_TICKS, |t| {

@@ -63,6 +63,8 @@ reasons! {
     ResponseBodyTooLarge => "response_body_too_large", "The response body exceeds the authority's max_response_body.";
     UpstreamError => "upstream_error", "The granted server broke the exchange (reset, malformed response, protocol error).";
     ConcurrencyLimit => "concurrency_limit", "Too many requests are in flight for the sandbox or the authority.";
+    InvalidComponent => "invalid_component", "A nested sandbox was given bytes that are not a runnable command component.";
+    NestingLimit => "nesting_limit", "A nested sandbox would exceed the host's nesting depth, or its parent has no time left.";
     AttenuationWidens => "attenuation_widens", "A derived authority would grant something its parent does not.";
     InvalidAttenuation => "invalid_attenuation", "A derivation request is malformed (bad path prefix, method, host or limit).";
 }

@@ -26,7 +26,7 @@ mod bindings {
     wit_bindgen::generate!({ path: "../../wit", world: "urlcap:http/imports" });
 }
 
-use bindings::urlcap::http::{preopens, types};
+use bindings::urlcap::http::{preopens, sandbox, types};
 use std::fmt;
 
 /// A refusal from the host, with the same reason code the host's audit log records.
@@ -220,4 +220,26 @@ impl Authority {
     pub fn revoke(&self) {
         self.inner.revoke()
     }
+}
+
+/// How a nested sandbox ended.
+#[derive(Debug, Clone)]
+pub struct ExitStatus {
+    /// 0 success, 1 failure, 124 time limit, 134 trap or memory limit.
+    pub code: i32,
+    /// Why the host stopped the child, if it did.
+    pub message: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Run `component` (a wasi:cli command component, program name first in `args`) in a nested
+/// sandbox that sees only `preopens`: each becomes a fresh child of the authority you pass, so
+/// revoking yours revokes the child's, and its requests count against your budgets. Its memory
+/// and time are at most what you have left.
+pub fn run_sandbox(component: &[u8], preopens: &[(&Authority, &str)], args: &[&str]) -> Result<ExitStatus, Error> {
+    let handles: Vec<(&types::Authority, String)> = preopens.iter().map(|(a, n)| (&a.inner, n.to_string())).collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let status = sandbox::run(component, &handles, &args)?;
+    Ok(ExitStatus { code: status.code, message: status.message, stdout: status.stdout, stderr: status.stderr })
 }
