@@ -176,17 +176,35 @@ fn process_startup() {
 /// the parent runs it N times; the per-spawn cost is the parent's run time over N.
 fn nested_spawn() {
     const N: u32 = 500;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (out, _audit) = outbound("version = 1\n", Arc::new(StaticResolver::new()), EgressConfig::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (out, _audit) = outbound(
+        "version = 1\n",
+        Arc::new(StaticResolver::new()),
+        EgressConfig::default(),
+    );
     let out = Arc::new(out);
     let host = WasmHost::new().unwrap();
     let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
-    let dir = std::path::Path::new(HELLO).parent().unwrap().display().to_string();
+    let dir = std::path::Path::new(HELLO)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
     let mut per_spawn = Vec::new();
     rt.block_on(async {
         for round in 0..=5 {
             let spec = SandboxSpec {
-                args: ["probe".to_string(), "spawnloop".into(), N.to_string(), "/guests/hello.wasm".into()].to_vec(),
+                args: [
+                    "probe".to_string(),
+                    "spawnloop".into(),
+                    N.to_string(),
+                    "/guests/hello.wasm".into(),
+                ]
+                .to_vec(),
                 dirs: vec![(dir.clone(), "/guests".into())],
                 stdio: Stdio::capture(1 << 16),
                 ..SandboxSpec::new(out.clone(), "bench")
@@ -200,7 +218,11 @@ fn nested_spawn() {
         }
     });
     let size = std::fs::metadata(HELLO).unwrap().len();
-    println!("nested spawn + first call of a {} KiB child: median {:.1} us per spawn (target <= 50 us)", size / 1024, median(per_spawn));
+    println!(
+        "nested spawn + first call of a {} KiB child: median {:.1} us per spawn (target <= 50 us)",
+        size / 1024,
+        median(per_spawn)
+    );
 }
 
 fn main() {

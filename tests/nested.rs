@@ -316,3 +316,278 @@ async fn nesting_depth_and_bad_components_are_refused() {
         ran.lines
     );
 }
+
+fn subset_of(rng: &mut Rng, items: &[&'static str]) -> Vec<&'static str> {
+    let v: Vec<&'static str> = items
+        .iter()
+        .copied()
+        .filter(|_| rng.next() % 3 != 0)
+        .collect();
+    if v.is_empty() {
+        vec![items[(rng.next() % items.len() as u64) as usize]]
+    } else {
+        v
+    }
+}
+
+/// A tiny deterministic generator (the scripts must be reproducible from the seed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+    fn subset<'a>(&mut self, items: &[&'a str]) -> Vec<&'a str> {
+        let v: Vec<&str> = items
+            .iter()
+            .copied()
+            .filter(|_| self.next() % 2 == 0)
+            .collect();
+        if v.is_empty() {
+            vec![self.pick(items)]
+        } else {
+            v
+        }
+    }
+}
+
+/// What a slot allows in the model: its own attenuation and its chain of ancestors (ids into
+/// `Model::revoked`).
+#[derive(Clone)]
+struct Slot {
+    paths: Vec<&'static str>,
+    methods: Vec<&'static str>,
+    chain: Vec<usize>,
+}
+
+struct Model {
+    revoked: Vec<bool>,
+}
+
+impl Model {
+    fn alive(&self, s: &Slot) -> bool {
+        s.chain.iter().all(|&id| !self.revoked[id])
+    }
+    fn allows(&self, s: &Slot, method: &str, path: &str) -> bool {
+        self.alive(s) && s.methods.contains(&method) && s.paths.iter().any(|p| path.starts_with(p))
+    }
+    fn new_slot(
+        &mut self,
+        paths: Vec<&'static str>,
+        methods: Vec<&'static str>,
+        parent: Option<&Slot>,
+    ) -> Slot {
+        self.revoked.push(false);
+        let mut chain = parent.map(|p| p.chain.clone()).unwrap_or_default();
+        chain.push(self.revoked.len() - 1);
+        Slot {
+            paths,
+            methods,
+            chain,
+        }
+    }
+}
+
+const PREFIXES: &[&str] = &["/a/", "/a/x/", "/b/", "/c/", "/"];
+const FETCH_PATHS: &[&str] = &["/a/1", "/a/x/1", "/b/2", "/c/3", "/x"];
+const METHODS: &[&str] = &["GET", "POST", "DELETE"];
+
+/// Append steps for one script level: derives, fetches, revokes (and, at the top, spawns),
+/// with the lines the probe must print for each.
+fn script(
+    rng: &mut Rng,
+    model: &mut Model,
+    slots: &mut Vec<(String, Slot)>,
+    steps: &mut Vec<String>,
+    expect: &mut Vec<String>,
+    denials: &mut usize,
+    top: bool,
+) {
+    let n = 4 + rng.next() % 7;
+    for k in 0..n {
+        let (name, slot) = slots[(rng.next() % slots.len() as u64) as usize].clone();
+        match rng.next() % if top { 6 } else { 5 } {
+            0 | 3 => {
+                // Mostly ask for part of what the slot has (these succeed and grow the tree);
+                // sometimes for anything (these must fail unless covered).
+                let (paths, methods) = if rng.next() % 4 != 0 {
+                    let own_paths: Vec<&'static str> = slot.paths.clone();
+                    let own_methods: Vec<&'static str> = slot.methods.clone();
+                    (subset_of(rng, &own_paths), subset_of(rng, &own_methods))
+                } else {
+                    (rng.subset(PREFIXES), rng.subset(METHODS))
+                };
+                let new = format!("{name}{k}");
+                steps.extend([
+                    "derive".into(),
+                    new.clone(),
+                    name.clone(),
+                    format!("paths={}", paths.join(",")),
+                    format!("methods={}", methods.join(",")),
+                ]);
+                let covered = paths
+                    .iter()
+                    .all(|p| slot.paths.iter().any(|q| p.starts_with(q)));
+                let narrower = methods.iter().all(|m| slot.methods.contains(m));
+                if model.alive(&slot) && covered && narrower {
+                    expect.push("derived".into());
+                    let child = model.new_slot(paths, methods, Some(&slot));
+                    slots.push((new, child));
+                } else {
+                    expect.push("err".into());
+                }
+            }
+            1 => {
+                steps.extend(["revoke".into(), name.clone()]);
+                let id = *slot.chain.last().unwrap();
+                model.revoked[id] = true;
+                expect.push(format!("revoked {name}"));
+            }
+            4 if top => {
+                // Spawn a child with this handle as its `api`, running a script of its own.
+                let passed = model.new_slot(slot.paths.clone(), slot.methods.clone(), Some(&slot));
+                if !model.alive(&slot) {
+                    steps.extend(
+                        [
+                            "spawn",
+                            "/guests/probe.wasm",
+                            &format!("{name}:api"),
+                            "1",
+                            "probe",
+                        ]
+                        .map(String::from),
+                    );
+                    expect.push("err".into());
+                    continue;
+                }
+                let mut child_slots = vec![("api".to_string(), passed)];
+                let (mut child_steps, mut child_expect) = (Vec::new(), Vec::new());
+                script(
+                    rng,
+                    model,
+                    &mut child_slots,
+                    &mut child_steps,
+                    &mut child_expect,
+                    denials,
+                    false,
+                );
+                steps.extend([
+                    "spawn".into(),
+                    "/guests/probe.wasm".into(),
+                    format!("{name}:api"),
+                    (child_steps.len() + 1).to_string(),
+                    "probe".into(),
+                ]);
+                steps.extend(child_steps);
+                expect.push("spawned 0".into());
+                expect.extend(child_expect.into_iter().map(|l| format!("| {l}")));
+            }
+            _ => {
+                // Mostly something the slot itself grants (so only state can deny it).
+                let (method, path) = if rng.next() % 5 < 3 {
+                    let prefix = slot.paths[(rng.next() % slot.paths.len() as u64) as usize];
+                    let method = slot.methods[(rng.next() % slot.methods.len() as u64) as usize];
+                    (method, format!("{prefix}p"))
+                } else {
+                    (rng.pick(METHODS), rng.pick(FETCH_PATHS).to_string())
+                };
+                let path = path.as_str();
+                steps.extend(["fetch".into(), name.clone(), method.into(), path.into()]);
+                if model.allows(&slot, method, path) {
+                    expect.push("ok 200".into());
+                } else {
+                    *denials += 1;
+                    let own_alive = !model.revoked[*slot.chain.last().unwrap()];
+                    let only_ancestor_revoked = own_alive && !model.alive(&slot) && {
+                        let alive_slot = Slot {
+                            chain: vec![],
+                            ..slot.clone()
+                        };
+                        model.allows(&alive_slot, method, path)
+                    };
+                    expect.push(if only_ancestor_revoked {
+                        "err revoked".into()
+                    } else {
+                        "err".into()
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_trees_never_allow_what_an_ancestor_denies_and_audit_each_denial_once() {
+    let server = Server::http(|_| Reply::Text("ok")).await;
+    let port = server.port();
+    let grant = format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{port}\"\npaths = [\"/a/\", \"/b/\"]\nmethods = [\"GET\", \"POST\"]\nallow_ips = [\"127.0.0.1/32\"]\n"
+    );
+    let (mut allowed_in_children, mut total_denials, mut ancestor_revoked) = (0, 0, 0);
+    for seed in 1..=100u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut model = Model {
+            revoked: Vec::new(),
+        };
+        let root = model.new_slot(vec!["/a/", "/b/"], vec!["GET", "POST"], None);
+        let mut slots = vec![("api".to_string(), root)];
+        let (mut steps, mut expect, mut denials) = (Vec::new(), Vec::new(), 0);
+        script(
+            &mut rng,
+            &mut model,
+            &mut slots,
+            &mut steps,
+            &mut expect,
+            &mut denials,
+            true,
+        );
+        let (out, audit) = setup(&grant);
+        let refs: Vec<&str> = steps.iter().map(String::as_str).collect();
+        let ran = run(out, audit, &refs, None, Some(Duration::from_secs(20)), 3).await;
+        assert_eq!(
+            ran.outcome.exit_code, 0,
+            "seed {seed}: {:?}\n{steps:?}\n{:?}",
+            ran.outcome, ran.lines
+        );
+        assert_eq!(
+            ran.lines.len(),
+            expect.len(),
+            "seed {seed}: {steps:?}\n{:?}\nexpected {expect:?}",
+            ran.lines
+        );
+        for (got, want) in ran.lines.iter().zip(&expect) {
+            assert!(
+                got.starts_with(want.as_str()),
+                "seed {seed}: got {got:?}, model says {want:?}\nsteps {steps:?}\nlines {:?}",
+                ran.lines
+            );
+            if got.starts_with("| ok") {
+                allowed_in_children += 1;
+            }
+            if want.ends_with("err revoked") {
+                ancestor_revoked += 1;
+            }
+        }
+        let audited = ran
+            .audit
+            .records()
+            .iter()
+            .filter(|r| r["event"] == "request.denied")
+            .count();
+        assert_eq!(
+            audited, denials,
+            "seed {seed}: every denied fetch is audited exactly once"
+        );
+        total_denials += denials;
+    }
+    assert!(
+        allowed_in_children > 10 && total_denials > 30 && ancestor_revoked >= 5,
+        "non-vacuous: {allowed_in_children} child allows, {total_denials} denials, {ancestor_revoked} denied only through a revoked ancestor"
+    );
+}
