@@ -83,9 +83,9 @@ async fn origin() -> Server {
     Server::http(|r| Reply::With(200, vec![], format!("hi {}", r.target).into_bytes())).await
 }
 
+/// The operands of a `spawn` step for a probe child running `args`: the count, then argv.
 fn child(args: &[&str]) -> Vec<String> {
-    let mut v = vec![args.len().to_string(), "probe".to_string()];
-    v[0] = (args.len() + 1).to_string();
+    let mut v = vec![(args.len() + 1).to_string(), "probe".to_string()];
     v.extend(args.iter().map(|s| s.to_string()));
     v
 }
