@@ -220,3 +220,44 @@ async fn demo_shows_allowed_and_denied_requests_and_their_audit_lines() {
         "every denial the guest saw is audited once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_honours_max_nesting_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, "version = 1\n[limits]\nmax_nesting_depth = 0\n").unwrap();
+    let guests = std::path::Path::new(PROBE)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let grant = format!("{guests}::/guests");
+    let spawn = ["spawn", "/guests/hello.wasm", "-", "1", "hello"];
+    let mut list = vec![
+        "run",
+        "--audit",
+        "/dev/null",
+        "--dir",
+        &grant,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        PROBE,
+        "--",
+    ];
+    list.extend(spawn);
+    let o = urlcap(args(&list)).await;
+    assert!(
+        text(&o.stdout).starts_with("err nesting_limit"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let mut list = vec!["run", "--audit", "/dev/null", "--dir", &grant, PROBE, "--"];
+    list.extend(spawn);
+    let o = urlcap(args(&list)).await;
+    assert!(
+        text(&o.stdout).starts_with("spawned 0"),
+        "the default allows nesting: {}",
+        text(&o.stdout)
+    );
+}

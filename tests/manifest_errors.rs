@@ -57,6 +57,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("version = 2\n", "1:11", "unsupported manifest version 2", "version = 1"),
     ("version = 1\n[limits]\nmax_concurrent_requests = 0\n", "3:27", "max_concurrent_requests must be a whole number from 1", ""),
     ("version = 1\n[limits]\nmemory = \"lots\"\n", "3:10", "\"lots\" is not a size", ""),
+    ("version = 1\n[limits]\nmax_nesting_depth = 99\n", "3:21", "max_nesting_depth must be a whole number from 0 to 16", "0 forbids"),
     ("version = 1\n[limits]\ntimeout = 30\n", "3:11", "30 has no unit; write e.g. \"30s\"", ""),
     ("version = 1\n[limits]\ntimeout = \"0s\"\n", "3:11", "is zero", ""),
     ("version = 1\n[network]\nallow_ips = [\"10.0.0.0/33\"]\n", "3:14", "is not an IP address or CIDR", ""),

@@ -28,12 +28,14 @@ pub fn describe(config: &Config) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "none".into());
     let _ = writeln!(
         s,
-        "limits: memory {}, timeout {}, max_concurrent_requests {}",
+        "limits: memory {}, timeout {}, max_concurrent_requests {}, max_nesting_depth {}",
         opt(l
             .memory
             .map(|m| bytesize::ByteSize(m).display().iec().to_string())),
         opt(l.timeout.map(|t| humantime::format_duration(t).to_string())),
         opt(l.max_concurrent_requests.map(|n| n.to_string())),
+        l.max_nesting_depth
+            .unwrap_or(crate::host::DEFAULT_MAX_DEPTH),
     );
     let n = &config.network;
     let nets = |v: &[ipnet::IpNet]| {

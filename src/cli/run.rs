@@ -109,7 +109,12 @@ fn run_inner(
             audit.clone(),
             &sandbox,
         ));
-        let host = WasmHost::new()?;
+        let host = WasmHost::with_max_depth(
+            config
+                .limits
+                .max_nesting_depth
+                .unwrap_or(crate::host::DEFAULT_MAX_DEPTH),
+        )?;
         let command =
             host.prepare(&host.compile(&wasm).map_err(|e| {
                 format!("{}: not a runnable component: {e}", args.guest.display())

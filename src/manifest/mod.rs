@@ -30,6 +30,8 @@ pub struct SandboxLimits {
     pub memory: Option<u64>,
     pub timeout: Option<Duration>,
     pub max_concurrent_requests: Option<u32>,
+    /// How many levels of nested sandboxes a guest may create below itself.
+    pub max_nesting_depth: Option<u32>,
 }
 
 /// Everything the manifest and flags say: the effective policy input.
@@ -227,6 +229,7 @@ struct RawLimits {
     memory: Option<Spanned<Value>>,
     timeout: Option<Spanned<Value>>,
     max_concurrent_requests: Option<Spanned<i64>>,
+    max_nesting_depth: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -371,7 +374,21 @@ impl Ctx<'_> {
 
     fn limits(&self, raw: RawLimits) -> Result<SandboxLimits, ConfigError> {
         let max_concurrent_requests = self.concurrency(raw.max_concurrent_requests.as_ref())?;
+        let max_nesting_depth = match raw.max_nesting_depth {
+            None => None,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if v <= 16 => Some(v),
+                _ => {
+                    return self.err(
+                        n.span(),
+                        "max_nesting_depth must be a whole number from 0 to 16",
+                        Some("0 forbids nested sandboxes"),
+                    )
+                }
+            },
+        };
         Ok(SandboxLimits {
+            max_nesting_depth,
             memory: self.opt(raw.memory.as_ref(), units::size)?,
             timeout: self.opt(raw.timeout.as_ref(), units::duration)?,
             max_concurrent_requests,
