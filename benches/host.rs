@@ -132,14 +132,20 @@ fn process_startup() {
         c.args(["run", "--audit", "/dev/null", HELLO]);
         c
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(Server::http(|_| Reply::Text("ok")));
-    let grant = format!("api=GET http://127.0.0.1:{}/", server.port());
-    let serve =
-        std::thread::spawn(move || rt.block_on(tokio::time::sleep(Duration::from_secs(120))));
+    // The origin runs on its own thread and runtime for the rest of the process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = Server::http(|_| Reply::Text("ok")).await;
+            tx.send(server.port()).unwrap();
+            std::future::pending::<()>().await;
+        })
+    });
+    let grant = format!("api=GET http://127.0.0.1:{}/", rx.recv().unwrap());
     startup("urlcap run probe.wasm (one request)", || {
         let mut c = Command::new(urlcap);
         c.args([
@@ -159,7 +165,6 @@ fn process_startup() {
         ]);
         c
     });
-    drop(serve);
     match wasmtime_cli() {
         Some(wasmtime) => startup("wasmtime run hello.wasm (wasmtime-cli 48.0.8)", || {
             let mut c = Command::new(&wasmtime);
@@ -226,7 +231,19 @@ fn nested_spawn() {
 }
 
 fn main() {
-    nested_spawn();
-    guest_vs_native();
-    process_startup();
+    // `cargo bench --bench host -- spawn` (or `fetch`, `startup`) runs one part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    if wanted("spawn") {
+        nested_spawn();
+    }
+    if wanted("fetch") {
+        guest_vs_native();
+    }
+    if wanted("startup") {
+        process_startup();
+    }
 }

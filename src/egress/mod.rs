@@ -78,7 +78,9 @@ pub struct Client(Arc<Inner>);
 struct Inner {
     config: EgressConfig,
     resolver: Arc<dyn Resolve>,
-    tls: TlsConfigs,
+    /// Built on the first https connection: loading the system's roots takes milliseconds that
+    /// plain-http and guest-only runs should not pay.
+    tls: std::sync::OnceLock<TlsConfigs>,
     pool: Arc<Pool>,
     in_flight: Arc<Semaphore>,
     per_authority: Mutex<FxHashMap<Arc<str>, Arc<Semaphore>>>,
@@ -93,7 +95,7 @@ impl Client {
             )),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             per_authority: Mutex::new(FxHashMap::default()),
-            tls: TlsConfigs::new(),
+            tls: std::sync::OnceLock::new(),
             resolver,
             config,
         }))
@@ -277,11 +279,16 @@ impl Client {
                 d
             })?;
         }
-        let tls = inner
-            .tls
-            .for_ca(authority.grant().ca.as_ref())
-            .map_err(|e| fail(Reason::TlsFailure, e))?;
         let https = url.scheme() == Scheme::Https;
+        let tls = if https {
+            inner
+                .tls
+                .get_or_init(TlsConfigs::new)
+                .for_ca(authority.grant().ca.as_ref())
+                .map_err(|e| fail(Reason::TlsFailure, e))?
+        } else {
+            tls::unused_for_plain_http()
+        };
         let mut last = None;
         for ip in ips {
             let addr = SocketAddr::new(ip, url.port());

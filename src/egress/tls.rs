@@ -61,6 +61,13 @@ impl TlsConfigs {
     }
 }
 
+/// A configuration with no roots, for the connector of a plain-http connection (which never
+/// does TLS), so http requests never pay for loading the trust store.
+pub(crate) fn unused_for_plain_http() -> Arc<ClientConfig> {
+    static EMPTY: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| config(RootCertStore::empty())).clone()
+}
+
 /// The name TLS must verify: the granted host, never anything the guest or DNS said.
 pub(crate) fn server_name(host: &Host) -> Result<ServerName<'static>, String> {
     match host {

@@ -241,12 +241,15 @@ impl WasmHost {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.concurrency_support(false);
+        // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
+        // matters for start-up: wasmtime's default of 1000 stacks costs ~2 ms to set up.
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
-            .total_component_instances(256)
-            .total_memories(256)
-            .total_tables(256)
-            .total_core_instances(1024);
+            .total_component_instances(128)
+            .total_memories(128)
+            .total_tables(128)
+            .total_core_instances(512)
+            .total_stacks(128);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
             config.cache(Some(cache));
