@@ -215,7 +215,10 @@ pub struct Outcome {
 pub(crate) struct Shared {
     engine: Engine,
     linker: Linker<SandboxState>,
-    commands: std::sync::Mutex<rustc_hash::FxHashMap<[u8; 32], CommandPre<SandboxState>>>,
+    /// Linked components by content: a hash bucket of (bytes, linked command).
+    #[allow(clippy::type_complexity)]
+    commands:
+        std::sync::Mutex<rustc_hash::FxHashMap<u64, Vec<(Arc<[u8]>, CommandPre<SandboxState>)>>>,
     max_depth: u32,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -296,7 +299,7 @@ impl WasmHost {
         CommandPre::new(self.shared.linker.instantiate_pre(component)?)
     }
 
-    /// Compile and link `wasm`, or reuse the result for the same bytes (by SHA-256).
+    /// Compile and link `wasm`, or reuse the result for the same bytes.
     pub fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
         self.shared.command_for(wasm)
     }
@@ -313,22 +316,30 @@ impl WasmHost {
 
 impl Shared {
     pub(crate) fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
-        use sha2::Digest;
-        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
-        if let Some(command) = self
-            .commands
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+        // A fast hash picks the bucket; the bytes themselves decide, so no collision can ever
+        // run one component's code for another's bytes.
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = rustc_hash::FxHasher::default();
+            wasm.hash(&mut h);
+            h.finish()
+        };
         {
-            return Ok(command.clone());
+            let cache = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, command)) = cache
+                .get(&key)
+                .and_then(|b| b.iter().find(|(bytes, _)| bytes[..] == *wasm))
+            {
+                return Ok(command.clone());
+            }
         }
         let component = Component::new(&self.engine, wasm)?;
         let command = CommandPre::new(self.linker.instantiate_pre(&component)?)?;
-        self.commands
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, command.clone());
+        let mut cache = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(key)
+            .or_default()
+            .push((Arc::from(wasm), command.clone()));
         Ok(command)
     }
 
