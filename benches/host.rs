@@ -23,6 +23,7 @@ use urlcap::host::{SandboxSpec, Stdio, WasmHost};
 
 const PROBE: &str = env!("URLCAP_GUEST_PROBE");
 const HELLO: &str = env!("URLCAP_GUEST_HELLO");
+const FETCH1: &str = env!("URLCAP_GUEST_FETCH1");
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -87,30 +88,69 @@ fn guest_vs_native() {
     );
 }
 
-/// Wall time and peak RSS (KiB) of one child process.
-// The child is reaped by wait4 (which also reports its rusage), not by Child::wait.
-#[allow(unsafe_code, clippy::zombie_processes)]
-fn measured(cmd: &mut Command) -> (Duration, u64) {
+/// Wall time of one child process, and its peak RSS in KiB when GNU time is installed.
+///
+/// The RSS is read by GNU time, not from our own wait4: a child forked from this (much
+/// larger) bench process starts out sharing its pages, and Linux counts them in the child's
+/// peak, so only a small spawner reports the child's own peak.
+fn measured(cmd: &mut Command) -> (Duration, Option<u64>) {
+    let gnu_time = std::path::Path::new("/usr/bin/time");
     let start = Instant::now();
-    let child = cmd
+    if !gnu_time.exists() {
+        let status = cmd
+            .stdout(ProcStdio::null())
+            .stderr(ProcStdio::null())
+            .status()
+            .expect("spawn");
+        assert!(status.success() || status.code().is_some());
+        return (start.elapsed(), None);
+    }
+    let mut timed = Command::new(gnu_time);
+    timed
+        .arg("-f")
+        .arg("URLCAP_PEAK_KIB=%M")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    let out = timed
         .stdout(ProcStdio::null())
-        .stderr(ProcStdio::null())
-        .spawn()
+        .stderr(ProcStdio::piped())
+        .output()
         .expect("spawn");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for the child we just spawned.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert!(pid > 0, "wait4 failed");
-    (start.elapsed(), usage.ru_maxrss as u64)
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URLCAP_PEAK_KIB="))
+        .and_then(|v| v.trim().parse().ok());
+    (elapsed, kib)
 }
 
-fn startup(label: &str, mut make: impl FnMut() -> Command) {
-    measured(&mut make()); // warm the compilation cache
-    let runs: Vec<(Duration, u64)> = (0..21).map(|_| measured(&mut make())).collect();
-    let wall = median(runs.iter().map(|r| r.0.as_secs_f64() * 1e3).collect());
-    let rss = median(runs.iter().map(|r| r.1 as f64 / 1024.0).collect());
-    println!("startup {label:<44} median wall {wall:6.2} ms, peak RSS {rss:5.1} MiB");
+/// Run the commands round-robin (so machine drift hits all alike) and print each one's median
+/// wall time and peak RSS.
+fn startup(commands: Vec<(&str, Box<dyn Fn() -> Command>)>) {
+    for (_, make) in &commands {
+        measured(&mut make()); // warm the compilation cache
+    }
+    let mut runs: Vec<Vec<(Duration, Option<u64>)>> = vec![Vec::new(); commands.len()];
+    for _ in 0..21 {
+        for (i, (_, make)) in commands.iter().enumerate() {
+            runs[i].push(measured(&mut make()));
+        }
+    }
+    for ((label, _), runs) in commands.iter().zip(runs) {
+        let wall = median(runs.iter().map(|r| r.0.as_secs_f64() * 1e3).collect());
+        let rss: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.1)
+            .map(|k| k as f64 / 1024.0)
+            .collect();
+        let rss = if rss.is_empty() {
+            "n/a (install GNU time)".to_string()
+        } else {
+            format!("{:5.1} MiB", median(rss))
+        };
+        println!("startup {label:<50} median wall {wall:6.2} ms, peak RSS {rss}");
+    }
 }
 
 fn wasmtime_cli() -> Option<PathBuf> {
@@ -127,11 +167,6 @@ fn wasmtime_cli() -> Option<PathBuf> {
 
 fn process_startup() {
     let urlcap = env!("CARGO_BIN_EXE_urlcap");
-    startup("urlcap run hello.wasm", || {
-        let mut c = Command::new(urlcap);
-        c.args(["run", "--audit", "/dev/null", HELLO]);
-        c
-    });
     // The origin runs on its own thread and runtime for the rest of the process.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -146,35 +181,50 @@ fn process_startup() {
         })
     });
     let grant = format!("api=GET http://127.0.0.1:{}/", rx.recv().unwrap());
-    startup("urlcap run probe.wasm (one request)", || {
-        let mut c = Command::new(urlcap);
-        c.args([
-            "run",
-            "--allow",
-            &grant,
-            "--allow-ip",
-            "127.0.0.1",
-            "--audit",
-            "/dev/null",
-            PROBE,
-            "--",
-            "fetch",
-            "api",
-            "GET",
-            "/",
-        ]);
-        c
-    });
+    let mut commands: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
+        (
+            "urlcap run hello.wasm",
+            Box::new(move || {
+                let mut c = Command::new(urlcap);
+                c.args(["run", "--audit", "/dev/null", HELLO]);
+                c
+            }),
+        ),
+        (
+            "urlcap run fetch1.wasm (one request)",
+            Box::new(move || {
+                let mut c = Command::new(urlcap);
+                c.args([
+                    "run",
+                    "--allow",
+                    &grant,
+                    "--allow-ip",
+                    "127.0.0.1",
+                    "--audit",
+                    "/dev/null",
+                    FETCH1,
+                    "--",
+                    "api",
+                    "/",
+                ]);
+                c
+            }),
+        ),
+    ];
     match wasmtime_cli() {
-        Some(wasmtime) => startup("wasmtime run hello.wasm (wasmtime-cli 48.0.8)", || {
-            let mut c = Command::new(&wasmtime);
-            c.args(["run", HELLO]);
-            c
-        }),
+        Some(wasmtime) => commands.push((
+            "wasmtime run hello.wasm (wasmtime-cli 48.0.8)",
+            Box::new(move || {
+                let mut c = Command::new(&wasmtime);
+                c.args(["run", HELLO]);
+                c
+            }),
+        )),
         None => println!(
             "startup wasmtime run: skipped (no wasmtime 48.0.8 CLI; bench/compare installs one)"
         ),
     }
+    startup(commands);
 }
 
 /// Nested spawn + first call of a small child (the hello guest), from inside a parent guest:

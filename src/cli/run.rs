@@ -38,9 +38,10 @@ fn exit_code(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(if code < 0 { 255 } else { (code & 0xff) as u8 })
 }
 
+/// One guest at a time needs one thread: a current-thread runtime starts faster (blocking
+/// work such as stdio still goes to tokio's blocking pool).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
 }
