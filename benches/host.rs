@@ -125,9 +125,12 @@ fn measured(cmd: &mut Command) -> (Duration, Option<u64>) {
     (elapsed, kib)
 }
 
+/// Makes the command for one measured run.
+type Launch = Box<dyn Fn() -> Command>;
+
 /// Run the commands round-robin (so machine drift hits all alike) and print each one's median
 /// wall time and peak RSS.
-fn startup(commands: Vec<(&str, Box<dyn Fn() -> Command>)>) {
+fn startup(commands: Vec<(&str, Launch)>) {
     for (_, make) in &commands {
         measured(&mut make()); // warm the compilation cache
     }
@@ -181,7 +184,7 @@ fn process_startup() {
         })
     });
     let grant = format!("api=GET http://127.0.0.1:{}/", rx.recv().unwrap());
-    let mut commands: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
+    let mut commands: Vec<(&str, Launch)> = vec![
         (
             "urlcap run hello.wasm",
             Box::new(move || {

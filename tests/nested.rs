@@ -286,7 +286,18 @@ async fn a_child_cannot_exhaust_the_parents_memory_or_time() {
         3,
     )
     .await;
-    assert_eq!(ran.outcome.exit_code, 124, "{:?}", ran.outcome);
+    // The child's limit is the parent's remaining time, so both deadlines fall together:
+    // either the parent is stopped too, or it sees its child stopped at the limit.
+    let child_stopped = ran
+        .lines
+        .first()
+        .is_some_and(|l| l.starts_with("spawned 124"));
+    assert!(
+        ran.outcome.exit_code == 124 || child_stopped,
+        "{:?} {:?}",
+        ran.outcome,
+        ran.lines
+    );
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the child could not extend the parent's deadline"
