@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
-const GUESTS: &[&str] = &["demo", "probe", "hello", "fetch1"];
+const GUESTS: &[&str] = &["demo", "probe", "hello", "fetch1", "whttp"];
 
 fn main() {
     for path in [

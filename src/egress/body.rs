@@ -11,7 +11,7 @@ use super::pool::{Pool, PoolKey};
 use crate::policy::{AuthorityRef, Denial, Reason};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::future::Future;
@@ -23,21 +23,22 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-/// A guest's request body: any stream of bytes whose errors are denials.
-pub type RequestBody = BoxBody<Bytes, Denial>;
+/// A guest's request body: any stream of bytes whose errors are denials. (Not `Sync`:
+/// wasi:http guest bodies are not.)
+pub type RequestBody = UnsyncBoxBody<Bytes, Denial>;
 
 /// An empty request body.
 pub fn empty_body() -> RequestBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// A request body from bytes in memory.
 pub fn full_body(bytes: impl Into<Bytes>) -> RequestBody {
     http_body_util::Full::new(bytes.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// The request body as it goes on the wire.

@@ -10,8 +10,10 @@
 //! a clear message and exit status; the host is unharmed.
 
 mod guest_api;
+mod wasi_http;
 
 pub use guest_api::{describe, MAX_LIVE_HANDLES};
+pub use wasi_http::{error_code, UrlcapHttpHooks};
 
 use crate::outbound::Outbound;
 use crate::policy::Authority;
@@ -56,6 +58,18 @@ pub struct SandboxState {
     /// When the wall-clock limit ends this sandbox.
     deadline: Option<tokio::time::Instant>,
     children: u32,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: UrlcapHttpHooks,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for SandboxState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
 }
 
 /// Linear memory accounting for one sandbox: a grow past the limit traps, and a nested sandbox
@@ -260,6 +274,7 @@ impl WasmHost {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         guest_api::Imports::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -383,7 +398,7 @@ impl Shared {
                 memory_limit,
                 memory_used: 0,
             },
-            outbound: spec.outbound,
+            outbound: spec.outbound.clone(),
             preopens: spec.preopens,
             live_handles: 0,
             sandbox: spec.sandbox_id.into(),
@@ -392,6 +407,8 @@ impl Shared {
             depth,
             deadline,
             children: 0,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: UrlcapHttpHooks::new(spec.outbound.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

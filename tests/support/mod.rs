@@ -395,5 +395,5 @@ pub fn chunks(count: usize, size: usize) -> urlcap::egress::RequestBody {
             Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'y'; self.1])))))
         }
     }
-    Chunks(count, size).boxed()
+    Chunks(count, size).boxed_unsync()
 }

@@ -1,0 +1,135 @@
+//! Unmodified wasi:http guests (fixtures/guests/whttp uses only the `wasip2` crate) under the
+//! same policy: each request is matched to a preopened authority, sent through urlcap's egress
+//! on a pooled connection, or denied with HttpRequestDenied and one audit record.
+
+mod support;
+
+use std::process::{Command, Output};
+use support::{Reply, Server};
+
+const WHTTP: &str = env!("URLCAP_GUEST_WHTTP");
+
+async fn urlcap(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_urlcap"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Run the guest with `api` granted on `/v1/` of the server, and the request groups given.
+async fn run(
+    port: u16,
+    audit: &std::path::Path,
+    groups: &[&[&str]],
+) -> (Vec<String>, Vec<serde_json::Value>) {
+    let grant = format!("api=GET,POST http://127.0.0.1:{port}/v1/");
+    let mut args: Vec<String> = [
+        "run",
+        "--allow",
+        &grant,
+        "--allow-ip",
+        "127.0.0.1",
+        "--audit",
+        audit.to_str().unwrap(),
+        WHTTP,
+        "--",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend(g.iter().map(|s| s.to_string()));
+    }
+    let o = urlcap(args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let records = std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (text(&o.stdout).lines().map(String::from).collect(), records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_requests_go_through_pooled_egress() {
+    let server =
+        Server::http(|r| Reply::With(200, vec![], format!("hi {}", r.target).into_bytes())).await;
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let get: &[&str] = &["GET", "http", &authority, "/v1/items?x=1"];
+    let (lines, records) = run(
+        port,
+        &dir.path().join("a.jsonl"),
+        &[get, get, get, get, get],
+    )
+    .await;
+    assert_eq!(lines, vec!["ok 200 hi /v1/items?x=1"; 5]);
+    assert_eq!(
+        server.connections(),
+        1,
+        "five requests on one pooled keep-alive connection"
+    );
+    assert_eq!(server.requests()[0].header("host"), [authority.as_str()]);
+    let denied = records
+        .iter()
+        .filter(|r| r["event"] == "request.denied")
+        .count();
+    assert_eq!(denied, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_else_is_denied_with_one_audit_record() {
+    let server = Server::http(|_| Reply::Text("should not be reached")).await;
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let groups: &[&[&str]] = &[
+        &["GET", "http", &authority, "/admin"],
+        &["DELETE", "http", &authority, "/v1/x"],
+        &["GET", "http", "evil.example", "/v1/x"],
+        &["GET", "http", "169.254.169.254", "/latest/meta-data/"],
+        &["GET", "http", &authority, "/v1/x", "Host:evil.example"],
+        &["GET", "http", &authority, "/v1/../admin"],
+        &["GET", "-", &authority, "/v1/x"],
+    ];
+    let (lines, records) = run(port, &dir.path().join("a.jsonl"), groups).await;
+    assert_eq!(lines.len(), groups.len(), "{lines:?}");
+    assert!(
+        lines[..6]
+            .iter()
+            .all(|l| l == "err ErrorCode::HttpRequestDenied"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[6].starts_with("err"),
+        "a request without a scheme is refused: {lines:?}"
+    );
+    let reasons: Vec<&str> = records
+        .iter()
+        .filter(|r| r["event"] == "request.denied")
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "path_not_allowed",
+            "method_not_allowed",
+            "no_authority",
+            "no_authority",
+            "forbidden_header",
+            "non_canonical_path"
+        ]
+    );
+    assert_eq!(server.requests().len(), 0);
+}
