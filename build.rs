@@ -12,12 +12,13 @@ fn main() {
     for path in [
         "fixtures/guests/Cargo.toml",
         "fixtures/guests/Cargo.lock",
-        "fixtures/guests/demo",
-        "fixtures/guests/probe",
         "sdk/rust",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={path}");
+    }
+    for guest in GUESTS {
+        println!("cargo:rerun-if-changed=fixtures/guests/{guest}");
     }
     ensure_target();
     let manifest_dir =

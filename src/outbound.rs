@@ -7,7 +7,7 @@
 //! cap, a stall, a reset — is audited when the guest's read fails.
 
 use crate::audit::{AuditLog, Event, Record};
-use crate::egress::{Client, RequestBody, Response};
+use crate::egress::{Client, RequestBody, Response, Timeouts};
 use crate::policy::{Approved, Authority, Denial, Policy, Request};
 use std::sync::Arc;
 
@@ -102,12 +102,23 @@ impl Outbound {
 
     /// An absolute-URL request, matched to the preopened authority that allows it.
     pub async fn send(&self, guest: &GuestRequest, body: RequestBody) -> Result<Response, Denial> {
+        self.send_with(guest, body, Timeouts::default()).await
+    }
+
+    /// [`Outbound::send`] with the guest's own timeouts (they can only tighten egress's).
+    pub async fn send_with(
+        &self,
+        guest: &GuestRequest,
+        body: RequestBody,
+        timeouts: Timeouts,
+    ) -> Result<Response, Denial> {
         let canonical = guest.canonical();
         let url = canonical
             .as_ref()
             .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
         let approved = canonical.and_then(|r| self.policy.authorize(r));
-        self.send_approved(approved, body, &guest.method, url).await
+        self.send_approved(approved, body, &guest.method, url, timeouts)
+            .await
     }
 
     /// A request through one handle (and nothing else the sandbox holds).
@@ -128,7 +139,8 @@ impl Outbound {
                     .get_or_insert_with(|| authority.reference().clone());
                 d
             });
-        self.send_approved(approved, body, &guest.method, url).await
+        self.send_approved(approved, body, &guest.method, url, Timeouts::default())
+            .await
     }
 
     /// A request relative to one handle's origin (the native guest API), with the response
@@ -161,6 +173,7 @@ impl Outbound {
                 crate::egress::full_body(body),
                 method,
                 url.clone(),
+                Timeouts::default(),
             )
             .await?;
         let status = response.status().as_u16();
@@ -204,12 +217,13 @@ impl Outbound {
         body: RequestBody,
         method: &str,
         url: String,
+        timeouts: Timeouts,
     ) -> Result<Response, Denial> {
         let result = match approved {
             Ok(approved) => {
                 let reference = approved.authority().reference().clone();
                 self.client
-                    .send(approved, body)
+                    .send_with(approved, body, timeouts)
                     .await
                     .map(|r| (r, reference))
             }

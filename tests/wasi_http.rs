@@ -133,3 +133,29 @@ async fn everything_else_is_denied_with_one_audit_record() {
     );
     assert_eq!(server.requests().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guests_request_options_tighten_the_timeouts() {
+    let server = Server::http(|_| Reply::SlowHead(std::time::Duration::from_secs(3))).await;
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (lines, records) = run(
+        port,
+        &dir.path().join("a.jsonl"),
+        &[&["GET", "http", &authority, "/v1/slow", "first-byte-ms=300"]],
+    )
+    .await;
+    assert_eq!(lines, ["err ErrorCode::ConnectionTimeout"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the guest's 300 ms applied, not egress's 30 s"
+    );
+    let reasons: Vec<&str> = records
+        .iter()
+        .filter(|r| r["event"] == "request.denied")
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["timeout"]);
+}

@@ -71,6 +71,27 @@ impl Default for EgressConfig {
     }
 }
 
+/// A caller's own timeouts for one request; each can only shorten the configured one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub first_byte: Option<Duration>,
+    pub between_bytes: Option<Duration>,
+}
+
+impl Timeouts {
+    fn applied_to(&self, config: &EgressConfig) -> EgressConfig {
+        let tighter =
+            |mine: Option<Duration>, theirs: Duration| mine.map_or(theirs, |m| m.min(theirs));
+        EgressConfig {
+            connect_timeout: tighter(self.connect, config.connect_timeout),
+            first_byte_timeout: tighter(self.first_byte, config.first_byte_timeout),
+            idle_timeout: tighter(self.between_bytes, config.idle_timeout),
+            ..config.clone()
+        }
+    }
+}
+
 /// The egress client. Cheap to clone; clones share the pool and the limits.
 #[derive(Clone)]
 pub struct Client(Arc<Inner>);
@@ -103,8 +124,20 @@ impl Client {
 
     /// Send an approved request. `body` streams to the server; the response body streams back.
     pub async fn send(&self, approved: Approved, body: RequestBody) -> Result<Response, Denial> {
+        self.send_with(approved, body, Timeouts::default()).await
+    }
+
+    /// [`Client::send`] with a caller's own timeouts, which can only tighten the configured ones
+    /// (a `wasi:http` guest's `request-options`).
+    pub async fn send_with(
+        &self,
+        approved: Approved,
+        body: RequestBody,
+        timeouts: Timeouts,
+    ) -> Result<Response, Denial> {
         let (authority, request) = approved.into_parts();
         let inner = &self.0;
+        let config = timeouts.applied_to(&inner.config);
         let reference = authority.reference().clone();
         let fail = |reason, detail: String| Denial::new(reason, detail).on(&reference);
         let permits = self.permits(&authority)?;
@@ -125,7 +158,10 @@ impl Client {
             .checkout(&key, |addr| authority.vet_ip(addr.ip()).is_ok())
         {
             Some(found) => found,
-            None => self.connect(&authority, &request, &key, deadline).await?,
+            None => {
+                self.connect(&authority, &request, &key, deadline, config.connect_timeout)
+                    .await?
+            }
         };
         let wire_body = body::WireBody::new(
             body,
@@ -137,7 +173,7 @@ impl Client {
         let h2 = matches!(sender, Sender::H2(_));
         let wire =
             wire_request(&authority, &request, wire_body, h2).map_err(|d| d.on(&reference))?;
-        let first_byte = until(deadline, inner.config.first_byte_timeout);
+        let first_byte = until(deadline, config.first_byte_timeout);
         let sent = match sender {
             Sender::H2(mut s) => tokio::time::timeout(first_byte, s.send_request(wire))
                 .await
@@ -184,7 +220,7 @@ impl Client {
         let body = ResponseBody::new(
             incoming,
             limits.max_response_body,
-            inner.config.idle_timeout,
+            config.idle_timeout,
             deadline,
             reference,
             pool_return,
@@ -234,6 +270,7 @@ impl Client {
         request: &Request,
         key: &PoolKey,
         deadline: Option<Instant>,
+        connect_timeout: Duration,
     ) -> Result<(SocketAddr, Sender), Denial> {
         let inner = &self.0;
         let url = &request.url;
@@ -243,7 +280,7 @@ impl Client {
             Some(ip) => vec![ip],
             None => {
                 let host = url.host_str();
-                let wait = until(deadline, inner.config.connect_timeout);
+                let wait = until(deadline, connect_timeout);
                 match tokio::time::timeout(wait, inner.resolver.resolve(host, url.port())).await {
                     Err(_) => {
                         return Err(fail(
@@ -292,7 +329,7 @@ impl Client {
         let mut last = None;
         for ip in ips {
             let addr = SocketAddr::new(ip, url.port());
-            let timeout = until(deadline, inner.config.connect_timeout);
+            let timeout = until(deadline, connect_timeout);
             match connect::open(authority, url.host(), https, addr, tls.clone(), timeout).await {
                 Ok(sender) => {
                     if let Sender::H2(s) = &sender {

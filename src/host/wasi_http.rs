@@ -5,7 +5,8 @@
 //! canonicalize (the guest's scheme, authority and path strictly), match to a preopened
 //! authority, vetted DNS, pinned connect, pooled keep-alive connection — and every denial is
 //! audited once and reaches the guest as `ErrorCode::HttpRequestDenied` (or the error code of
-//! the transport failure). The stock `default_send_request`, which opens a new connection per
+//! the transport failure). The guest's `request-options` timeouts apply, but can only tighten
+//! the host's. The stock `default_send_request`, which opens a new connection per
 //! request and resolves names unvetted, is never used.
 //!
 //! Other wasmtime embedders can adopt urlcap's policy by returning these hooks from their
@@ -20,7 +21,7 @@
 //! # let _ = hooks; }
 //! ```
 
-use crate::egress::RequestBody;
+use crate::egress::{RequestBody, Timeouts};
 use crate::outbound::{GuestRequest, Outbound};
 use crate::policy::{Denial, Reason};
 use http_body_util::BodyExt;
@@ -82,10 +83,15 @@ impl WasiHttpHooks for UrlcapHttpHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
         let outbound = self.outbound.clone();
+        let timeouts = options.map_or_else(Timeouts::default, |o| Timeouts {
+            connect: o.connect_timeout,
+            first_byte: o.first_byte_timeout,
+            between_bytes: o.between_bytes_timeout,
+        });
         Box::new(async move {
             let (parts, body) = request.into_parts();
             let headers: Vec<(String, Vec<u8>)> = parts
@@ -107,7 +113,7 @@ impl WasiHttpHooks for UrlcapHttpHooks {
                 .map_err(|e| Denial::new(Reason::UpstreamError, format!("guest request body: {e}")))
                 .boxed_unsync();
             let response = outbound
-                .send(&guest, body)
+                .send_with(&guest, body, timeouts)
                 .await
                 .map_err(|d| error_code(&d))?;
             let response = response.map(|b| b.map_err(|d| error_code(&d)).boxed_unsync());
