@@ -24,6 +24,7 @@ use urlcap::host::{SandboxSpec, Stdio, WasmHost};
 const PROBE: &str = env!("URLCAP_GUEST_PROBE");
 const HELLO: &str = env!("URLCAP_GUEST_HELLO");
 const FETCH1: &str = env!("URLCAP_GUEST_FETCH1");
+const WHTTP: &str = env!("URLCAP_GUEST_WHTTP");
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -283,6 +284,106 @@ fn nested_spawn() {
     );
 }
 
+/// One unmodified wasi:http guest doing N sequential GETs, whole process: `urlcap run` (pooled,
+/// vetted egress) vs `wasmtime run -S http` (a new connection per request), next to N native
+/// keep-alive GETs; rounds interleaved. Targets: >= 2.5x wasmtime CLI, >= 0.75x native.
+fn wasi_http_guest() {
+    const N: usize = 200;
+    const ROUNDS: usize = 7;
+    let Some(wasmtime) = wasmtime_cli() else {
+        println!("wasi:http guest: skipped (no wasmtime 48.0.8 CLI; bench/compare installs one)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::http(|_| Reply::Text("ok")));
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let mut guest_args: Vec<String> = Vec::new();
+    for i in 0..N {
+        if i > 0 {
+            guest_args.push("--next".into());
+        }
+        guest_args.extend(["GET", "http", &authority, "/v1/x"].map(String::from));
+    }
+    let grant = format!("api=GET http://{authority}/v1/");
+    let urlcap = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_urlcap"));
+        c.args([
+            "run",
+            "--allow",
+            &grant,
+            "--allow-ip",
+            "127.0.0.1",
+            "--audit",
+            "/dev/null",
+            WHTTP,
+            "--",
+        ])
+        .args(&guest_args);
+        c
+    };
+    let wasmtime_run = || {
+        let mut c = Command::new(&wasmtime);
+        c.args(["run", "-S", "http", "-S", "inherit-network", WHTTP])
+            .args(&guest_args);
+        c
+    };
+    let bare: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = format!("http://{authority}/v1/x").parse().unwrap();
+    for make in [&urlcap as &dyn Fn() -> Command, &wasmtime_run] {
+        let out = make().output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("ok 200")).count(),
+            N,
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (mut ours, mut theirs, mut native) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        assert!(urlcap()
+            .stdout(ProcStdio::null())
+            .status()
+            .unwrap()
+            .success());
+        ours.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        assert!(wasmtime_run()
+            .stdout(ProcStdio::null())
+            .status()
+            .unwrap()
+            .success());
+        theirs.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..N {
+                let r = bare.get(uri.clone()).await.unwrap();
+                r.into_body().collect().await.unwrap();
+            }
+        });
+        native.push(start.elapsed().as_secs_f64());
+    }
+    let (ours, theirs, native) = (median(ours), median(theirs), median(native));
+    let per = |t: f64| t * 1e6 / N as f64;
+    println!(
+        "wasi:http guest, {N} GETs per process: urlcap run {:.0} us/request, wasmtime run -S http {:.0} us/request, native keep-alive {:.0} us/request",
+        per(ours),
+        per(theirs),
+        per(native)
+    );
+    println!(
+        "wasi:http guest throughput: {:.2}x wasmtime CLI (target >= 2.5), {:.2}x native (target >= 0.75; whole process incl. start-up)",
+        theirs / ours,
+        native / ours
+    );
+}
+
 fn main() {
     // `cargo bench --bench host -- spawn` (or `fetch`, `startup`) runs one part.
     let only: Vec<String> = std::env::args()
@@ -298,5 +399,8 @@ fn main() {
     }
     if wanted("startup") {
         process_startup();
+    }
+    if wanted("whttp") {
+        wasi_http_guest();
     }
 }
