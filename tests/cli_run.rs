@@ -3,26 +3,16 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use support::{Reply, Server};
 
 const PROBE: &str = env!("URLCAP_GUEST_PROBE");
 
 async fn urlcap(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_urlcap"))
-            .args(args)
-            .env("SECRET_ON_HOST", "host-only")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    support::urlcap_bin(args).await
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::text;
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()

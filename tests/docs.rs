@@ -25,10 +25,10 @@ fn readme_lists_every_reason_code_with_its_summary() {
 fn ci_runs_the_readme_test_command() {
     let readme = read("README.md");
     assert!(
-        readme.contains("\nbash scripts/test\n"),
+        readme.contains("\n./scripts/test\n"),
         "README names the test command"
     );
-    assert!(read(".ci/run").contains("exec bash scripts/test"));
+    assert!(read(".ci/run").contains("exec ./scripts/test"));
 }
 
 /// `file.rs::name`, `file.rs::{a, b}` and `file.rs::tests::name` references in SECURITY.md.

@@ -4,25 +4,16 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use support::{Reply, Server};
 
 const WHTTP: &str = env!("URLCAP_GUEST_WHTTP");
 
 async fn urlcap(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_urlcap"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    support::urlcap_bin(args).await
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::text;
 
 /// Run the guest with `api` granted on `/v1/` of the server, and the request groups given.
 async fn run(

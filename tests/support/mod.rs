@@ -397,3 +397,20 @@ pub fn chunks(count: usize, size: usize) -> urlcap::egress::RequestBody {
     }
     Chunks(count, size).boxed_unsync()
 }
+
+/// Run the `urlcap` binary with `args` (off the async runtime) and wait for it.
+pub async fn urlcap_bin(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Bytes as (lossy) text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
