@@ -31,15 +31,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn guest_vs_native() {
-    const ROUNDS: usize = 11;
-    const PER_ROUND: u32 = 300;
+/// A runtime with `workers` threads, and a loopback origin answering "ok" on it.
+fn loopback_origin(workers: usize) -> (tokio::runtime::Runtime, Server) {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
     let server = rt.block_on(Server::http(|_| Reply::Text("ok")));
+    (rt, server)
+}
+
+fn guest_vs_native() {
+    const ROUNDS: usize = 11;
+    const PER_ROUND: u32 = 300;
+    let (rt, server) = loopback_origin(2);
     let port = server.port();
     let manifest = format!("version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\n");
     let (out, _audit) = outbound(
@@ -294,12 +300,7 @@ fn wasi_http_guest() {
         println!("wasi:http guest: skipped (no wasmtime 48.0.8 CLI; bench/compare installs one)");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(Server::http(|_| Reply::Text("ok")));
+    let (rt, server) = loopback_origin(1);
     let port = server.port();
     let authority = format!("127.0.0.1:{port}");
     let mut guest_args: Vec<String> = Vec::new();
