@@ -22,19 +22,7 @@ async fn run(
     groups: &[&[&str]],
 ) -> (Vec<String>, Vec<serde_json::Value>) {
     let grant = format!("api=GET,POST http://127.0.0.1:{port}/v1/");
-    let mut args: Vec<String> = [
-        "run",
-        "--allow",
-        &grant,
-        "--allow-ip",
-        "127.0.0.1",
-        "--audit",
-        audit.to_str().unwrap(),
-        WHTTP,
-        "--",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = support::run_args(&grant, audit, WHTTP, &[]);
     for (i, g) in groups.iter().enumerate() {
         if i > 0 {
             args.push("--next".into());

@@ -21,16 +21,7 @@ async fn a_python_wasi_http_guest_runs_under_the_same_policy() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let grant = format!("api=GET http://{authority}/v1/");
-    let args: Vec<String> = [
-        "run",
-        "--allow",
-        &grant,
-        "--allow-ip",
-        "127.0.0.1",
-        "--audit",
-        audit.to_str().unwrap(),
-        &guest,
-        "--",
+    let guest_args = [
         "http",
         &authority,
         "/v1/items",
@@ -40,9 +31,8 @@ async fn a_python_wasi_http_guest_runs_under_the_same_policy() {
         "http",
         "evil.example",
         "/",
-    ]
-    .map(String::from)
-    .to_vec();
+    ];
+    let args = support::run_args(&grant, &audit, &guest, &guest_args);
     let o = urlcap_bin(args).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let lines: Vec<String> = text(&o.stdout).lines().map(String::from).collect();

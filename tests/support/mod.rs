@@ -414,3 +414,24 @@ pub async fn urlcap_bin(args: Vec<String>) -> std::process::Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// `urlcap run` arguments: preopen `grant` with loopback allowed, audit to `audit`, run `guest`
+/// with `guest_args` after `--`.
+pub fn run_args(grant: &str, audit: &Path, guest: &str, guest_args: &[&str]) -> Vec<String> {
+    let audit = audit.to_str().expect("a UTF-8 path");
+    let mut args: Vec<String> = [
+        "run",
+        "--allow",
+        grant,
+        "--allow-ip",
+        "127.0.0.1",
+        "--audit",
+        audit,
+        guest,
+        "--",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(guest_args.iter().map(|a| a.to_string()));
+    args
+}
