@@ -13,7 +13,7 @@ mod support;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcStdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,19 +204,12 @@ fn process_startup() {
             "urlcap run fetch1.wasm (one request)",
             Box::new(move || {
                 let mut c = Command::new(urlcap);
-                c.args([
-                    "run",
-                    "--allow",
+                c.args(support::run_args(
                     &grant,
-                    "--allow-ip",
-                    "127.0.0.1",
-                    "--audit",
-                    "/dev/null",
+                    Path::new("/dev/null"),
                     FETCH1,
-                    "--",
-                    "api",
-                    "/",
-                ]);
+                    &["api", "/"],
+                ));
                 c
             }),
         ),
@@ -313,17 +306,12 @@ fn wasi_http_guest() {
     let grant = format!("api=GET http://{authority}/v1/");
     let urlcap = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_urlcap"));
-        c.args([
-            "run",
-            "--allow",
+        c.args(support::run_args(
             &grant,
-            "--allow-ip",
-            "127.0.0.1",
-            "--audit",
-            "/dev/null",
+            Path::new("/dev/null"),
             WHTTP,
-            "--",
-        ])
+            &[],
+        ))
         .args(&guest_args);
         c
     };

@@ -3,7 +3,7 @@
 //!
 //! Both guest APIs go through here: `wasi:http` guests with absolute URLs ([`Outbound::send`],
 //! matched to a preopened authority) and native guests through a handle
-//! ([`Outbound::send_via`]). A denial that happens after the response head — a body over its
+//! ([`Outbound::fetch_buffered`]). A denial that happens after the response head — a body over its
 //! cap, a stall, a reset — is audited when the guest's read fails.
 
 use crate::audit::{AuditLog, Event, Record};
@@ -118,28 +118,6 @@ impl Outbound {
             .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
         let approved = canonical.and_then(|r| self.policy.authorize(r));
         self.send_approved(approved, body, &guest.method, url, timeouts)
-            .await
-    }
-
-    /// A request through one handle (and nothing else the sandbox holds).
-    pub async fn send_via(
-        &self,
-        authority: &Authority,
-        guest: &GuestRequest,
-        body: RequestBody,
-    ) -> Result<Response, Denial> {
-        let canonical = guest.canonical();
-        let url = canonical
-            .as_ref()
-            .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
-        let approved = canonical
-            .and_then(|r| authority.authorize(r))
-            .map_err(|mut d| {
-                d.authority
-                    .get_or_insert_with(|| authority.reference().clone());
-                d
-            });
-        self.send_approved(approved, body, &guest.method, url, Timeouts::default())
             .await
     }
 

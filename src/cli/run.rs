@@ -140,10 +140,7 @@ fn run_inner(
             ..SandboxSpec::new(outbound, &sandbox)
         };
         let outcome = host.run(&command, spec).await?;
-        let detail = match &outcome.message {
-            Some(m) => format!("exit status {}: {m}", outcome.exit_code),
-            None => format!("exit status {}", outcome.exit_code),
-        };
+        let detail = outcome.summary();
         audit.record(&Record::new(Event::SandboxExited, &sandbox, detail));
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(outcome)
     })?;

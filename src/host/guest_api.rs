@@ -310,10 +310,7 @@ impl sandbox::Host for SandboxState {
             sandbox_id: child_id.clone(),
         };
         let outcome = Box::pin(shared.run(&command, spec, self.depth + 1)).await?;
-        let detail = match &outcome.message {
-            Some(m) => format!("exit status {}: {m}", outcome.exit_code),
-            None => format!("exit status {}", outcome.exit_code),
-        };
+        let detail = outcome.summary();
         self.outbound
             .audit()
             .record(&Record::new(Event::SandboxExited, &child_id, detail));

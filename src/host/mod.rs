@@ -444,6 +444,16 @@ impl Shared {
     }
 }
 
+impl Outcome {
+    /// `exit status N` and, if the host stopped the guest, why (the `sandbox.exited` detail).
+    pub fn summary(&self) -> String {
+        match &self.message {
+            Some(m) => format!("exit status {}: {m}", self.exit_code),
+            None => format!("exit status {}", self.exit_code),
+        }
+    }
+}
+
 fn timeout_outcome(limit: Duration) -> Outcome {
     Outcome {
         exit_code: EXIT_TIMEOUT,
