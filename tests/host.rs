@@ -275,8 +275,8 @@ async fn derive_narrows_and_cannot_widen() {
         .collect();
     assert_eq!(
         events.iter().filter(|e| *e == "authority.derived").count(),
-        3,
-        "one grant and two refusals: {events:?}"
+        4,
+        "one grant and three refusals (two widening, one malformed), each audited: {events:?}"
     );
 }
 

@@ -326,6 +326,26 @@ async fn nesting_depth_and_bad_components_are_refused() {
         "{:?}",
         ran.lines
     );
+    let refusals: Vec<(String, String)> = ran
+        .audit
+        .records()
+        .iter()
+        .filter(|r| r["event"] == "sandbox.spawned" && !r["reason"].is_null())
+        .map(|r| {
+            (
+                r["sandbox"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            ("parent/1".to_string(), "nesting_limit".to_string()),
+            ("parent".to_string(), "invalid_component".to_string())
+        ],
+        "each refused spawn is audited once, by the sandbox that asked"
+    );
 }
 
 fn subset_of(rng: &mut Rng, items: &[&'static str]) -> Vec<&'static str> {

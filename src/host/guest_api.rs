@@ -96,6 +96,16 @@ pub fn describe(a: &Authority) -> String {
 }
 
 impl SandboxState {
+    /// Audit a refusal the guest is about to receive (every denial gets one record).
+    fn audit_refusal(&self, event: Event, on: Option<&crate::policy::AuthorityRef>, e: &t::Error) {
+        let mut record = Record::new(event, &self.sandbox, format!("refused: {}", e.detail));
+        if let Some(reference) = on {
+            record = record.on(reference);
+        }
+        record.reason = Reason::from_code(&e.reason);
+        self.outbound.audit().record(&record);
+    }
+
     fn push_handle(
         &mut self,
         authority: Authority,
@@ -171,29 +181,21 @@ impl t::HostAuthority for SandboxState {
         att: t::Attenuation,
     ) -> wasmtime::Result<Result<Resource<super::GuestAuthority>, t::Error>> {
         let parent = self.authority(&this)?;
-        let denied = |s: &Self, d: Denial| {
-            let mut record = Record::new(
-                Event::AuthorityDerived,
-                &s.sandbox,
-                format!("refused: {}", d.detail),
-            )
-            .on(parent.reference());
-            record.reason = Some(d.reason);
-            s.outbound.audit().record(&record);
-            guest_error(d)
+        let derived = match attenuation(att) {
+            Ok(att) => parent.derive(&att).map_err(guest_error),
+            Err(e) => Err(e),
         };
-        let att = match attenuation(att) {
-            Ok(att) => att,
-            Err(e) => return Ok(Err(e)),
-        };
-        match parent.derive(&att) {
+        match derived {
             Ok(child) => {
                 let record = Record::new(Event::AuthorityDerived, &self.sandbox, describe(&child))
                     .on(child.reference());
                 self.outbound.audit().record(&record);
                 Ok(Ok(self.push_handle(child)?))
             }
-            Err(d) => Ok(Err(denied(self, d))),
+            Err(e) => {
+                self.audit_refusal(Event::AuthorityDerived, Some(parent.reference()), &e);
+                Ok(Err(e))
+            }
         }
     }
 
@@ -229,6 +231,22 @@ fn refusal(reason: Reason, detail: String) -> t::Error {
 
 impl sandbox::Host for SandboxState {
     async fn run(
+        &mut self,
+        component: Vec<u8>,
+        preopens: Vec<(Resource<super::GuestAuthority>, String)>,
+        args: Vec<String>,
+    ) -> wasmtime::Result<Result<sandbox::ExitStatus, t::Error>> {
+        let result = self.spawn_child(component, preopens, args).await?;
+        if let Err(e) = &result {
+            self.audit_refusal(Event::SandboxSpawned, None, e);
+        }
+        Ok(result)
+    }
+}
+
+impl SandboxState {
+    /// Run a nested sandbox; `Ok(Err(..))` is a refusal to start it.
+    async fn spawn_child(
         &mut self,
         component: Vec<u8>,
         preopens: Vec<(Resource<super::GuestAuthority>, String)>,
