@@ -46,6 +46,7 @@ reasons! {
     NonCanonicalPath => "non_canonical_path", "The path has dot segments, encoded slashes or backslashes, empty segments, ';', NUL, overlong UTF-8 or needless escapes.";
     InvalidMethod => "invalid_method", "The method is not an HTTP token, or is CONNECT.";
     InvalidHeader => "invalid_header", "A header name is not a token, or a value contains CR, LF or NUL.";
+    HeadersTooLarge => "headers_too_large", "The guest sent more than 100 headers, or more than 64 KiB of header names and values.";
     ForbiddenHeader => "forbidden_header", "The guest set a header that only the host may set (Host, hop-by-hop, Proxy-*, or one the grant injects).";
     NoAuthority => "no_authority", "No preopened authority grants this scheme, host and port.";
     PathNotAllowed => "path_not_allowed", "The authority grants this origin but not this path.";

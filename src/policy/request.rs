@@ -18,6 +18,14 @@ use url::Url;
 /// Longest URL we accept, in bytes. Real APIs stay far below; the bound keeps audit lines sane.
 pub const MAX_URL_LEN: usize = 8 * 1024;
 
+/// Most headers a guest may send with one request. Servers refuse far fewer than this would
+/// allow in bytes (hyper parses 100 by default); the bound keeps a hostile guest from making the
+/// host copy, check and frame an unbounded header block.
+pub const MAX_HEADERS: usize = 100;
+
+/// Most bytes of header names and values a guest may send with one request.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Headers only the host may set: they choose the destination or the framing of the connection.
 const FORBIDDEN_HEADERS: &[&str] = &[
     "host",
@@ -303,6 +311,19 @@ impl Request {
     /// Add a guest header, denying invalid syntax and headers only the host may set.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Result<Request, Denial> {
         let value = value.as_ref();
+        if self.headers.len() >= MAX_HEADERS {
+            return Err(Denial::new(
+                Reason::HeadersTooLarge,
+                format!("more than {MAX_HEADERS} headers"),
+            ));
+        }
+        let bytes: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes + name.len() + value.len() > MAX_HEADER_BYTES {
+            return Err(Denial::new(
+                Reason::HeadersTooLarge,
+                format!("more than {MAX_HEADER_BYTES} bytes of header names and values"),
+            ));
+        }
         if !is_token(name) {
             return Err(Denial::new(
                 Reason::InvalidHeader,
@@ -446,6 +467,22 @@ mod tests {
             CanonicalUrl::relative(&wild, "/").unwrap_err().reason,
             Reason::InvalidHost
         );
+    }
+
+    #[test]
+    fn header_count_and_size_are_bounded() {
+        let mut req = Request::new("GET", "http://a.com/").unwrap();
+        for i in 0..MAX_HEADERS {
+            req = req.header(&format!("x-{i}"), "v").unwrap();
+        }
+        let err = req.header("x-one-more", "v").unwrap_err();
+        assert_eq!(err.reason, Reason::HeadersTooLarge);
+        let req = Request::new("GET", "http://a.com/").unwrap();
+        let half = vec![b'a'; MAX_HEADER_BYTES / 2];
+        let req = req.header("x-a", &half).unwrap();
+        let err = req.clone().header("x-b", &half).unwrap_err();
+        assert_eq!(err.reason, Reason::HeadersTooLarge);
+        assert!(req.header("x-b", &half[..half.len() - 6]).is_ok());
     }
 
     #[test]
