@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cli;
 pub mod demo;
 pub mod egress;
+pub mod fuzz;
 pub mod host;
 pub mod manifest;
 pub mod outbound;

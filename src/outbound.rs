@@ -38,7 +38,7 @@ impl GuestRequest {
     }
 
     /// Canonicalize: method, URL and headers checked as the policy requires.
-    fn canonical(&self) -> Result<Request, Denial> {
+    pub fn canonicalize(&self) -> Result<Request, Denial> {
         let request = Request::new(&self.method, &self.url)?;
         let request = self
             .headers
@@ -92,6 +92,11 @@ impl Outbound {
         }
     }
 
+    /// The sandbox id its audit records carry.
+    pub fn sandbox(&self) -> &str {
+        &self.sandbox
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -112,7 +117,7 @@ impl Outbound {
         body: RequestBody,
         timeouts: Timeouts,
     ) -> Result<Response, Denial> {
-        let canonical = guest.canonical();
+        let canonical = guest.canonicalize();
         let url = canonical
             .as_ref()
             .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());

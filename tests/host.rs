@@ -4,23 +4,11 @@
 
 mod support;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{outbound, Reply, Server, SharedBuf};
+use support::{outbound, run_probe, Reply, Server, SharedBuf};
 use urlcap::egress::{EgressConfig, StaticResolver};
-use urlcap::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost, EXIT_TIMEOUT, EXIT_TRAP};
-use wasmtime_wasi::p2::bindings::CommandPre;
-
-/// One engine and one compiled probe for the whole test binary.
-fn probe() -> &'static (WasmHost, CommandPre<SandboxState>) {
-    static PROBE: OnceLock<(WasmHost, CommandPre<SandboxState>)> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let host = WasmHost::new().unwrap();
-        let wasm = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
-        let command = host.prepare(&host.compile(&wasm).unwrap()).unwrap();
-        (host, command)
-    })
-}
+use urlcap::host::{Outcome, EXIT_TIMEOUT, EXIT_TRAP};
 
 struct Ran {
     outcome: Outcome,
@@ -58,24 +46,10 @@ async fn run(
     resolver.set("api.test", &["127.0.0.1".parse().unwrap()]);
     resolver.set("internal.test", &["127.0.0.1".parse().unwrap()]);
     let (out, audit) = outbound(manifest, resolver, EgressConfig::default());
-    let out = Arc::new(out);
-    let stdio = Stdio::capture(1 << 20);
-    let (host, command) = probe();
-    let spec = SandboxSpec {
-        args: std::iter::once("probe")
-            .chain(steps.iter().copied())
-            .map(String::from)
-            .collect(),
-        memory,
-        timeout,
-        stdio: stdio.clone(),
-        ..SandboxSpec::new(out, "t")
-    };
-    let outcome = host.run(command, spec).await.unwrap();
-    let (stdout, _) = stdio.contents();
+    let (outcome, lines, _) = run_probe(Arc::new(out), "t", steps, memory, timeout).await;
     Ran {
         outcome,
-        lines: stdout.lines().map(String::from).collect(),
+        lines,
         audit,
     }
 }

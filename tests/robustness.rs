@@ -62,6 +62,35 @@ proptest! {
         let _ = Method::parse(&raw);
     }
 
+    /// The cargo-fuzz entry points (`urlcap::fuzz`), with the same inputs the fuzzers start
+    /// from: arbitrary bytes and near-valid text. Each checks its own properties.
+    #[test]
+    fn fuzz_entry_points_hold_their_properties(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        url in urlish(),
+        method in prop_oneof![Just("GET".to_string()), Just("POST".to_string()), ".{0,8}"],
+        scheme in prop_oneof![Just("http".to_string()), Just("https".to_string()), "[a-z+]{0,6}"],
+        authority in prop_oneof![
+            Just("api.example.com".to_string()),
+            Just("api.example.com:443".to_string()),
+            Just("a.svc.example:8080".to_string()),
+            urlish(),
+        ],
+        path in prop_oneof![Just("/v1/x?y=1".to_string()), urlish()],
+        header in ".{0,20}",
+    ) {
+        for data in [bytes.as_slice(), url.as_bytes()] {
+            let _ = urlcap::fuzz::canonical_url(data);
+            urlcap::fuzz::allow_spec(data);
+            urlcap::fuzz::manifest(data);
+            let _ = urlcap::fuzz::guest_request(data);
+        }
+        let spec = format!("n=GET {url}");
+        urlcap::fuzz::allow_spec(spec.as_bytes());
+        let guest = format!("{method}\n{scheme}\n{authority}\n{path}\n{header}");
+        let _ = urlcap::fuzz::guest_request(guest.as_bytes());
+    }
+
     #[test]
     fn manifests_never_panic(key in "[a-z_]{1,20}", value in ".{0,40}", origin in urlish()) {
         let text = format!(
@@ -70,4 +99,27 @@ proptest! {
         let _ = Config::parse(&text, Path::new("fuzz.toml"), &ProcessSecrets);
         let _ = Config::parse(&value, Path::new("fuzz.toml"), &ProcessSecrets);
     }
+}
+
+/// The fuzz entry points reach their "accepted" branches, where their properties are checked,
+/// and refuse what they must.
+#[test]
+fn fuzz_entry_points_reach_both_branches() {
+    assert!(urlcap::fuzz::canonical_url(b"https://a.example/x?y"));
+    assert!(!urlcap::fuzz::canonical_url(b"https://u@a.example/x"));
+    assert!(urlcap::fuzz::guest_request(
+        b"GET\nhttps\napi.example.com\n/v1/x\nx-a:1"
+    ));
+    assert!(urlcap::fuzz::guest_request(
+        b"POST\nhttp\nb.svc.example:8080\n/"
+    ));
+    assert!(!urlcap::fuzz::guest_request(
+        b"GET\nhttps\napi.example.com\n/v2/x"
+    ));
+    assert!(!urlcap::fuzz::guest_request(
+        b"GET\nhttps\nevil.example\n/v1/x"
+    ));
+    assert!(!urlcap::fuzz::guest_request(
+        b"GET\nhttps\napi.example.com\n/v1/x\nhost:evil"
+    ));
 }

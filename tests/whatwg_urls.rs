@@ -33,7 +33,9 @@ fn entries() -> Vec<Entry> {
 }
 
 fn field<'a>(e: &'a Value, key: &str) -> &'a str {
-    e[key].as_str().unwrap_or_else(|| panic!("entry has no {key}: {e}"))
+    e[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("entry has no {key}: {e}"))
 }
 
 /// Why an input that the standard parses to itself (already canonical) may still be refused:
@@ -66,7 +68,9 @@ fn has_suspect_escape(path: &str) -> bool {
         if b != b'%' {
             return false;
         }
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
             None => true,
             Some(c) => c < 0x20 || c == 0x7f || c.is_ascii_alphanumeric() || b"-._~".contains(&c),

@@ -391,6 +391,12 @@ impl Shared {
             .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
         let response_cap = spec.memory.map_or(64 << 20, |m| m.min(64 << 20));
         let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+        // Audit records name the sandbox they came from, whatever the outbound was built for.
+        let outbound = if spec.outbound.sandbox() == spec.sandbox_id {
+            spec.outbound
+        } else {
+            Arc::new(spec.outbound.for_sandbox(&spec.sandbox_id))
+        };
         let state = SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -398,7 +404,7 @@ impl Shared {
                 memory_limit,
                 memory_used: 0,
             },
-            outbound: spec.outbound.clone(),
+            outbound: outbound.clone(),
             preopens: spec.preopens,
             live_handles: 0,
             sandbox: spec.sandbox_id.into(),
@@ -408,7 +414,7 @@ impl Shared {
             deadline,
             children: 0,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks: UrlcapHttpHooks::new(spec.outbound.clone()),
+            http_hooks: UrlcapHttpHooks::new(outbound),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -489,9 +495,12 @@ fn outcome_of_error(e: wasmtime::Error, timeout: Option<Duration>, memory: Optio
             )),
         };
     }
-    let first = text.lines().next().unwrap_or("trap").to_string();
+    // The root cause says what happened ("wasm trap: unreachable", a host error); the outer
+    // layers only say where.
+    let cause = e.root_cause().to_string();
+    let cause = cause.lines().next().unwrap_or("trap");
     Outcome {
         exit_code: EXIT_TRAP,
-        message: Some(format!("guest trapped: {first}")),
+        message: Some(format!("guest trapped: {cause}")),
     }
 }

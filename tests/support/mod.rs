@@ -14,15 +14,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use urlcap::audit::AuditLog;
 use urlcap::egress::{Client, EgressConfig, Resolve};
+use urlcap::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost};
 use urlcap::manifest::{Config, ProcessSecrets};
 use urlcap::outbound::Outbound;
 use urlcap::policy::SystemClock;
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -434,4 +436,40 @@ pub fn run_args(grant: &str, audit: &Path, guest: &str, guest_args: &[&str]) -> 
     .to_vec();
     args.extend(guest_args.iter().map(|a| a.to_string()));
     args
+}
+
+/// One engine and one compiled probe guest (fixtures/guests/probe) per test binary.
+pub fn probe() -> &'static (WasmHost, CommandPre<SandboxState>) {
+    static PROBE: OnceLock<(WasmHost, CommandPre<SandboxState>)> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let host = WasmHost::new().unwrap();
+        let wasm = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+        let command = host.prepare(&host.compile(&wasm).unwrap()).unwrap();
+        (host, command)
+    })
+}
+
+/// Run the probe as sandbox `id` with these steps; its outcome, stdout lines and stderr.
+pub async fn run_probe(
+    out: Arc<Outbound>,
+    id: &str,
+    steps: &[&str],
+    memory: Option<u64>,
+    timeout: Option<Duration>,
+) -> (Outcome, Vec<String>, String) {
+    let stdio = Stdio::capture(1 << 20);
+    let (host, command) = probe();
+    let spec = SandboxSpec {
+        args: std::iter::once("probe")
+            .chain(steps.iter().copied())
+            .map(String::from)
+            .collect(),
+        memory,
+        timeout,
+        stdio: stdio.clone(),
+        ..SandboxSpec::new(out, id)
+    };
+    let outcome = host.run(command, spec).await.unwrap();
+    let (stdout, stderr) = stdio.contents();
+    (outcome, stdout.lines().map(String::from).collect(), stderr)
 }
