@@ -89,3 +89,25 @@ fn every_test_security_md_cites_exists() {
         );
     }
 }
+
+/// Every repository path SECURITY.md names in backticks (`tests/faults.rs`, `fuzz/README.md`,
+/// `tests/data/wpt/`) exists.
+#[test]
+fn every_file_security_md_names_exists() {
+    let security = read("SECURITY.md").replace('\n', " ");
+    let mut checked = 0;
+    for chunk in security.split('`').skip(1).step_by(2) {
+        let path = chunk.split("::").next().unwrap_or("");
+        let rooted = ["src/", "tests/", "fuzz/", "benches/", "scripts/", "wit/"]
+            .iter()
+            .any(|root| path.starts_with(root));
+        if rooted && !path.contains([' ', '*']) && !path.contains("...") {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "SECURITY.md names {path}, which does not exist"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} paths found");
+}
