@@ -81,6 +81,7 @@ async fn everything_else_is_denied_with_one_audit_record() {
         &["GET", "http", &authority, "/v1/x", "Host:evil.example"],
         &["GET", "http", &authority, "/v1/../admin"],
         &["GET", "-", &authority, "/v1/x"],
+        &["GET", "ftp", &authority, "/v1/x"],
     ];
     let (lines, records) = run(port, &dir.path().join("a.jsonl"), groups).await;
     assert_eq!(lines.len(), groups.len(), "{lines:?}");
@@ -94,6 +95,7 @@ async fn everything_else_is_denied_with_one_audit_record() {
         lines[6].starts_with("err"),
         "a request without a scheme is refused: {lines:?}"
     );
+    assert_eq!(lines[7], "err ErrorCode::HttpRequestDenied");
     let reasons: Vec<&str> = records
         .iter()
         .filter(|r| r["event"] == "request.denied")
@@ -107,9 +109,16 @@ async fn everything_else_is_denied_with_one_audit_record() {
             "no_authority",
             "no_authority",
             "forbidden_header",
-            "non_canonical_path"
+            "non_canonical_path",
+            "malformed_url",
+            "unsupported_scheme"
         ]
     );
+    let schemeless = records
+        .iter()
+        .find(|r| r["reason"] == "malformed_url")
+        .unwrap();
+    assert!(schemeless["detail"].as_str().unwrap().contains("no scheme"));
     assert_eq!(server.requests().len(), 0);
 }
 

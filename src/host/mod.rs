@@ -243,7 +243,9 @@ impl Drop for Shared {
     }
 }
 
-/// The engine and linker, shared by every sandbox; compiles components.
+/// The engine and linker, shared by every sandbox; compiles components. Cloning is cheap and
+/// shares them (so sandboxes can run on several tasks at once).
+#[derive(Clone)]
 pub struct WasmHost {
     shared: Arc<Shared>,
 }

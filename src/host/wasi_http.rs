@@ -21,6 +21,7 @@
 //! # let _ = hooks; }
 //! ```
 
+use crate::audit::{Event, Record};
 use crate::egress::{RequestBody, Timeouts};
 use crate::outbound::{GuestRequest, Outbound};
 use crate::policy::{Denial, Reason};
@@ -75,9 +76,24 @@ impl WasiHttpHooks for UrlcapHttpHooks {
         false
     }
 
-    /// A request without a scheme is an error, not HTTPS-to-anywhere.
+    /// A request without a scheme is an error, not HTTPS-to-anywhere. wasmtime asks for a
+    /// default only when the guest set no scheme, and refuses the request when there is none,
+    /// before `send_request`; so the refusal is audited here (method and URL are not known yet).
     fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
+        let mut record = Record::new(
+            Event::RequestDenied,
+            self.outbound.sandbox(),
+            "the request has no scheme; set http or https",
+        );
+        record.reason = Some(Reason::MalformedUrl);
+        self.outbound.audit().record(&record);
         None
+    }
+
+    /// Every scheme reaches the policy, which denies all but http and https with
+    /// `unsupported_scheme` *and audits it*; wasmtime's own check would refuse silently.
+    fn is_supported_scheme(&mut self, _scheme: &http::uri::Scheme) -> bool {
+        true
     }
 
     fn send_request(

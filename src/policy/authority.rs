@@ -283,9 +283,12 @@ impl Authority {
             ),
             Refusal::Ip(denial) => return denial,
             Refusal::Path => {
-                use std::fmt::Write as _;
+                // Built by pushes, not `format!`: denials are frequent enough (every probe of a
+                // hostile guest) that the formatting machinery showed in the decision's cost.
                 let mut detail = String::with_capacity(64);
-                let _ = write!(detail, "path {} is not under", url.path());
+                detail.push_str("path ");
+                detail.push_str(url.path());
+                detail.push_str(" is not under");
                 for p in &grant.paths {
                     detail.push(' ');
                     detail.push_str(p.as_str());

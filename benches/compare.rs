@@ -1,0 +1,764 @@
+//! One run, one table: urlcap against native hyper keep-alive and `wasmtime run -S http`, on
+//! loopback, plus the policy, nesting, start-up and audit costs and how they scale. Run it with
+//! `bench/compare` (which installs the wasmtime 48.0.8 CLI into a cache directory first), or
+//! `cargo bench --bench compare -- PART...` for some parts: native, fetch, whttp, policy,
+//! spawn, startup, audit, guests, bodies.
+//!
+//! Every ratio is measured within this run, the compared things interleaved round by round, so
+//! drift on a shared machine hits both sides alike. Targets come from the issues; the last
+//! column says whether this run met them.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio as ProcStdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{outbound, Reply, Server, Step};
+use urlcap::audit::{AuditLog, Record};
+use urlcap::egress::{EgressConfig, StaticResolver};
+use urlcap::host::{SandboxSpec, Stdio, WasmHost};
+use urlcap::outbound::Outbound;
+use urlcap::policy::{
+    grant_from_spec_url, Attenuation, Denial, Grant, IpRules, Method, MethodSet, Policy, Reason,
+    Request, SystemClock,
+};
+
+const PROBE: &str = env!("URLCAP_GUEST_PROBE");
+const HELLO: &str = env!("URLCAP_GUEST_HELLO");
+const FETCH1: &str = env!("URLCAP_GUEST_FETCH1");
+const WHTTP: &str = env!("URLCAP_GUEST_WHTTP");
+
+/// One line of the final table.
+struct Row {
+    measure: String,
+    result: String,
+    /// The target and whether this run met it (`None`: no target, shown for context).
+    target: Option<(String, bool)>,
+}
+
+fn row(measure: impl Into<String>, result: impl Into<String>) -> Row {
+    Row {
+        measure: measure.into(),
+        result: result.into(),
+        target: None,
+    }
+}
+
+fn judged(measure: impl Into<String>, result: impl Into<String>, target: &str, met: bool) -> Row {
+    Row {
+        measure: measure.into(),
+        result: result.into(),
+        target: Some((target.to_string(), met)),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A runtime with `workers` threads, and the loopback origin on it.
+fn loopback_origin(workers: usize) -> (tokio::runtime::Runtime, Server) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(origin_server());
+    (rt, server)
+}
+
+/// "ok" for any path; `/v1/bytes/N` streams N bytes in 1 MiB frames.
+async fn origin_server() -> Server {
+    Server::http(|r| match r.target.strip_prefix("/v1/bytes/") {
+        Some(n) => {
+            let n: usize = n.parse().unwrap();
+            let mut steps = vec![Step::Data(1 << 20); n >> 20];
+            if n % (1 << 20) > 0 {
+                steps.push(Step::Data(n % (1 << 20)));
+            }
+            Reply::Script(vec![("content-length", n.to_string())], steps)
+        }
+        None => Reply::Text("ok"),
+    })
+    .await
+}
+
+/// N sequential keep-alive GETs from bare hyper-util, in process: the native baseline.
+async fn native_gets(
+    bare: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>,
+    uri: &http::Uri,
+    n: usize,
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        let r = bare.get(uri.clone()).await.unwrap();
+        r.into_body().collect().await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn bare_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn native_baseline(rows: &mut Vec<Row>) {
+    let (rt, server) = loopback_origin(2);
+    let uri: http::Uri = format!("http://127.0.0.1:{}/v1/x", server.port())
+        .parse()
+        .unwrap();
+    let bare = bare_client();
+    let per: Vec<f64> = (0..11)
+        .map(|_| rt.block_on(native_gets(&bare, &uri, 300)).as_secs_f64() * 1e6 / 300.0)
+        .collect();
+    rows.push(row(
+        "native hyper-util keep-alive GET (baseline)",
+        format!("{:.1} µs/request", median(per)),
+    ));
+}
+
+/// The probe guest doing N sequential fetches through `urlcap:http` vs N native GETs, rounds
+/// alternating.
+fn guest_vs_native(rows: &mut Vec<Row>) {
+    const ROUNDS: usize = 11;
+    const PER_ROUND: u32 = 300;
+    let (rt, server) = loopback_origin(2);
+    let port = server.port();
+    let out = Arc::new(loopback_outbound(port));
+    let host = WasmHost::new().unwrap();
+    let command = host
+        .prepare(&host.compile(&std::fs::read(PROBE).unwrap()).unwrap())
+        .unwrap();
+    let bare = bare_client();
+    let uri: http::Uri = format!("http://127.0.0.1:{port}/v1/x").parse().unwrap();
+    let mut ratios = Vec::new();
+    let mut per_request = Vec::new();
+    rt.block_on(async {
+        for round in 0..=ROUNDS {
+            let native = native_gets(&bare, &uri, PER_ROUND as usize).await;
+            let stdio = Stdio::capture(1 << 16);
+            let spec = SandboxSpec {
+                args: ["probe", "repeat", &PER_ROUND.to_string(), "api", "/v1/x"]
+                    .map(String::from)
+                    .to_vec(),
+                stdio: stdio.clone(),
+                ..SandboxSpec::new(out.clone(), "bench")
+            };
+            let start = Instant::now();
+            let outcome = host.run(&command, spec).await.unwrap();
+            let guest = start.elapsed();
+            assert_eq!(outcome.exit_code, 0, "{:?} {:?}", outcome, stdio.contents());
+            if round > 0 {
+                ratios.push(native.as_secs_f64() / guest.as_secs_f64());
+                per_request.push(guest.as_secs_f64() * 1e6 / f64::from(PER_ROUND));
+            }
+        }
+    });
+    let ratio = median(ratios);
+    rows.push(judged(
+        "urlcap native-API guest, sequential GETs (instantiation included)",
+        format!("{:.1} µs/request = {ratio:.2}× native", median(per_request)),
+        "≥ 0.90× native",
+        ratio >= 0.90,
+    ));
+}
+
+/// The outbound path for one loopback authority `api` on `port` (audit to a sink).
+fn loopback_outbound(port: u16) -> Outbound {
+    let manifest = format!("version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\n");
+    outbound(
+        &manifest,
+        Arc::new(StaticResolver::new()),
+        EgressConfig::default(),
+    )
+    .0
+}
+/// Wall time of one child process, and its peak RSS in KiB when GNU time is installed.
+///
+/// The command runs twice: once directly, timed (so GNU time's own fork and exec are not
+/// counted), and once under GNU time for the RSS. The RSS is read by GNU time, not from our own
+/// wait4: a child forked from this (much larger) bench process starts out sharing its pages,
+/// and Linux counts them in the child's peak, so only a small spawner reports the child's own.
+fn measured(cmd: &mut Command) -> (Duration, Option<u64>) {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(ProcStdio::null())
+        .stderr(ProcStdio::null())
+        .status()
+        .expect("spawn");
+    let elapsed = start.elapsed();
+    assert!(status.success(), "{cmd:?}");
+    let gnu_time = Path::new("/usr/bin/time");
+    if !gnu_time.exists() {
+        return (elapsed, None);
+    }
+    let out = Command::new(gnu_time)
+        .arg("-f")
+        .arg("URLCAP_PEAK_KIB=%M")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdout(ProcStdio::null())
+        .stderr(ProcStdio::piped())
+        .output()
+        .expect("spawn");
+    let kib = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("URLCAP_PEAK_KIB="))
+        .and_then(|v| v.trim().parse().ok());
+    (elapsed, kib)
+}
+
+/// Makes the command for one measured run.
+type Launch = Box<dyn Fn() -> Command>;
+
+/// Run the commands round-robin (so machine drift hits all alike); each one's median wall
+/// time (ms) and peak RSS (MiB, when GNU time is installed).
+fn startup(commands: &[(&str, Launch)]) -> Vec<(f64, Option<f64>)> {
+    for (_, make) in commands {
+        measured(&mut make()); // warm the compilation cache
+    }
+    let mut runs: Vec<Vec<(Duration, Option<u64>)>> = vec![Vec::new(); commands.len()];
+    for _ in 0..21 {
+        for (i, (_, make)) in commands.iter().enumerate() {
+            runs[i].push(measured(&mut make()));
+        }
+    }
+    runs.into_iter()
+        .map(|runs| {
+            let wall = median(runs.iter().map(|r| r.0.as_secs_f64() * 1e3).collect());
+            let rss: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.1)
+                .map(|k| k as f64 / 1024.0)
+                .collect();
+            (wall, (!rss.is_empty()).then(|| median(rss)))
+        })
+        .collect()
+}
+
+fn wasmtime_cli() -> Option<PathBuf> {
+    let home = std::env::var("HOME").ok()?;
+    let cached = PathBuf::from(home).join(".cache/urlcap-bench/wasmtime-48.0.8/bin/wasmtime");
+    if cached.exists() {
+        return Some(cached);
+    }
+    let out = Command::new("wasmtime").arg("--version").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .contains("48.0.8")
+        .then(|| PathBuf::from("wasmtime"))
+}
+
+/// A loopback origin on its own thread and runtime for the rest of the process; its port.
+fn background_origin() -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // A current-thread runtime, so the origin answers without a cross-thread hop.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = origin_server().await;
+            tx.send(server.port()).unwrap();
+            std::future::pending::<()>().await
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn rss_text(rss: Option<f64>) -> String {
+    rss.map_or("n/a (no /usr/bin/time)".into(), |m| format!("{m:.1} MiB"))
+}
+
+fn process_startup(rows: &mut Vec<Row>) {
+    let urlcap = env!("CARGO_BIN_EXE_urlcap");
+    let grant = format!("api=GET http://127.0.0.1:{}/", background_origin());
+    let mut commands: Vec<(&str, Launch)> = vec![
+        (
+            "`urlcap run` one-request guest (fetch1.wasm), whole process",
+            Box::new(move || {
+                let mut c = Command::new(urlcap);
+                c.args(support::run_args(
+                    &grant,
+                    Path::new("/dev/null"),
+                    FETCH1,
+                    &["api", "/"],
+                ));
+                c
+            }),
+        ),
+        (
+            "`urlcap run` hello-world guest, whole process",
+            Box::new(move || {
+                let mut c = Command::new(urlcap);
+                c.args(["run", "--audit", "/dev/null", HELLO]);
+                c
+            }),
+        ),
+    ];
+    if let Some(wasmtime) = wasmtime_cli() {
+        commands.push((
+            "`wasmtime run` hello-world guest (wasmtime-cli 48.0.8)",
+            Box::new(move || {
+                let mut c = Command::new(&wasmtime);
+                c.args(["run", HELLO]);
+                c
+            }),
+        ));
+    }
+    let results = startup(&commands);
+    for (i, ((label, _), (wall, rss))) in commands.iter().zip(results).enumerate() {
+        let result = format!("{wall:.2} ms, peak RSS {}", rss_text(rss));
+        if i == 0 {
+            let met = wall <= 8.0 && rss.is_some_and(|m| m <= 24.0);
+            rows.push(judged(*label, result, "≤ 8 ms, ≤ 24 MiB", met));
+        } else {
+            rows.push(row(*label, result));
+        }
+    }
+}
+
+/// Nested spawn + first call of a small child (the hello guest), from inside a parent guest:
+/// the parent runs it N times; the per-spawn cost is the parent's run time over N.
+fn nested_spawn(rows: &mut Vec<Row>) {
+    const N: u32 = 500;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (out, _audit) = outbound(
+        "version = 1\n",
+        Arc::new(StaticResolver::new()),
+        EgressConfig::default(),
+    );
+    let out = Arc::new(out);
+    let host = WasmHost::new().unwrap();
+    let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
+    let dir = Path::new(HELLO).parent().unwrap().display().to_string();
+    let mut per_spawn = Vec::new();
+    rt.block_on(async {
+        for round in 0..=5 {
+            let spec = SandboxSpec {
+                args: ["probe", "spawnloop", &N.to_string(), "/guests/hello.wasm"]
+                    .map(String::from)
+                    .to_vec(),
+                dirs: vec![(dir.clone(), "/guests".into())],
+                stdio: Stdio::capture(1 << 16),
+                ..SandboxSpec::new(out.clone(), "bench")
+            };
+            let start = Instant::now();
+            let outcome = host.run(&command, spec).await.unwrap();
+            assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+            if round > 0 {
+                per_spawn.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(N));
+            }
+        }
+    });
+    let size = std::fs::metadata(HELLO).unwrap().len();
+    let per = median(per_spawn);
+    rows.push(judged(
+        format!("nested spawn + first call of a {} KiB child", size / 1024),
+        format!("{per:.1} µs"),
+        "≤ 50 µs",
+        per <= 50.0,
+    ));
+}
+
+/// Guest arguments for `n` sequential GETs of `path` by the whttp guest.
+fn whttp_gets(authority: &str, path: &str, n: usize) -> Vec<String> {
+    let mut args = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            args.push("--next".to_string());
+        }
+        args.extend(["GET", "http", authority, path].map(String::from));
+    }
+    args
+}
+
+/// One unmodified wasi:http guest doing sequential GETs under `urlcap run` (pooled, vetted
+/// egress) and `wasmtime run -S http` (a new connection per request), next to native
+/// keep-alive GETs; rounds interleaved. The per-request cost is the slope between a short and
+/// a long run of the same process, so start-up (reported separately) does not dilute it.
+fn wasi_http_guest(rows: &mut Vec<Row>) {
+    const SHORT: usize = 20;
+    const LONG: usize = 420;
+    const ROUNDS: usize = 7;
+    let wasmtime = wasmtime_cli();
+    let (rt, server) = loopback_origin(1);
+    let authority = format!("127.0.0.1:{}", server.port());
+    let grant = format!("api=GET http://{authority}/v1/");
+    let urlcap = |n: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_urlcap"));
+        c.args(support::run_args(
+            &grant,
+            Path::new("/dev/null"),
+            WHTTP,
+            &[],
+        ))
+        .args(whttp_gets(&authority, "/v1/x", n));
+        c
+    };
+    let wasmtime_run = |n: usize| {
+        let mut c = Command::new(wasmtime.as_ref().unwrap());
+        c.args(["run", "-S", "http", "-S", "inherit-network", WHTTP])
+            .args(whttp_gets(&authority, "/v1/x", n));
+        c
+    };
+    let native_process = |n: usize| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.env(NATIVE_CLIENT, format!("http://{authority}/v1/x {n}"));
+        c
+    };
+    let check = |mut c: Command, n: usize| {
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("ok 200")).count(),
+            n,
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check(urlcap(SHORT), SHORT);
+    if wasmtime.is_some() {
+        check(wasmtime_run(SHORT), SHORT);
+    }
+    let timed = |mut c: Command| {
+        let start = Instant::now();
+        assert!(c.stdout(ProcStdio::null()).status().unwrap().success());
+        start.elapsed().as_secs_f64()
+    };
+    let bare = bare_client();
+    let uri: http::Uri = format!("http://{authority}/v1/x").parse().unwrap();
+    let (mut ours, mut theirs, mut native, mut ours_whole, mut theirs_whole) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut native_proc = Vec::new();
+    let slope = |short: f64, long: f64| (long - short) * 1e6 / (LONG - SHORT) as f64;
+    for _ in 0..ROUNDS {
+        let (s, l) = (timed(urlcap(SHORT)), timed(urlcap(LONG)));
+        ours.push(slope(s, l));
+        ours_whole.push(l * 1e6 / LONG as f64);
+        if wasmtime.is_some() {
+            let (s, l) = (timed(wasmtime_run(SHORT)), timed(wasmtime_run(LONG)));
+            theirs.push(slope(s, l));
+            theirs_whole.push(l * 1e6 / LONG as f64);
+        }
+        let (s, l) = (timed(native_process(SHORT)), timed(native_process(LONG)));
+        native_proc.push(slope(s, l));
+        native.push(rt.block_on(native_gets(&bare, &uri, LONG)).as_secs_f64() * 1e6 / LONG as f64);
+    }
+    let (ours, native, ours_whole) = (median(ours), median(native), median(ours_whole));
+    let native_proc = median(native_proc);
+    rows.push(row(
+        "native hyper-util keep-alive GETs, in a process of its own (per request, start-up excluded)",
+        format!("{native_proc:.1} µs/request (in-process, same server: {native:.1} µs)"),
+    ));
+    rows.push(judged(
+        "urlcap wasi:http guest, sequential GETs (per request, start-up excluded)",
+        format!(
+            "{ours:.1} µs/request = {:.2}× the native process ({:.2}× in-process native)",
+            native_proc / ours,
+            native / ours
+        ),
+        "≥ 0.75× native",
+        native_proc / ours >= 0.75,
+    ));
+    if wasmtime.is_none() {
+        rows.push(row(
+            "`wasmtime run -S http`, same guest",
+            "skipped: no wasmtime 48.0.8 CLI (bench/compare installs one)",
+        ));
+        return;
+    }
+    let (theirs, theirs_whole) = (median(theirs), median(theirs_whole));
+    rows.push(row(
+        "`wasmtime run -S http -S inherit-network`, same guest (per request, start-up excluded)",
+        format!(
+            "{theirs:.1} µs/request = {:.2}× the native process",
+            native_proc / theirs
+        ),
+    ));
+    rows.push(judged(
+        "urlcap vs `wasmtime run -S http`, wasi:http guest throughput",
+        format!(
+            "{:.2}× (whole process, {LONG} requests: {:.2}×; the native process: {:.2}×)",
+            theirs / ours,
+            theirs_whole / ours_whole,
+            theirs / native_proc
+        ),
+        "≥ 2.5×",
+        theirs / ours >= 2.5,
+    ));
+}
+
+/// A policy of `n` grants on distinct hosts (`https://svcI.example.com/api/`, GET and POST).
+fn policy_of(n: usize) -> Policy {
+    let grants = (0..n)
+        .map(|i| {
+            let (origin, paths) =
+                grant_from_spec_url(&format!("https://svc{i}.example.com/api/")).unwrap();
+            let mut g = Grant::new(format!("g{i}"), origin);
+            g.paths = paths;
+            g.methods = MethodSet::new(["GET", "POST"].map(|m| Method::parse(m).unwrap()));
+            g
+        })
+        .collect();
+    Policy::new(grants, IpRules::default(), Arc::new(SystemClock::new())).unwrap()
+}
+
+/// Median nanoseconds per call of `f`, over batches.
+fn ns_per_call(mut f: impl FnMut()) -> f64 {
+    const BATCH: u32 = 20_000;
+    for _ in 0..BATCH * 5 {
+        f(); // warm caches, branch predictors and the CPU's clock
+    }
+    let mut per = Vec::new();
+    for _ in 0..31 {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        per.push(start.elapsed().as_secs_f64() * 1e9 / f64::from(BATCH));
+    }
+    median(per)
+}
+
+fn policy_costs(rows: &mut Vec<Row>) {
+    for n in [10usize, 1_000, 10_000] {
+        let p = policy_of(n);
+        let host = format!("svc{}.example.com", n / 2);
+        let allowed = Request::new("GET", &format!("https://{host}/api/v1/items?page=2")).unwrap();
+        let denied = Request::new("GET", &format!("https://{host}/admin")).unwrap();
+        assert!(p.check(&allowed).is_allow() && !p.check(&denied).is_allow());
+        let allow = ns_per_call(|| {
+            black_box(p.check(black_box(&allowed)));
+        });
+        let deny = ns_per_call(|| {
+            black_box(p.check(black_box(&denied)));
+        });
+        let worst = allow.max(deny);
+        rows.push(judged(
+            format!("policy decision, {n} grants (allow / deny)"),
+            format!("{allow:.0} / {deny:.0} ns"),
+            "≤ 100 ns",
+            worst <= 100.0,
+        ));
+    }
+    let p = policy_of(10);
+    let root = p.get("g5").unwrap().clone();
+    let att = Attenuation {
+        paths: Some(vec![urlcap::policy::PathPrefix::parse("/api/v1/").unwrap()]),
+        methods: Some(MethodSet::new([Method::parse("GET").unwrap()])),
+        max_requests: Some(100),
+        ..Attenuation::default()
+    };
+    let derive = ns_per_call(|| {
+        black_box(root.derive(black_box(&att)).unwrap());
+    });
+    rows.push(judged(
+        "derive (paths + methods + budget)",
+        format!("{derive:.0} ns"),
+        "≤ 1 µs",
+        derive <= 1000.0,
+    ));
+}
+
+/// Audit records per second: denial records written whole to a file, as `urlcap run --audit`
+/// does.
+fn audit_throughput(rows: &mut Vec<Row>) {
+    const N: usize = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::to_file(&dir.path().join("audit.jsonl")).unwrap();
+    let denial = Denial::new(Reason::PathNotAllowed, "path /admin is not under /v1/");
+    let record = Record::denied("bench", &denial, "GET", "https://api.example.com/admin");
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..N {
+            log.record(&record);
+        }
+        rates.push(N as f64 / start.elapsed().as_secs_f64());
+    }
+    let rate = median(rates);
+    rows.push(judged(
+        "audit records written to a file",
+        format!("{:.0}k records/s", rate / 1e3),
+        "≥ 200k/s",
+        rate >= 200_000.0,
+    ));
+}
+
+/// Aggregate throughput of N native-API guests fetching at once (each its own sandbox).
+fn concurrent_guests(rows: &mut Vec<Row>) {
+    const PER_GUEST: usize = 3_000;
+    let (rt, server) = loopback_origin(2);
+    let out = Arc::new(loopback_outbound(server.port()));
+    let host = WasmHost::new().unwrap();
+    let command = Arc::new(
+        host.prepare(&host.compile(&std::fs::read(PROBE).unwrap()).unwrap())
+            .unwrap(),
+    );
+    let mut results = Vec::new();
+    for guests in [1usize, 2, 8, 64] {
+        let per_guest = PER_GUEST / guests.min(8);
+        let start = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..guests)
+                .map(|g| {
+                    let (host, command, out) = (host.clone(), command.clone(), out.clone());
+                    tokio::spawn(async move {
+                        let spec = SandboxSpec {
+                            args: ["probe", "repeat", &per_guest.to_string(), "api", "/v1/x"]
+                                .map(String::from)
+                                .to_vec(),
+                            stdio: Stdio::capture(1 << 16),
+                            ..SandboxSpec::new(out, &format!("g{g}"))
+                        };
+                        host.run(&command, spec).await.unwrap()
+                    })
+                })
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await.unwrap().exit_code, 0);
+            }
+        });
+        let total = guests * per_guest;
+        results.push(format!(
+            "{guests}: {:.0}k",
+            total as f64 / start.elapsed().as_secs_f64() / 1e3
+        ));
+    }
+    rows.push(row("concurrent native-API guests (each its own sandbox, one request in flight each): requests/s in all", results.join(", ")));
+}
+
+/// One wasi:http guest streaming a response body of each size into a sink: time and peak RSS
+/// of the whole `urlcap run` process, next to native hyper-util reading the same body.
+fn body_sizes(rows: &mut Vec<Row>) {
+    let port = background_origin();
+    let authority = format!("127.0.0.1:{port}");
+    let grant = format!("api=GET http://{authority}/v1/");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bare = bare_client();
+
+    for (label, size) in [
+        ("1 KiB", 1usize << 10),
+        ("1 MiB", 1 << 20),
+        ("10 MiB", 10 << 20),
+        ("100 MiB", 100 << 20),
+    ] {
+        let path = format!("/v1/bytes/{size}");
+        let mut args = support::run_args(&grant, Path::new("/dev/null"), WHTTP, &[]);
+        args.extend(["GET", "http", &authority, &path, "sink"].map(String::from));
+        let check = Command::new(env!("CARGO_BIN_EXE_urlcap"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&check.stdout).trim(),
+            format!("ok 200 {size} bytes"),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let (mut walls, mut rsss, mut natives) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let (wall, kib) = measured(Command::new(env!("CARGO_BIN_EXE_urlcap")).args(&args));
+            walls.push(wall.as_secs_f64());
+            rsss.extend(kib.map(|k| k as f64 / 1024.0));
+            let uri: http::Uri = format!("http://{authority}{path}").parse().unwrap();
+            let start = Instant::now();
+            rt.block_on(async {
+                let r = bare.get(uri).await.unwrap();
+                let mut body = r.into_body();
+                while let Some(frame) = body.frame().await {
+                    black_box(frame.unwrap());
+                }
+            });
+            natives.push(start.elapsed().as_secs_f64());
+        }
+        let (wall, native) = (median(walls), median(natives));
+        let rss = (!rsss.is_empty()).then(|| median(rsss));
+        let mib_s = |t: f64| size as f64 / (1 << 20) as f64 / t;
+        rows.push(row(
+            format!("wasi:http guest streams a {label} body to a sink (whole `urlcap run`)"),
+            format!(
+                "{:.1} ms ({:.0} MiB/s incl. start-up; native in-process read {:.0} MiB/s), peak RSS {}",
+                wall * 1e3,
+                mib_s(wall),
+                mib_s(native),
+                rss_text(rss)
+            ),
+        ));
+    }
+}
+
+/// One part of the comparison: measures, and adds its rows.
+type Part = fn(&mut Vec<Row>);
+
+/// Set when this binary is re-executed as a native keep-alive client process: `URL N`.
+const NATIVE_CLIENT: &str = "URLCAP_BENCH_NATIVE_CLIENT";
+
+/// The native process baseline: N sequential keep-alive GETs from bare hyper-util in a process
+/// of its own, like `urlcap run` and `wasmtime run` are (so each pays the same cross-process
+/// wake-ups on loopback).
+fn native_client_process(spec: &str) {
+    let (url, n) = spec.split_once(' ').expect("URL N");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri: http::Uri = url.parse().unwrap();
+    rt.block_on(native_gets(&bare_client(), &uri, n.parse().unwrap()));
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(NATIVE_CLIENT) {
+        return native_client_process(&spec);
+    }
+    // `cargo bench --bench compare -- whttp spawn` runs some parts; no names, all of them.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    let mut rows = Vec::new();
+    let parts: [(&str, Part); 9] = [
+        ("policy", policy_costs),
+        ("audit", audit_throughput),
+        ("spawn", nested_spawn),
+        ("native", native_baseline),
+        ("fetch", guest_vs_native),
+        ("guests", concurrent_guests),
+        ("whttp", wasi_http_guest),
+        ("startup", process_startup),
+        ("bodies", body_sizes),
+    ];
+    for (name, part) in parts {
+        if wanted(name) {
+            eprintln!("bench/compare: measuring {name}...");
+            part(&mut rows);
+        }
+    }
+    println!();
+    println!("| measure | result | target |");
+    println!("| --- | --- | --- |");
+    for r in rows {
+        let target = match r.target {
+            Some((t, true)) => format!("{t} ✔"),
+            Some((t, false)) => format!("{t} ✘"),
+            None => "—".into(),
+        };
+        println!("| {} | {} | {target} |", r.measure, r.result);
+    }
+}
