@@ -722,9 +722,19 @@ fn native_client_process(spec: &str) {
     rt.block_on(native_gets(&bare_client(), &uri, n.parse().unwrap()));
 }
 
+/// Set to serve the loopback origin alone (prints its port, runs until killed): a fixed
+/// server for profiling `urlcap run` by hand.
+const ORIGIN_ONLY: &str = "URLCAP_BENCH_ORIGIN";
+
 fn main() {
     if let Ok(spec) = std::env::var(NATIVE_CLIENT) {
         return native_client_process(&spec);
+    }
+    if std::env::var_os(ORIGIN_ONLY).is_some() {
+        println!("{}", background_origin());
+        loop {
+            std::thread::park();
+        }
     }
     // `cargo bench --bench compare -- whttp spawn` runs some parts; no names, all of them.
     let only: Vec<String> = std::env::args()

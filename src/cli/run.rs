@@ -139,7 +139,12 @@ fn run_inner(
             timeout: config.limits.timeout,
             ..SandboxSpec::new(outbound, &sandbox)
         };
-        let outcome = host.run(&command, spec).await?;
+        // As a task rather than inside block_on: wake-ups from the guest's host calls then stay
+        // on the scheduler's local queue instead of writing the driver's eventfd (three fewer
+        // syscalls per wasi:http request).
+        let outcome = tokio::spawn(async move { host.run(&command, spec).await })
+            .await
+            .map_err(|e| format!("the guest's task failed: {e}"))??;
         let detail = outcome.summary();
         audit.record(&Record::new(Event::SandboxExited, &sandbox, detail));
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(outcome)
