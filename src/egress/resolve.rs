@@ -29,11 +29,7 @@ pub struct SystemResolver;
 impl Resolve for SystemResolver {
     fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a> {
         Box::pin(async move {
-            let name = if host.contains('.') && !host.ends_with('.') {
-                format!("{host}.")
-            } else {
-                host.to_string()
-            };
+            let name = query_name(host);
             let addrs = tokio::net::lookup_host((name.as_str(), port)).await?;
             let mut ips: Vec<IpAddr> = Vec::new();
             for addr in addrs {
@@ -43,6 +39,17 @@ impl Resolve for SystemResolver {
             }
             Ok(ips)
         })
+    }
+}
+
+/// The name the system resolver is asked for: absolute (trailing dot) when it has a dot, so
+/// no resolv.conf `search` or `ndots` setting can append a domain to it; single-label names
+/// as written.
+fn query_name(host: &str) -> String {
+    if host.contains('.') && !host.ends_with('.') {
+        format!("{host}.")
+    } else {
+        host.to_string()
     }
 }
 
@@ -93,5 +100,17 @@ impl Resolve for StaticResolver {
                 io::Error::new(io::ErrorKind::NotFound, format!("no answer for {host}"))
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_name;
+
+    #[test]
+    fn dotted_names_are_queried_as_absolute_names() {
+        assert_eq!(query_name("api.example.com"), "api.example.com.");
+        assert_eq!(query_name("api.example.com."), "api.example.com.");
+        assert_eq!(query_name("localhost"), "localhost");
     }
 }
