@@ -51,6 +51,8 @@ enum Command {
 }
 
 /// GRANTS: where capabilities come from, shared by `run`, `explain` and `check`.
+// The field docs are `--help` text, where a URL is meant to be read and copied, not linked.
+#[allow(rustdoc::bare_urls)]
 #[derive(Args, Debug, Clone, Default)]
 pub struct GrantArgs {
     /// Capability manifest (TOML; see README "Manifest reference").
