@@ -98,7 +98,11 @@ pub fn describe(a: &Authority) -> String {
 impl SandboxState {
     /// Audit a refusal the guest is about to receive (every denial gets one record).
     fn audit_refusal(&self, event: Event, on: Option<&crate::policy::AuthorityRef>, e: &t::Error) {
-        let mut record = Record::new(event, &self.sandbox, format!("refused: {}", e.detail));
+        let mut record = Record::new(
+            event,
+            self.outbound.sandbox(),
+            format!("refused: {}", e.detail),
+        );
         if let Some(reference) = on {
             record = record.on(reference);
         }
@@ -187,8 +191,12 @@ impl t::HostAuthority for SandboxState {
         };
         match derived {
             Ok(child) => {
-                let record = Record::new(Event::AuthorityDerived, &self.sandbox, describe(&child))
-                    .on(child.reference());
+                let record = Record::new(
+                    Event::AuthorityDerived,
+                    self.outbound.sandbox(),
+                    describe(&child),
+                )
+                .on(child.reference());
                 self.outbound.audit().record(&record);
                 Ok(Ok(self.push_handle(child)?))
             }
@@ -204,7 +212,7 @@ impl t::HostAuthority for SandboxState {
         authority.revoke();
         let record = Record::new(
             Event::AuthorityRevoked,
-            &self.sandbox,
+            self.outbound.sandbox(),
             "revoked with its descendants",
         )
         .on(authority.reference());
@@ -300,7 +308,7 @@ impl SandboxState {
             }
         };
         self.children += 1;
-        let child_id = format!("{}/{}", self.sandbox, self.children);
+        let child_id = format!("{}/{}", self.outbound.sandbox(), self.children);
         let handles: Vec<String> = child_preopens
             .iter()
             .map(|(a, n)| format!("{n}={}", a.reference().lineage))
@@ -309,7 +317,11 @@ impl SandboxState {
         let mut spawned = Record::new(
             Event::SandboxSpawned,
             &child_id,
-            format!("nested in {} with {}", self.sandbox, handles.join(" ")),
+            format!(
+                "nested in {} with {}",
+                self.outbound.sandbox(),
+                handles.join(" ")
+            ),
         );
         if let Some((first, _)) = child_preopens.first() {
             spawned = spawned.on(first.reference());
@@ -325,7 +337,6 @@ impl SandboxState {
             memory,
             timeout,
             stdio: stdio.clone(),
-            sandbox_id: child_id.clone(),
         };
         let outcome = Box::pin(shared.run(&command, spec, self.depth + 1)).await?;
         let detail = outcome.summary();

@@ -49,7 +49,6 @@ pub struct SandboxState {
     outbound: Arc<Outbound>,
     preopens: Vec<(Authority, String)>,
     live_handles: usize,
-    sandbox: Arc<str>,
     response_cap: u64,
     /// The engine, linker and caches, for nested sandboxes.
     shared: Arc<Shared>,
@@ -158,14 +157,19 @@ pub struct SandboxSpec {
     pub timeout: Option<Duration>,
     /// Where the guest's stdout and stderr go.
     pub stdio: Stdio,
-    pub sandbox_id: String,
 }
 
 impl SandboxSpec {
     /// A sandbox that preopens every root authority of `outbound`'s policy under its own name,
     /// with stdio inherited and no arguments, environment, directories or limits: set the rest
-    /// with struct-update syntax.
+    /// with struct-update syntax. Its audit records carry `sandbox_id` (the outbound is rebound
+    /// to that id if it was built for another; the outbound is the one place the id lives).
     pub fn new(outbound: Arc<Outbound>, sandbox_id: &str) -> SandboxSpec {
+        let outbound = if outbound.sandbox() == sandbox_id {
+            outbound
+        } else {
+            Arc::new(outbound.for_sandbox(sandbox_id))
+        };
         let preopens = outbound
             .policy()
             .authorities()
@@ -181,7 +185,6 @@ impl SandboxSpec {
             memory: None,
             timeout: None,
             stdio: Stdio::Inherit,
-            sandbox_id: sandbox_id.to_string(),
         }
     }
 }
@@ -393,12 +396,7 @@ impl Shared {
             .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
         let response_cap = spec.memory.map_or(64 << 20, |m| m.min(64 << 20));
         let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
-        // Audit records name the sandbox they came from, whatever the outbound was built for.
-        let outbound = if spec.outbound.sandbox() == spec.sandbox_id {
-            spec.outbound
-        } else {
-            Arc::new(spec.outbound.for_sandbox(&spec.sandbox_id))
-        };
+
         let state = SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -406,17 +404,17 @@ impl Shared {
                 memory_limit,
                 memory_used: 0,
             },
-            outbound: outbound.clone(),
+            outbound: spec.outbound.clone(),
             preopens: spec.preopens,
             live_handles: 0,
-            sandbox: spec.sandbox_id.into(),
+
             response_cap,
             shared: self.clone(),
             depth,
             deadline,
             children: 0,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks: UrlcapHttpHooks::new(outbound),
+            http_hooks: UrlcapHttpHooks::new(spec.outbound),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
