@@ -374,14 +374,8 @@ fn nested_spawn(rows: &mut Vec<Row>) {
 
 /// Guest arguments for `n` sequential GETs of `path` by the whttp guest.
 fn whttp_gets(authority: &str, path: &str, n: usize) -> Vec<String> {
-    let mut args = Vec::new();
-    for i in 0..n {
-        if i > 0 {
-            args.push("--next".to_string());
-        }
-        args.extend(["GET", "http", authority, path].map(String::from));
-    }
-    args
+    let get: &[&str] = &["GET", "http", authority, path];
+    support::whttp_groups(std::iter::repeat_n(get, n))
 }
 
 /// One unmodified wasi:http guest doing sequential GETs under `urlcap run` (pooled, vetted

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use support::{outbound, run_probe, text, Reply, Server, SharedBuf};
 use urlcap::egress::{EgressConfig, StaticResolver};
 
-const WHTTP: &str = env!("URLCAP_GUEST_WHTTP");
-
 fn manifest(port: u16) -> String {
     format!(
         "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://api.test:{port}\"\npaths = [\"/v1/\"]\nallow_ips = [\"127.0.0.1/32\"]\n"
@@ -157,17 +155,9 @@ async fn native_guests_cannot_flood_headers_or_urls_or_forge_audit_lines() {
 async fn urlcap_whttp(
     port: u16,
     audit: &std::path::Path,
-    groups: &[Vec<String>],
+    groups: &[&[&str]],
 ) -> (Option<i32>, Vec<String>, String, Vec<serde_json::Value>) {
-    let grant = format!("api=GET,POST http://127.0.0.1:{port}/v1/");
-    let mut args = support::run_args(&grant, audit, WHTTP, &[]);
-    for (i, g) in groups.iter().enumerate() {
-        if i > 0 {
-            args.push("--next".into());
-        }
-        args.extend(g.iter().cloned());
-    }
-    let o = support::urlcap_bin(args).await;
+    let o = support::urlcap_bin(support::whttp_run_args(port, audit, groups)).await;
     let raw = std::fs::read_to_string(audit).unwrap_or_default();
     let records = assert_clean_audit(&raw)
         .into_iter()
@@ -175,10 +165,6 @@ async fn urlcap_whttp(
         .collect();
     let lines = text(&o.stdout).lines().map(String::from).collect();
     (o.status.code(), lines, text(&o.stderr), records)
-}
-
-fn group(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| s.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,15 +176,9 @@ async fn wasi_http_guests_cannot_flood_headers_or_urls() {
     let long_path = format!("/v1/{}", "a".repeat(60 * 1024));
     // wasmtime's own field limit (128 KiB in all) stops a guest adding 50,000 headers: it
     // traps the guest, long before a request exists.
-    let flood = [group(&[
-        "GET",
-        "http",
-        &authority,
-        "/v1/x",
-        "headers=50000",
-    ])];
+    let flood: &[&[&str]] = &[&["GET", "http", &authority, "/v1/x", "headers=50000"]];
     let (status, lines, stderr, records) =
-        urlcap_whttp(port, &dir.path().join("flood.jsonl"), &flood).await;
+        urlcap_whttp(port, &dir.path().join("flood.jsonl"), flood).await;
     assert_eq!(status, Some(134), "{lines:?} {stderr}");
     assert!(
         stderr.contains("total size of fields exceeds limit"),
@@ -206,14 +186,14 @@ async fn wasi_http_guests_cannot_flood_headers_or_urls() {
     );
     assert!(records.is_empty());
 
-    let groups = [
+    let groups: &[&[&str]] = &[
         // Under wasmtime's limit, over urlcap's 100.
-        group(&["GET", "http", &authority, "/v1/x", "headers=150"]),
-        group(&["GET", "http", &authority, &long_path]),
-        group(&["GET", "http", &authority, "/v1/still-alive"]),
+        &["GET", "http", &authority, "/v1/x", "headers=150"],
+        &["GET", "http", &authority, &long_path],
+        &["GET", "http", &authority, "/v1/still-alive"],
     ];
     let (status, lines, stderr, records) =
-        urlcap_whttp(port, &dir.path().join("a.jsonl"), &groups).await;
+        urlcap_whttp(port, &dir.path().join("a.jsonl"), groups).await;
     assert_eq!(status, Some(0), "{stderr}");
     assert_eq!(lines[0], "err ErrorCode::HttpRequestDenied");
     assert_eq!(lines[1], "err ErrorCode::HttpRequestDenied");
@@ -229,12 +209,12 @@ async fn ten_thousand_concurrent_requests_are_bounded_and_each_denial_audited() 
     let port = server.port();
     let authority = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let groups = [
-        group(&["burst", "10000", "http", &authority, "/v1/x"]),
-        group(&["GET", "http", &authority, "/v1/after"]),
+    let groups: &[&[&str]] = &[
+        &["burst", "10000", "http", &authority, "/v1/x"],
+        &["GET", "http", &authority, "/v1/after"],
     ];
     let (status, lines, stderr, records) =
-        urlcap_whttp(port, &dir.path().join("a.jsonl"), &groups).await;
+        urlcap_whttp(port, &dir.path().join("a.jsonl"), groups).await;
     assert_eq!(status, Some(0), "{stderr}");
     let counts: Vec<usize> = lines[0]
         .strip_prefix("burst ")

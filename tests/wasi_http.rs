@@ -7,8 +7,6 @@ mod support;
 use std::process::Output;
 use support::{Reply, Server};
 
-const WHTTP: &str = env!("URLCAP_GUEST_WHTTP");
-
 async fn urlcap(args: Vec<String>) -> Output {
     support::urlcap_bin(args).await
 }
@@ -21,15 +19,7 @@ async fn run(
     audit: &std::path::Path,
     groups: &[&[&str]],
 ) -> (Vec<String>, Vec<serde_json::Value>) {
-    let grant = format!("api=GET,POST http://127.0.0.1:{port}/v1/");
-    let mut args = support::run_args(&grant, audit, WHTTP, &[]);
-    for (i, g) in groups.iter().enumerate() {
-        if i > 0 {
-            args.push("--next".into());
-        }
-        args.extend(g.iter().map(|s| s.to_string()));
-    }
-    let o = urlcap(args).await;
+    let o = urlcap(support::whttp_run_args(port, audit, groups)).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let records = std::fs::read_to_string(audit)
         .unwrap_or_default()

@@ -473,3 +473,24 @@ pub async fn run_probe(
     let (stdout, stderr) = stdio.contents();
     (outcome, stdout.lines().map(String::from).collect(), stderr)
 }
+
+/// Request groups for the `whttp` guest, joined by `--next` into its arguments.
+pub fn whttp_groups<'a>(groups: impl IntoIterator<Item = &'a [&'a str]>) -> Vec<String> {
+    let mut args = Vec::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        if i > 0 {
+            args.push("--next".to_string());
+        }
+        args.extend(group.iter().map(|s| s.to_string()));
+    }
+    args
+}
+
+/// `urlcap run` arguments for the `whttp` guest with `api` (GET, POST) granted on `/v1/` of a
+/// loopback port, audit to `audit`, and these request groups.
+pub fn whttp_run_args(port: u16, audit: &Path, groups: &[&[&str]]) -> Vec<String> {
+    let grant = format!("api=GET,POST http://127.0.0.1:{port}/v1/");
+    let mut args = run_args(&grant, audit, env!("URLCAP_GUEST_WHTTP"), &[]);
+    args.extend(whttp_groups(groups.iter().copied()));
+    args
+}
