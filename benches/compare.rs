@@ -452,7 +452,7 @@ impl Drop for OriginProcess {
 /// guest under `wasmtime run -S http` (a new connection per request); rounds interleaved. The
 /// per-request cost is the slope between a short and a long run of the same process, so
 /// start-up (reported separately) does not dilute it.
-fn wasi_http_guest(rows: &mut Vec<Row>) {
+fn client_processes(rows: &mut Vec<Row>) {
     if Command::new("taskset").arg("-V").output().is_err() {
         rows.push(row(
             "client processes vs native",
@@ -461,11 +461,11 @@ fn wasi_http_guest(rows: &mut Vec<Row>) {
         return;
     }
     for placement in [Placement::OneCore, Placement::TwoCores] {
-        client_processes(rows, placement);
+        client_processes_at(rows, placement);
     }
 }
 
-fn client_processes(rows: &mut Vec<Row>, placement: Placement) {
+fn client_processes_at(rows: &mut Vec<Row>, placement: Placement) {
     const SHORT: usize = 20;
     const LONG: usize = 1020;
     const ROUNDS: usize = 11;
@@ -836,7 +836,7 @@ fn main() {
         ("native", native_baseline),
         ("fetch", guest_vs_native),
         ("guests", concurrent_guests),
-        ("whttp", wasi_http_guest),
+        ("whttp", client_processes),
         ("startup", process_startup),
         ("bodies", body_sizes),
     ];
