@@ -558,3 +558,16 @@ async fn every_denial_is_audited_once_and_no_line_holds_the_secret() {
         "the server does get the secret"
     );
 }
+
+/// The state a request in flight holds stays small: the connect path (DNS, TCP, TLS handshake)
+/// is boxed only when a new connection is needed, so a pooled request does not carry its
+/// ~8 KB. Thousands of requests in flight (or one allocation and copy per request) pay for it.
+#[test]
+fn a_request_in_flight_does_not_carry_the_connect_path() {
+    let (out, _) = outbound(&api_manifest(1, ""), resolver(&[]), quick());
+    let guest = get(1, "/v1/x");
+    let send = out.send(&guest, empty_body());
+    let size = std::mem::size_of_val(&send);
+    eprintln!("send future: {size} bytes");
+    assert!(size < 6 * 1024, "send future is {size} bytes");
+}

@@ -159,7 +159,7 @@ impl Client {
         {
             Some(found) => found,
             None => {
-                self.connect(&authority, &request, &key, deadline, config.connect_timeout)
+                Box::pin(self.connect(&authority, &request, &key, deadline, config.connect_timeout))
                     .await?
             }
         };
