@@ -192,15 +192,18 @@ impl IpRules {
     /// May a request through a grant with exceptions `grant_allow` connect to `ip`?
     pub fn vet(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
         let judged = judged_as(ip);
-        let shown = if judged == ip {
-            ip.to_string()
-        } else {
-            format!("{ip} (judged as {judged})")
+        // Worded only for a denial: an allowed address (every pooled request) formats nothing.
+        let shown = || {
+            if judged == ip {
+                ip.to_string()
+            } else {
+                format!("{ip} (judged as {judged})")
+            }
         };
         if let Some(net) = self.deny.iter().find(|n| n.contains(&judged)) {
             return Err(Denial::new(
                 Reason::IpDenied,
-                format!("{shown} is in deny_ips {net}"),
+                format!("{} is in deny_ips {net}", shown()),
             ));
         }
         if self.allow_private {
@@ -219,7 +222,10 @@ impl IpRules {
         }
         Err(Denial::new(
             Reason::IpDenied,
-            format!("{shown} is in the special-purpose range {net} ({name}); allow it with allow_ips or --allow-ip"),
+            format!(
+                "{} is in the special-purpose range {net} ({name}); allow it with allow_ips or --allow-ip",
+                shown()
+            ),
         ))
     }
 }
