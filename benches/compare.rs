@@ -567,23 +567,15 @@ fn client_processes_at(rows: &mut Vec<Row>, placement: Placement) {
     ));
     rows.push(judged(
         format!("{at}: urlcap native-API guest (probe under `urlcap run`, per request)"),
-        format!(
-            "{} = {:.2}× native",
-            ours_api.per_request(),
-            native.wall / ours_api.wall
-        ),
+        ours_api.against(native),
         "≥ 0.90× native",
-        native.wall / ours_api.wall >= 0.90,
+        ours_api.ratio_to(native) >= 0.90,
     ));
     rows.push(judged(
         format!("{at}: urlcap wasi:http guest (whttp under `urlcap run`, per request)"),
-        format!(
-            "{} = {:.2}× native",
-            ours.per_request(),
-            native.wall / ours.wall
-        ),
+        ours.against(native),
         "≥ 0.75× native",
-        native.wall / ours.wall >= 0.75,
+        ours.ratio_to(native) >= 0.75,
     ));
     if wasmtime.is_none() {
         rows.push(row(
@@ -595,17 +587,13 @@ fn client_processes_at(rows: &mut Vec<Row>, placement: Placement) {
     let theirs = Cost::median(theirs);
     rows.push(row(
         format!("{at}: `wasmtime run -S http -S inherit-network`, same whttp guest (per request)"),
-        format!(
-            "{} = {:.2}× native",
-            theirs.per_request(),
-            native.wall / theirs.wall
-        ),
+        theirs.against(native),
     ));
     rows.push(judged(
         format!("{at}: urlcap vs `wasmtime run -S http`, wasi:http guest throughput"),
-        format!("{:.2}×", theirs.wall / ours.wall),
+        format!("{:.2}×", ours.ratio_to(theirs)),
         "≥ 2.5×",
-        theirs.wall / ours.wall >= 2.5,
+        ours.ratio_to(theirs) >= 2.5,
     ));
 }
 
@@ -629,6 +617,20 @@ impl Cost {
         format!(
             "{:.1} µs/request (client CPU {:.1} µs)",
             self.wall, self.cpu
+        )
+    }
+
+    /// Throughput relative to `other` (wall time): above 1 when this client is faster.
+    fn ratio_to(self, other: Cost) -> f64 {
+        other.wall / self.wall
+    }
+
+    /// The row text: this cost and its throughput relative to the native client.
+    fn against(self, native: Cost) -> String {
+        format!(
+            "{} = {:.2}× native",
+            self.per_request(),
+            self.ratio_to(native)
         )
     }
 }
