@@ -137,3 +137,20 @@ async fn the_guests_request_options_tighten_the_timeouts() {
         .collect();
     assert_eq!(reasons, ["timeout"]);
 }
+
+/// Refused inside wasmtime before any hook runs (SECURITY.md invariant 21 names it as not
+/// audited): a request whose authority was never set. It must still be refused with a typed
+/// error and reach no server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_an_authority_is_refused_and_sends_nothing() {
+    let server = Server::http(|_| Reply::With(200, vec![], b"no".to_vec())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = run(
+        server.port(),
+        &dir.path().join("a.jsonl"),
+        &[&["GET", "http", "-", "/v1/x"]],
+    )
+    .await;
+    assert_eq!(lines, ["err ErrorCode::HttpRequestUriInvalid"]);
+    assert_eq!(server.connections(), 0);
+}
