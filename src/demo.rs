@@ -90,7 +90,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
     let audit = Arc::new(AuditLog::new(Box::new(audit_text.clone())));
     let policy = Arc::new(config.policy(Arc::new(SystemClock::new())));
     let outbound = Arc::new(Outbound::new(
-        policy.clone(),
+        policy.preopens(),
         Client::new(EgressConfig::default(), resolver),
         audit.clone(),
         "demo",

@@ -8,7 +8,7 @@
 
 use crate::audit::{AuditLog, Event, Record};
 use crate::egress::{Client, RequestBody, Response, Timeouts};
-use crate::policy::{Approved, Authority, Denial, Policy, Request};
+use crate::policy::{Approved, Authority, Denial, HandleTable, Request};
 use std::sync::Arc;
 
 /// A request as a guest asked for it, before anything was checked.
@@ -59,37 +59,46 @@ pub struct Buffered {
     pub body: Vec<u8>,
 }
 
-/// Policy, egress and audit for one sandbox.
+/// Policy, egress and audit for one sandbox: its handle table (what it may reach), the egress
+/// client (shared with its parent and children, so their in-flight requests count together)
+/// and the audit log, recording under the sandbox's id.
+///
+/// An `Outbound` holds no [`crate::policy::Policy`]: a request is matched only against the
+/// handles preopened for this sandbox, never against the root grants unless the host preopened
+/// them for it. A nested sandbox gets its own `Outbound` with its own table
+/// ([`Outbound::for_child`]).
 pub struct Outbound {
-    policy: Arc<Policy>,
+    handles: HandleTable,
     client: Client,
     audit: Arc<AuditLog>,
     sandbox: Arc<str>,
 }
 
 impl Outbound {
+    /// The outbound path of sandbox `sandbox`, which may reach what `handles` allow.
     pub fn new(
-        policy: Arc<Policy>,
+        handles: HandleTable,
         client: Client,
         audit: Arc<AuditLog>,
         sandbox: &str,
     ) -> Outbound {
         Outbound {
-            policy,
+            handles,
             client,
             audit,
             sandbox: sandbox.into(),
         }
     }
 
-    /// The same policy, egress client and audit log, recording as another sandbox (a child).
-    pub fn for_sandbox(&self, sandbox: &str) -> Outbound {
-        Outbound {
-            policy: self.policy.clone(),
-            client: self.client.clone(),
-            audit: self.audit.clone(),
-            sandbox: sandbox.into(),
-        }
+    /// The outbound path of a nested sandbox `sandbox` that holds exactly `handles`: the same
+    /// egress client (its requests count against the same in-flight limits) and audit log.
+    pub fn for_child(&self, sandbox: &str, handles: HandleTable) -> Outbound {
+        Outbound::new(handles, self.client.clone(), self.audit.clone(), sandbox)
+    }
+
+    /// The same handles, recording under another id (a top-level sandbox named by its host).
+    pub(crate) fn renamed(&self, sandbox: &str) -> Outbound {
+        self.for_child(sandbox, self.handles.clone())
     }
 
     /// The sandbox id its audit records carry.
@@ -97,15 +106,16 @@ impl Outbound {
         &self.sandbox
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The handles preopened for this sandbox, under the names it sees.
+    pub fn handles(&self) -> &HandleTable {
+        &self.handles
     }
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
     }
 
-    /// An absolute-URL request, matched to the preopened authority that allows it.
+    /// An absolute-URL request, matched to the handle of this sandbox that allows it.
     pub async fn send(&self, guest: &GuestRequest, body: RequestBody) -> Result<Response, Denial> {
         self.send_with(guest, body, Timeouts::default()).await
     }
@@ -121,7 +131,7 @@ impl Outbound {
         let url = canonical
             .as_ref()
             .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
-        let approved = canonical.and_then(|r| self.policy.authorize(r));
+        let approved = canonical.and_then(|r| self.handles.authorize(r));
         self.send_approved(approved, body, &guest.method, url, timeouts)
             .await
     }
@@ -205,10 +215,16 @@ impl Outbound {
         let result = match approved {
             Ok(approved) => {
                 let reference = approved.authority().reference().clone();
-                self.client
-                    .send_with(approved, body, timeouts)
-                    .await
-                    .map(|r| (r, reference))
+                let in_flight = InFlight {
+                    outbound: self,
+                    reference: &reference,
+                    method,
+                    url: &url,
+                    done: false,
+                };
+                let sent = self.client.send_with(approved, body, timeouts).await;
+                in_flight.done();
+                sent.map(|r| (r, reference))
             }
             Err(denial) => Err(denial),
         };
@@ -238,5 +254,39 @@ impl Outbound {
                 Ok(response)
             }
         }
+    }
+}
+
+/// An admitted request on its way: if its future is dropped before egress answers (the guest
+/// dropped it, or its sandbox's wall-clock limit ended the run), the audit log still gets its
+/// outcome, a `request.aborted` record, from `Drop`.
+struct InFlight<'a> {
+    outbound: &'a Outbound,
+    reference: &'a crate::policy::AuthorityRef,
+    method: &'a str,
+    url: &'a str,
+    done: bool,
+}
+
+impl InFlight<'_> {
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut record = Record::new(
+            Event::RequestAborted,
+            &self.outbound.sandbox,
+            "abandoned before the response arrived: the guest stopped waiting or its sandbox ended",
+        )
+        .on(self.reference);
+        record.method = Some(self.method.to_string());
+        record.url = Some(crate::audit::redact_url(self.url));
+        self.outbound.audit.record(&record);
     }
 }

@@ -38,7 +38,7 @@ async fn a_hundred_thousand_concurrent_denials_leave_a_hundred_thousand_clean_li
     let guests: Vec<_> = (0..GUESTS)
         .map(|g| {
             let out = Arc::new(Outbound::new(
-                policy.clone(),
+                policy.preopens(),
                 client.clone(),
                 audit.clone(),
                 "unused",

@@ -192,7 +192,7 @@ async fn a_child_cannot_outlive_revocation() {
             while server.requests().is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            out.policy().get("api").unwrap().revoke();
+            out.handles().get("api").unwrap().revoke();
         })
     };
     let kid = child(&[

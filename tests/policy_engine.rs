@@ -449,17 +449,15 @@ fn rates_refill_with_the_injected_clock() {
 }
 
 #[test]
-fn policy_admit_spends_on_the_allowing_authority() {
+fn policy_authorize_spends_on_the_allowing_authority() {
     let mut g = grant("api", "https://api.example.com/", &[]);
     g.limits.max_requests = Some(1);
     let (policy, _) = policy_with(vec![g]);
     let r = req("GET", "https://api.example.com/");
-    let (d, a) = policy.admit(&r);
-    assert!(d.is_allow());
-    assert_eq!(a.unwrap().name(), "api");
-    let (d, a) = policy.admit(&r);
-    assert_eq!(d.reason(), Some(Reason::BudgetExhausted));
-    assert!(a.is_none());
+    let approved = policy.authorize(r.clone()).unwrap();
+    assert_eq!(approved.authority().name(), "api");
+    let denial = policy.authorize(r).unwrap_err();
+    assert_eq!(denial.reason, Reason::BudgetExhausted);
 }
 
 #[test]

@@ -25,6 +25,10 @@ pub enum Event {
     RequestDenied,
     #[serde(rename = "request.allowed")]
     RequestAllowed,
+    /// An admitted request whose response head never arrived because the guest, or its
+    /// sandbox (its wall-clock limit), stopped waiting for it. It may have reached the origin.
+    #[serde(rename = "request.aborted")]
+    RequestAborted,
     #[serde(rename = "authority.derived")]
     AuthorityDerived,
     #[serde(rename = "authority.revoked")]

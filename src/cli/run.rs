@@ -105,7 +105,7 @@ fn run_inner(
             ..EgressConfig::default()
         };
         let outbound = Arc::new(Outbound::new(
-            policy.clone(),
+            policy.preopens(),
             Client::new(egress, Arc::new(SystemResolver)),
             audit.clone(),
             &sandbox,

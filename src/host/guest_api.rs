@@ -4,7 +4,7 @@
 use super::SandboxState;
 use crate::audit::{Event, Record};
 use crate::policy::{
-    Attenuation, Authority, Denial, Host, Method, MethodSet, PathPrefix, Rate, Reason,
+    Attenuation, Authority, Denial, HandleTable, Host, Method, MethodSet, PathPrefix, Rate, Reason,
 };
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -130,8 +130,10 @@ impl preopens::Host for SandboxState {
     async fn get_authorities(
         &mut self,
     ) -> wasmtime::Result<Vec<(Resource<super::GuestAuthority>, String)>> {
-        let roots = self.preopens.clone();
-        roots
+        let preopens: Vec<(Authority, String)> = (self.outbound.handles().iter())
+            .map(|(a, name)| (a.clone(), name.to_string()))
+            .collect();
+        preopens
             .into_iter()
             .map(|(a, name)| Ok((self.push_handle(a)?, name)))
             .collect()
@@ -293,6 +295,12 @@ impl SandboxState {
                 Err(d) => return Ok(Err(guest_error(d))),
             }
         }
+        // The child's whole reach: fresh children of what it was passed, nothing else. Its
+        // `wasi:http` requests are matched against this table too.
+        let child_handles = match HandleTable::new(child_preopens) {
+            Ok(table) => table,
+            Err(e) => return Ok(Err(invalid(e))),
+        };
         let command = match shared.command_for(&component) {
             Ok(command) => command,
             Err(e) => {
@@ -309,7 +317,7 @@ impl SandboxState {
         };
         self.children += 1;
         let child_id = format!("{}/{}", self.outbound.sandbox(), self.children);
-        let handles: Vec<String> = child_preopens
+        let handles: Vec<String> = child_handles
             .iter()
             .map(|(a, n)| format!("{n}={}", a.reference().lineage))
             .collect();
@@ -323,14 +331,18 @@ impl SandboxState {
                 handles.join(" ")
             ),
         );
-        if let Some((first, _)) = child_preopens.first() {
+        if let Some((first, _)) = child_handles.iter().next() {
             spawned = spawned.on(first.reference());
         }
         self.outbound.audit().record(&spawned);
+        let exited = ExitRecord {
+            outbound: self.outbound.clone(),
+            child_id: child_id.clone(),
+            written: false,
+        };
         let stdio = super::Stdio::capture(CHILD_OUTPUT_CAP);
         let spec = super::SandboxSpec {
-            outbound: std::sync::Arc::new(self.outbound.for_sandbox(&child_id)),
-            preopens: child_preopens,
+            outbound: std::sync::Arc::new(self.outbound.for_child(&child_id, child_handles)),
             args,
             env: Vec::new(),
             dirs: Vec::new(),
@@ -338,11 +350,14 @@ impl SandboxState {
             timeout,
             stdio: stdio.clone(),
         };
-        let outcome = Box::pin(shared.run(&command, spec, self.depth + 1)).await?;
-        let detail = outcome.summary();
-        self.outbound
-            .audit()
-            .record(&Record::new(Event::SandboxExited, &child_id, detail));
+        let outcome = match Box::pin(shared.run(&command, spec, self.depth + 1)).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                exited.write("the host could not run it");
+                return Err(e);
+            }
+        };
+        exited.write(&outcome.summary());
         let (stdout, stderr) = match &stdio {
             super::Stdio::Capture(out, err) => (out.contents().to_vec(), err.contents().to_vec()),
             super::Stdio::Inherit => (Vec::new(), Vec::new()),
@@ -353,5 +368,40 @@ impl SandboxState {
             stdout,
             stderr,
         }))
+    }
+}
+
+/// Writes a nested sandbox's `sandbox.exited` record exactly once: with its outcome when the
+/// run returns, or, when the run is dropped first, from `Drop`. A run is dropped only when an
+/// enclosing sandbox's wall-clock limit fires while the child still runs (the enclosing
+/// limit always fires first: a child's deadline is computed a moment after its parent's), so
+/// that is what the record then says.
+struct ExitRecord {
+    outbound: std::sync::Arc<crate::outbound::Outbound>,
+    child_id: String,
+    written: bool,
+}
+
+impl ExitRecord {
+    fn write(mut self, detail: &str) {
+        self.record(detail);
+    }
+
+    fn record(&mut self, detail: &str) {
+        self.written = true;
+        self.outbound
+            .audit()
+            .record(&Record::new(Event::SandboxExited, &self.child_id, detail));
+    }
+}
+
+impl Drop for ExitRecord {
+    fn drop(&mut self) {
+        if !self.written {
+            self.record(&format!(
+                "exit status {}: guest stopped: an enclosing sandbox's wall-clock limit was reached while it ran",
+                super::EXIT_TIMEOUT
+            ));
+        }
     }
 }

@@ -46,8 +46,9 @@ pub struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
+    /// Policy, egress and audit for this sandbox; its handle table is the only place any of
+    /// its guest APIs finds a handle.
     outbound: Arc<Outbound>,
-    preopens: Vec<(Authority, String)>,
     live_handles: usize,
     response_cap: u64,
     /// The engine, linker and caches, for nested sandboxes.
@@ -145,9 +146,9 @@ impl WasiView for SandboxState {
 
 /// What a sandbox may use and see.
 pub struct SandboxSpec {
+    /// The sandbox's outbound path: its handle table is what the guest is preopened, under the
+    /// names it sees, and the only thing either guest API can reach the network through.
     pub outbound: Arc<Outbound>,
-    /// The authorities preopened for the guest, with the names it sees.
-    pub preopens: Vec<(Authority, String)>,
     /// `argv`, program name first.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -160,25 +161,18 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// A sandbox that preopens every root authority of `outbound`'s policy under its own name,
-    /// with stdio inherited and no arguments, environment, directories or limits: set the rest
-    /// with struct-update syntax. Its audit records carry `sandbox_id` (the outbound is rebound
-    /// to that id if it was built for another; the outbound is the one place the id lives).
+    /// A sandbox that is preopened `outbound`'s handle table, with stdio inherited and no
+    /// arguments, environment, directories or limits: set the rest with struct-update syntax.
+    /// Its audit records carry `sandbox_id` (the outbound is rebound to that id if it was built
+    /// for another; the outbound is the one place the id lives).
     pub fn new(outbound: Arc<Outbound>, sandbox_id: &str) -> SandboxSpec {
         let outbound = if outbound.sandbox() == sandbox_id {
             outbound
         } else {
-            Arc::new(outbound.for_sandbox(sandbox_id))
+            Arc::new(outbound.renamed(sandbox_id))
         };
-        let preopens = outbound
-            .policy()
-            .authorities()
-            .iter()
-            .map(|a| (a.clone(), a.name().to_string()))
-            .collect();
         SandboxSpec {
             outbound,
-            preopens,
             args: Vec::new(),
             env: Vec::new(),
             dirs: Vec::new(),
@@ -405,7 +399,6 @@ impl Shared {
                 memory_used: 0,
             },
             outbound: spec.outbound.clone(),
-            preopens: spec.preopens,
             live_handles: 0,
 
             response_cap,

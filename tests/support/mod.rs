@@ -367,7 +367,12 @@ pub fn outbound(
     let audit_buf = SharedBuf::default();
     let audit = Arc::new(AuditLog::new(Box::new(audit_buf.clone())));
     (
-        Outbound::new(policy, Client::new(config, resolver), audit, "test"),
+        Outbound::new(
+            policy.preopens(),
+            Client::new(config, resolver),
+            audit,
+            "test",
+        ),
         audit_buf,
     )
 }
