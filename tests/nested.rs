@@ -622,3 +622,166 @@ async fn random_trees_never_allow_what_an_ancestor_denies_and_audit_each_denial_
         "non-vacuous: {allowed_in_children} child allows, {total_denials} denials, {ancestor_revoked} denied only through a revoked ancestor"
     );
 }
+
+/// When the parent's wall-clock limit fires while its child waits on a request, the child's
+/// end and the outcome of its in-flight request are still audited (from drop guards, not
+/// timing luck): `request.aborted`, then the child's `sandbox.exited`, then the parent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
+    let server = Server::http(|_| Reply::SlowHead(Duration::from_secs(60))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "version = 1\n[limits]\ntimeout = \"1s\"\n[[authority]]\nname = \"api\"\n\
+             origin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+            server.port()
+        ),
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
+    let args: Vec<String> = [
+        "run",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--audit",
+        audit.to_str().unwrap(),
+        "--dir",
+        &format!("{guests}::/guests"),
+        PROBE,
+        "--",
+        "spawn",
+        "/guests/probe.wasm",
+        "api:api",
+        "5",
+        "probe",
+        "fetch",
+        "api",
+        "GET",
+        "/slow",
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = support::urlcap_bin(args).await;
+    assert_eq!(output.status.code(), Some(124), "{output:?}");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the child's request was in flight"
+    );
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap().to_string(),
+                r["sandbox"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let top = events[0].1.clone();
+    let kid = format!("{top}/1");
+    assert_eq!(
+        events,
+        [
+            ("sandbox.spawned".to_string(), top.clone()),
+            ("sandbox.spawned".to_string(), kid.clone()),
+            ("request.aborted".to_string(), kid.clone()),
+            ("sandbox.exited".to_string(), kid.clone()),
+            ("sandbox.exited".to_string(), top.clone()),
+        ],
+        "{log}"
+    );
+    assert_eq!(
+        records[2]["url"],
+        format!("http://127.0.0.1:{}/slow", server.port())
+    );
+    assert!(
+        records[2]["lineage"].as_str().unwrap().starts_with("api/"),
+        "{log}"
+    );
+    assert!(
+        records[3]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("exit status 124"),
+        "{log}"
+    );
+}
+
+/// A child's in-flight requests count against the top-level `max_concurrent_requests`: a
+/// child bursting ten `wasi:http` requests under a limit of four gets at most four through,
+/// the rest refused (`concurrency_limit`) and audited under its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_concurrent_requests_count_against_the_top_level_limit() {
+    let server = Server::http(|_| Reply::SlowHead(Duration::from_secs(2))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "version = 1\n[limits]\nmax_concurrent_requests = 4\n[[authority]]\nname = \"api\"\n\
+             origin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+            server.port()
+        ),
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
+    let target = format!("127.0.0.1:{}", server.port());
+    let args: Vec<String> = [
+        "run",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--audit",
+        audit.to_str().unwrap(),
+        "--dir",
+        &format!("{guests}::/guests"),
+        PROBE,
+        "--",
+        "spawn",
+        "/guests/whttp.wasm",
+        "api:api",
+        "6",
+        "whttp",
+        "burst",
+        "10",
+        "http",
+        &target,
+        "/x",
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = support::urlcap_bin(args).await;
+    let stdout = support::text(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let counts: Vec<usize> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("| burst "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (ok, limited, other) = (counts[0], counts[1], counts[2]);
+    assert!((1..=4).contains(&ok), "{stdout}");
+    assert_eq!((ok + limited, other), (10, 0), "{stdout}");
+    assert_eq!(
+        server.requests().len(),
+        ok,
+        "only admitted requests reach the origin"
+    );
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let refused = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["reason"] == "concurrency_limit")
+        .inspect(|r| assert!(r["sandbox"].as_str().unwrap().ends_with("/1"), "{r}"))
+        .count();
+    assert_eq!(refused, limited, "{log}");
+}

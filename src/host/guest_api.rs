@@ -232,11 +232,8 @@ impl t::HostAuthority for SandboxState {
 /// Most bytes of a nested sandbox's stdout and of its stderr kept for its parent.
 pub const CHILD_OUTPUT_CAP: usize = 1 << 20;
 
-fn refusal(reason: Reason, detail: String) -> t::Error {
-    t::Error {
-        reason: reason.code().to_string(),
-        detail,
-    }
+fn refusal(reason: Reason, detail: String) -> Denial {
+    Denial::new(reason, detail)
 }
 
 impl sandbox::Host for SandboxState {
@@ -246,22 +243,27 @@ impl sandbox::Host for SandboxState {
         preopens: Vec<(Resource<super::GuestAuthority>, String)>,
         args: Vec<String>,
     ) -> wasmtime::Result<Result<sandbox::ExitStatus, t::Error>> {
-        let result = self.spawn_child(component, preopens, args).await?;
-        if let Err(e) = &result {
-            self.audit_refusal(Event::SandboxSpawned, None, e);
-        }
-        Ok(result)
+        Ok(match self.spawn_child(component, preopens, args).await? {
+            Ok(status) => Ok(status),
+            Err(denial) => {
+                let on = denial.authority.clone();
+                let e = guest_error(denial);
+                self.audit_refusal(Event::SandboxSpawned, on.as_ref(), &e);
+                Err(e)
+            }
+        })
     }
 }
 
 impl SandboxState {
-    /// Run a nested sandbox; `Ok(Err(..))` is a refusal to start it.
+    /// Run a nested sandbox; `Ok(Err(..))` is a refusal to start it (naming the handle that
+    /// caused it, when one did).
     async fn spawn_child(
         &mut self,
         component: Vec<u8>,
         preopens: Vec<(Resource<super::GuestAuthority>, String)>,
         args: Vec<String>,
-    ) -> wasmtime::Result<Result<sandbox::ExitStatus, t::Error>> {
+    ) -> wasmtime::Result<Result<sandbox::ExitStatus, Denial>> {
         let shared = self.shared.clone();
         if self.depth >= shared.max_depth() {
             let detail = format!(
@@ -285,21 +287,18 @@ impl SandboxState {
         let mut child_preopens: Vec<(Authority, String)> = Vec::with_capacity(preopens.len());
         for (handle, name) in &preopens {
             if let Err(e) = crate::policy::check_name(name) {
-                return Ok(Err(invalid(e)));
-            }
-            if child_preopens.iter().any(|(_, n)| n == name) {
-                return Ok(Err(invalid(format!("two preopens are named {name:?}"))));
+                return Ok(Err(refusal(Reason::InvalidAttenuation, e)));
             }
             match self.authority(handle)?.derive(&Attenuation::default()) {
                 Ok(child) => child_preopens.push((child, name.clone())),
-                Err(d) => return Ok(Err(guest_error(d))),
+                Err(d) => return Ok(Err(d)),
             }
         }
         // The child's whole reach: fresh children of what it was passed, nothing else. Its
         // `wasi:http` requests are matched against this table too.
         let child_handles = match HandleTable::new(child_preopens) {
             Ok(table) => table,
-            Err(e) => return Ok(Err(invalid(e))),
+            Err(e) => return Ok(Err(refusal(Reason::InvalidAttenuation, e))),
         };
         let command = match shared.command_for(&component) {
             Ok(command) => command,

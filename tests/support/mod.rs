@@ -57,6 +57,9 @@ pub enum Reply {
     With(u16, Vec<(&'static str, String)>, Vec<u8>),
     /// Wait, then 200.
     SlowHead(Duration),
+    /// Hold the response until the test adds a permit to this semaphore, then 200 `released`
+    /// (a test acts while a guest is known to be waiting on this request).
+    Gated(Arc<tokio::sync::Semaphore>),
     /// 200 with these headers, and a body played step by step.
     Script(Vec<(&'static str, String)>, Vec<Step>),
 }
@@ -210,6 +213,16 @@ async fn respond(reply: Reply) -> http::Response<ScriptBody> {
                 200,
                 vec![],
                 vec![StepBytes::Data(Bytes::from_static(b"late"))],
+            )
+        }
+        Reply::Gated(gate) => {
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            (
+                200,
+                vec![],
+                vec![StepBytes::Data(Bytes::from_static(b"released"))],
             )
         }
         Reply::Script(headers, steps) => (
