@@ -17,6 +17,9 @@ use std::time::SystemTime;
 
 /// Longest raw URL text kept in a record.
 const MAX_RAW_URL: usize = 2048;
+/// Longest `detail` kept in a record: details quote guest text (a denied path, a refused
+/// attenuation), so a record's size is bounded whatever the guest sent.
+pub const MAX_DETAIL: usize = 2048;
 
 /// What happened. The dotted names are a contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,7 +71,7 @@ impl Record {
             method: None,
             url: None,
             reason: None,
-            detail: detail.into(),
+            detail: bounded_owned(detail.into(), MAX_DETAIL),
         }
     }
 
@@ -96,6 +99,15 @@ impl Record {
         let mut line = serde_json::to_vec(self).expect("records always serialize");
         line.push(b'\n');
         line
+    }
+}
+
+/// `s` itself when it fits (no copy), else cut like [`bounded`].
+fn bounded_owned(s: String, max: usize) -> String {
+    if s.len() <= max {
+        s
+    } else {
+        bounded(&s, max)
     }
 }
 

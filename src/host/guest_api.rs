@@ -18,8 +18,14 @@ wasmtime::component::bindgen!({
 
 use self::urlcap::http::{preopens, sandbox, types as t};
 
-/// Most authority handles one guest may hold at once; past it the guest traps.
+/// Most authority handles one guest may hold at once in its resource table (listing the
+/// preopens past it traps; deriving past it is refused with `handle_limit`); also the most
+/// derived handles a whole sandbox tree may keep alive, held or not.
 pub const MAX_LIVE_HANDLES: usize = 10_000;
+/// Most bytes the grants of a sandbox tree's live derived handles may occupy in the host.
+pub const MAX_LIVE_HANDLE_BYTES: usize = 16 << 20;
+/// Longest host name, rate or method text a derivation may carry.
+const MAX_ATTENUATION_WORD: usize = 255;
 
 fn guest_error(d: Denial) -> t::Error {
     t::Error {
@@ -29,14 +35,51 @@ fn guest_error(d: Denial) -> t::Error {
 }
 
 fn invalid(detail: String) -> t::Error {
+    refusal_error(Reason::InvalidAttenuation, detail)
+}
+
+fn refusal_error(reason: Reason, detail: String) -> t::Error {
     t::Error {
-        reason: Reason::InvalidAttenuation.code().to_string(),
+        reason: reason.code().to_string(),
         detail,
     }
 }
 
+/// Refuse an oversize derivation before parsing any of it: its cost is then bounded by these
+/// caps, not by what the guest sent.
+fn check_attenuation_size(a: &t::Attenuation) -> Result<(), t::Error> {
+    use crate::policy::{MAX_ATTENUATION_METHODS, MAX_ATTENUATION_PATHS, MAX_PATH_PREFIX_LEN};
+    let paths = a.paths.as_deref().unwrap_or_default();
+    let methods = a.methods.as_deref().unwrap_or_default();
+    if paths.len() > MAX_ATTENUATION_PATHS {
+        return Err(invalid(format!(
+            "{} path prefixes; a derivation names at most {MAX_ATTENUATION_PATHS}",
+            paths.len()
+        )));
+    }
+    if paths.iter().any(|p| p.len() > MAX_PATH_PREFIX_LEN) {
+        return Err(invalid(format!(
+            "a path prefix is longer than {MAX_PATH_PREFIX_LEN} bytes"
+        )));
+    }
+    if methods.len() > MAX_ATTENUATION_METHODS {
+        return Err(invalid(format!(
+            "{} methods; a derivation names at most {MAX_ATTENUATION_METHODS}",
+            methods.len()
+        )));
+    }
+    let words = methods.iter().chain(&a.host).chain(&a.rate);
+    if words.into_iter().any(|w| w.len() > MAX_ATTENUATION_WORD) {
+        return Err(invalid(format!(
+            "a host, rate or method is longer than {MAX_ATTENUATION_WORD} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// A guest's attenuation, parsed with the same parsers as the manifest.
 fn attenuation(a: t::Attenuation) -> Result<Attenuation, t::Error> {
+    check_attenuation_size(&a)?;
     let paths = match a.paths {
         None => None,
         Some(ps) => Some(
@@ -187,9 +230,17 @@ impl t::HostAuthority for SandboxState {
         att: t::Attenuation,
     ) -> wasmtime::Result<Result<Resource<super::GuestAuthority>, t::Error>> {
         let parent = self.authority(&this)?;
-        let derived = match attenuation(att) {
-            Ok(att) => parent.derive(&att).map_err(guest_error),
-            Err(e) => Err(e),
+        // Refused before deriving, so no handle the guest never receives is recorded.
+        let derived = if self.live_handles >= MAX_LIVE_HANDLES {
+            Err(refusal_error(
+                Reason::HandleLimit,
+                format!("the guest holds {MAX_LIVE_HANDLES} handles; drop some first"),
+            ))
+        } else {
+            match attenuation(att) {
+                Ok(att) => parent.derive_within(&att, &self.quota).map_err(guest_error),
+                Err(e) => Err(e),
+            }
         };
         match derived {
             Ok(child) => {
@@ -289,7 +340,10 @@ impl SandboxState {
             if let Err(e) = crate::policy::check_name(name) {
                 return Ok(Err(refusal(Reason::InvalidAttenuation, e)));
             }
-            match self.authority(handle)?.derive(&Attenuation::default()) {
+            match self
+                .authority(handle)?
+                .derive_within(&Attenuation::default(), &self.quota)
+            {
                 Ok(child) => child_preopens.push((child, name.clone())),
                 Err(d) => return Ok(Err(d)),
             }
@@ -349,7 +403,8 @@ impl SandboxState {
             timeout,
             stdio: stdio.clone(),
         };
-        let outcome = match Box::pin(shared.run(&command, spec, self.depth + 1)).await {
+        let child = shared.run(&command, spec, self.depth + 1, self.quota.clone());
+        let outcome = match Box::pin(child).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 exited.write("the host could not run it");

@@ -50,6 +50,9 @@ pub struct SandboxState {
     /// its guest APIs finds a handle.
     outbound: Arc<Outbound>,
     live_handles: usize,
+    /// Derived handles alive in this sandbox's whole tree (shared with its parent and
+    /// children), held by a guest or kept alive by their descendants.
+    quota: Arc<crate::policy::HandleQuota>,
     response_cap: u64,
     /// The engine, linker and caches, for nested sandboxes.
     shared: Arc<Shared>,
@@ -77,6 +80,9 @@ impl wasmtime_wasi_http::WasiHttpView for SandboxState {
 pub(crate) struct Limiter {
     memory_limit: Option<usize>,
     memory_used: usize,
+    /// Set when a grow was refused: how a trap is known to be the memory limit (typed, never
+    /// read from an error's text, which a guest's function names can fake).
+    limit_hit: bool,
 }
 
 impl Limiter {
@@ -97,6 +103,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         let growth = desired.saturating_sub(current);
         if let Some(limit) = self.memory_limit {
             if self.memory_used.saturating_add(growth) > limit {
+                self.limit_hit = true;
                 wasmtime::bail!(
                     "memory limit of {} exceeded",
                     bytesize::ByteSize(limit as u64).display().iec()
@@ -324,7 +331,9 @@ impl WasmHost {
         command: &CommandPre<SandboxState>,
         spec: SandboxSpec,
     ) -> wasmtime::Result<Outcome> {
-        self.shared.clone().run(command, spec, 0).await
+        let quota =
+            crate::policy::HandleQuota::new(MAX_LIVE_HANDLES, guest_api::MAX_LIVE_HANDLE_BYTES);
+        self.shared.clone().run(command, spec, 0, quota).await
     }
 }
 
@@ -367,6 +376,7 @@ impl Shared {
         command: &CommandPre<SandboxState>,
         spec: SandboxSpec,
         depth: u32,
+        quota: Arc<crate::policy::HandleQuota>,
     ) -> wasmtime::Result<Outcome> {
         let mut wasi = WasiCtx::builder();
         wasi.args(&spec.args)
@@ -397,9 +407,11 @@ impl Shared {
             limiter: Limiter {
                 memory_limit,
                 memory_used: 0,
+                limit_hit: false,
             },
             outbound: spec.outbound.clone(),
             live_handles: 0,
+            quota,
 
             response_cap,
             shared: self.clone(),
@@ -438,7 +450,10 @@ impl Shared {
                 exit_code: 1,
                 message: None,
             },
-            Err(e) => outcome_of_error(e, spec.timeout, spec.memory),
+            Err(e) => {
+                let memory_hit = spec.memory.filter(|_| store.data().limiter.limit_hit);
+                outcome_of_error(e, spec.timeout, memory_hit)
+            }
         })
     }
 }
@@ -463,9 +478,13 @@ fn timeout_outcome(limit: Duration) -> Outcome {
     }
 }
 
-/// Exit statuses for how a guest stopped: its own `exit(n)`, a time limit, a memory limit, or
-/// any other trap (with wasmtime's message).
-fn outcome_of_error(e: wasmtime::Error, timeout: Option<Duration>, memory: Option<u64>) -> Outcome {
+/// Exit statuses for how a guest stopped: its own `exit(n)`, a time limit, the memory limit
+/// (`memory_hit`: the limiter refused a grow), or any other trap (with wasmtime's message).
+fn outcome_of_error(
+    e: wasmtime::Error,
+    timeout: Option<Duration>,
+    memory_hit: Option<u64>,
+) -> Outcome {
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Outcome {
             exit_code: exit.0,
@@ -475,11 +494,7 @@ fn outcome_of_error(e: wasmtime::Error, timeout: Option<Duration>, memory: Optio
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
         return timeout_outcome(timeout.unwrap_or_default());
     }
-    let text = format!("{e:?}");
-    if let (Some(limit), true) = (
-        memory,
-        text.contains("memory") && (text.contains("grow") || text.contains("limit")),
-    ) {
+    if let Some(limit) = memory_hit {
         return Outcome {
             exit_code: EXIT_TRAP,
             message: Some(format!(

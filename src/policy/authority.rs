@@ -23,6 +23,68 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// Most levels a handle may be derived below its root (each nested sandbox's fresh child counts
+/// as one). Every check that walks a handle's chain (revocation, expiry, budget, rate) and its
+/// lineage text are bounded by this, whatever a guest does.
+pub const MAX_DERIVATION_DEPTH: u32 = 32;
+/// Most path prefixes one derivation may name.
+pub const MAX_ATTENUATION_PATHS: usize = 32;
+/// Longest path prefix a derivation may name, in bytes.
+pub const MAX_PATH_PREFIX_LEN: usize = 512;
+/// Most methods one derivation may name.
+pub const MAX_ATTENUATION_METHODS: usize = 16;
+
+/// Counts the derived handles one holder (a sandbox) has made that are still alive — held by
+/// the guest, or kept alive only as an ancestor of another handle — and the bytes their grants
+/// occupy, and refuses a derivation past either limit. A handle gives its share back when the
+/// last reference to it goes.
+#[derive(Debug)]
+pub struct HandleQuota {
+    live: Mutex<(usize, usize)>,
+    max_handles: usize,
+    max_bytes: usize,
+}
+
+impl HandleQuota {
+    pub fn new(max_handles: usize, max_bytes: usize) -> Arc<HandleQuota> {
+        Arc::new(HandleQuota {
+            live: Mutex::new((0, 0)),
+            max_handles,
+            max_bytes,
+        })
+    }
+
+    /// Derived handles and grant bytes alive now.
+    pub fn live(&self) -> (usize, usize) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), String> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.0 >= self.max_handles {
+            return Err(format!(
+                "{} derived handles are alive (held, or kept alive by their descendants); drop some first",
+                self.max_handles
+            ));
+        }
+        if live.1.saturating_add(bytes) > self.max_bytes {
+            return Err(format!(
+                "the grants of the live derived handles would exceed {} bytes",
+                self.max_bytes
+            ));
+        }
+        live.0 += 1;
+        live.1 += bytes;
+        Ok(())
+    }
+
+    fn release(&self, bytes: usize) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.0 = live.0.saturating_sub(1);
+        live.1 = live.1.saturating_sub(bytes);
+    }
+}
+
 /// State shared by every handle of one policy: the clock and the lineage id counter.
 pub(crate) struct Tree {
     pub(crate) clock: Arc<dyn Clock>,
@@ -69,6 +131,18 @@ struct Node {
     /// Does this handle or any ancestor expire?
     expiring_chain: bool,
     tree: Arc<Tree>,
+    /// Levels below the root (a root is 0).
+    depth: u32,
+    /// Who is charged for this handle, and how many bytes, while it lives.
+    charge: Option<(Arc<HandleQuota>, usize)>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some((quota, bytes)) = &self.charge {
+            quota.release(*bytes);
+        }
+    }
 }
 
 /// A capability to send some HTTP requests. Cheap to clone; clones are the same handle.
@@ -150,6 +224,8 @@ impl Authority {
             stateful_chain,
             expiring_chain: false,
             tree,
+            depth: 0,
+            charge: None,
         }))
     }
 
@@ -413,14 +489,43 @@ impl Authority {
     /// Derive a child handle that allows a subset of what this one allows.
     ///
     /// Fails with `attenuation_widens` if any dimension would grow, `invalid_attenuation` if it
-    /// would allow nothing, and `revoked` / `expired` if this handle is dead.
+    /// would allow nothing or names more than [`MAX_ATTENUATION_PATHS`] paths (each at most
+    /// [`MAX_PATH_PREFIX_LEN`] bytes) or [`MAX_ATTENUATION_METHODS`] methods, `handle_limit`
+    /// if the child would be more than [`MAX_DERIVATION_DEPTH`] levels below its root, and
+    /// `revoked` / `expired` if this handle is dead. Its cost does not depend on how deep this
+    /// handle is or how many paths its parent grants.
     pub fn derive(&self, att: &Attenuation) -> Result<Authority, Denial> {
+        self.derive_charged(att, None)
+    }
+
+    /// [`Authority::derive`], charging the child to `quota` while it lives (refused with
+    /// `handle_limit` when the quota is full).
+    pub fn derive_within(
+        &self,
+        att: &Attenuation,
+        quota: &Arc<HandleQuota>,
+    ) -> Result<Authority, Denial> {
+        self.derive_charged(att, Some(quota))
+    }
+
+    fn derive_charged(
+        &self,
+        att: &Attenuation,
+        quota: Option<&Arc<HandleQuota>>,
+    ) -> Result<Authority, Denial> {
         self.check_alive()
             .map_err(|refusal| self.state_denial(refusal))?;
         let parent = &self.0.grant;
         let reference = &self.0.reference;
         let widens = |what: String| Denial::new(Reason::AttenuationWidens, what).on(reference);
         let invalid = |what: String| Denial::new(Reason::InvalidAttenuation, what).on(reference);
+        let limit = |what: String| Denial::new(Reason::HandleLimit, what).on(reference);
+        if self.0.depth >= MAX_DERIVATION_DEPTH {
+            return Err(limit(format!(
+                "handles derive at most {MAX_DERIVATION_DEPTH} levels below their root"
+            )));
+        }
+        check_size(att).map_err(invalid)?;
 
         let mut grant = parent.clone();
         if let Some(host) = &att.host {
@@ -436,10 +541,9 @@ impl Authority {
             if paths.is_empty() {
                 return Err(invalid("an empty path list would allow nothing".into()));
             }
-            if let Some(p) = paths
-                .iter()
-                .find(|p| !parent.paths.iter().any(|q| q.covers(p)))
-            {
+            let granted: rustc_hash::FxHashSet<&str> =
+                parent.paths.iter().map(PathPrefix::as_str).collect();
+            if let Some(p) = paths.iter().find(|p| !p.covered_by_any(&granted)) {
                 return Err(widens(format!(
                     "path prefix {p} is not under the parent's paths"
                 )));
@@ -498,12 +602,22 @@ impl Authority {
                 Some(at)
             }
         };
+        let charge = match quota {
+            None => None,
+            Some(quota) => {
+                let bytes = grant.heap_estimate();
+                quota.reserve(bytes).map_err(limit)?;
+                Some((quota.clone(), bytes))
+            }
+        };
         let id = self.0.tree.next_id.fetch_add(1, Ordering::Relaxed);
         let child_ref = AuthorityRef {
             name: reference.name.clone(),
             lineage: format!("{}/{id}", reference.lineage).into(),
         };
         Ok(Authority(Arc::new(Node {
+            depth: self.0.depth + 1,
+            charge,
             usage: Mutex::new(Usage {
                 spent: 0,
                 tokens: grant.limits.rate.map_or(0.0, |r| f64::from(r.count)),
@@ -519,6 +633,35 @@ impl Authority {
             revoked: AtomicBool::new(false),
             tree: self.0.tree.clone(),
         })))
+    }
+}
+
+/// A derivation names at most so many paths and methods, each of bounded length, so judging
+/// it is cheap whatever a guest sends.
+fn check_size(att: &Attenuation) -> Result<(), String> {
+    if let Some(paths) = &att.paths {
+        if paths.len() > MAX_ATTENUATION_PATHS {
+            return Err(format!(
+                "{} path prefixes; a derivation names at most {MAX_ATTENUATION_PATHS}",
+                paths.len()
+            ));
+        }
+        if let Some(p) = paths
+            .iter()
+            .find(|p| p.as_str().len() > MAX_PATH_PREFIX_LEN)
+        {
+            return Err(format!(
+                "a path prefix of {} bytes; at most {MAX_PATH_PREFIX_LEN}",
+                p.as_str().len()
+            ));
+        }
+    }
+    match &att.methods {
+        Some(m) if m.len() > MAX_ATTENUATION_METHODS => Err(format!(
+            "{} methods; a derivation names at most {MAX_ATTENUATION_METHODS}",
+            m.len()
+        )),
+        _ => Ok(()),
     }
 }
 

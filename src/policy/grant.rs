@@ -138,6 +138,30 @@ impl Grant {
         }
     }
 
+    /// About how many bytes a copy of this grant occupies (its fixed part and the text and
+    /// lists it owns), for charging a derived handle to its holder's quota.
+    pub fn heap_estimate(&self) -> usize {
+        std::mem::size_of::<Grant>()
+            + self.name.len()
+            + self
+                .paths
+                .iter()
+                .map(|p| std::mem::size_of::<PathPrefix>() + p.as_str().len())
+                .sum::<usize>()
+            + self
+                .methods
+                .iter()
+                .map(|m| 24 + m.as_str().len())
+                .sum::<usize>()
+            + self.allow_ips.len() * std::mem::size_of::<IpNet>()
+            + self
+                .headers
+                .iter()
+                .map(|h| 48 + h.name.len() + h.value.expose().len())
+                .sum::<usize>()
+            + self.ca.as_ref().map_or(0, |c| c.source.len())
+    }
+
     pub fn grants_path(&self, path: &str) -> bool {
         self.paths.iter().any(|p| p.grants(path))
     }

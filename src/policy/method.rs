@@ -58,8 +58,14 @@ impl MethodSet {
         self.0.iter().any(|m| m == method)
     }
 
+    /// Both sets are sorted, so one merge pass decides: O(n + m).
     pub fn is_subset_of(&self, other: &MethodSet) -> bool {
-        self.0.iter().all(|m| other.contains(m))
+        let mut theirs = other.0.iter();
+        self.0.iter().all(|m| theirs.by_ref().any(|o| o == m))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Method> {

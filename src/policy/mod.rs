@@ -34,7 +34,10 @@ mod request;
 mod roots;
 
 pub use approved::Approved;
-pub use authority::{Attenuation, Authority};
+pub use authority::{
+    Attenuation, Authority, HandleQuota, MAX_ATTENUATION_METHODS, MAX_ATTENUATION_PATHS,
+    MAX_DERIVATION_DEPTH, MAX_PATH_PREFIX_LEN,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{AuthorityRef, Decision, Denial};
 pub use grant::{check_name, CaBundle, Grant, InjectedHeader, Limits, Rate};

@@ -156,6 +156,17 @@ impl PathPrefix {
     pub fn covers(&self, narrower: &PathPrefix) -> bool {
         self.grants(&narrower.0)
     }
+
+    /// Is this prefix covered by one of `prefixes` (given as a set of their texts)? Only the
+    /// few prefixes that could cover it are looked up — itself, and its text cut before and
+    /// after each `/` — so the cost depends on this prefix's length, not on how many
+    /// `prefixes` there are. Same answer as `prefixes.iter().any(|q| q.covers(self))`.
+    pub fn covered_by_any(&self, prefixes: &rustc_hash::FxHashSet<&str>) -> bool {
+        let p = self.0.as_str();
+        prefixes.contains(p)
+            || p.match_indices('/')
+                .any(|(i, _)| prefixes.contains(&p[..=i]) || (i > 0 && prefixes.contains(&p[..i])))
+    }
 }
 
 impl fmt::Display for PathPrefix {
@@ -167,6 +178,31 @@ impl fmt::Display for PathPrefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covered_by_any_agrees_with_covers() {
+        let all = [
+            "/", "/v1", "/v1/", "/v1/a", "/v1/a/", "/v10", "/v1/ab", "/v2/a", "/a/b/c", "/a/b",
+            "/a/", "/a",
+        ];
+        let prefixes: Vec<PathPrefix> = all.iter().map(|p| PathPrefix::parse(p).unwrap()).collect();
+        for mask in 0u32..(1 << 6) {
+            let parents: Vec<&PathPrefix> = prefixes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << (i % 6)) != 0 && i % 2 == (mask as usize) % 2)
+                .map(|(_, p)| p)
+                .collect();
+            let set: rustc_hash::FxHashSet<&str> = parents.iter().map(|p| p.as_str()).collect();
+            for child in &prefixes {
+                assert_eq!(
+                    child.covered_by_any(&set),
+                    parents.iter().any(|q| q.covers(child)),
+                    "{child} under {set:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn whole_segment_matching() {
