@@ -512,3 +512,61 @@ pub fn whttp_run_args(port: u16, audit: &Path, groups: &[&[&str]]) -> Vec<String
     args.extend(whttp_groups(groups.iter().copied()));
     args
 }
+
+/// A finished `urlcap` process and what it cost the host.
+pub struct Measured {
+    pub output: std::process::Output,
+    /// Peak resident set of the process, in KiB (its own: spawned with posix_spawn, so no
+    /// page of this larger test process is counted in it).
+    pub max_rss_kib: u64,
+    /// User + system CPU time of the process.
+    pub cpu: Duration,
+}
+
+/// Run the `urlcap` binary with `args` and measure its peak memory and CPU time (wait4).
+pub async fn urlcap_measured(args: Vec<String>) -> Measured {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let out = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            out.read_to_end(&mut v).unwrap();
+            v
+        });
+        let err = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            err.read_to_end(&mut v).unwrap();
+            v
+        });
+        let mut status = 0;
+        // SAFETY: wait4 reaps our own child and fills the zeroed rusage it is given.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            let pid = child.id() as libc::pid_t;
+            assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
+            usage
+        };
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        Measured {
+            output: std::process::Output {
+                status: std::process::ExitStatus::from_raw(status),
+                stdout: out.join().unwrap(),
+                stderr: err.join().unwrap(),
+            },
+            max_rss_kib: usage.ru_maxrss as u64,
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
+        }
+    })
+    .await
+    .unwrap()
+}
