@@ -526,6 +526,7 @@ pub struct Measured {
 /// Run the `urlcap` binary with `args` and measure its peak memory and CPU time (wait4).
 pub async fn urlcap_measured(args: Vec<String>) -> Measured {
     tokio::task::spawn_blocking(move || {
+        #![allow(clippy::zombie_processes)]
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
@@ -547,6 +548,7 @@ pub async fn urlcap_measured(args: Vec<String>) -> Measured {
             v
         });
         let mut status = 0;
+        // Reaped here by wait4, for its rusage; `Child::wait` would only repeat it.
         // SAFETY: wait4 reaps our own child and fills the zeroed rusage it is given.
         let usage = unsafe {
             let mut usage: libc::rusage = std::mem::zeroed();
