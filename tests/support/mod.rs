@@ -524,9 +524,9 @@ pub struct Measured {
 }
 
 /// Run the `urlcap` binary with `args` and measure its peak memory and CPU time (wait4).
+#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
 pub async fn urlcap_measured(args: Vec<String>) -> Measured {
     tokio::task::spawn_blocking(move || {
-        #![allow(clippy::zombie_processes)]
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
