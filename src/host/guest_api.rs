@@ -280,6 +280,11 @@ impl t::HostAuthority for SandboxState {
     }
 }
 
+/// Bytes of a parent's memory charged per byte of a component it spawns, for the compiled code
+/// the host keeps while the child runs (an estimate; compiled code is typically a few times
+/// the size of the wasm).
+pub const COMPILED_CODE_CHARGE: u64 = 4;
+
 /// Most bytes of a nested sandbox's stdout and of its stderr kept for its parent.
 pub const CHILD_OUTPUT_CAP: usize = 1 << 20;
 
@@ -307,6 +312,21 @@ impl sandbox::Host for SandboxState {
 }
 
 impl SandboxState {
+    /// The wall-clock time this sandbox has left (None: no limit), or the refusal to start a
+    /// child when it has none.
+    fn time_left(&self) -> Result<Option<Duration>, Denial> {
+        let Some(deadline) = self.deadline else {
+            return Ok(None);
+        };
+        match deadline.checked_duration_since(tokio::time::Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(refusal(
+                Reason::NestingLimit,
+                "this sandbox has no time left to give".into(),
+            )),
+        }
+    }
+
     /// Run a nested sandbox; `Ok(Err(..))` is a refusal to start it (naming the handle that
     /// caused it, when one did).
     async fn spawn_child(
@@ -323,17 +343,9 @@ impl SandboxState {
             );
             return Ok(Err(refusal(Reason::NestingLimit, detail)));
         }
-        let timeout = match self.deadline {
-            None => None,
-            Some(deadline) => match deadline.checked_duration_since(tokio::time::Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => {
-                    return Ok(Err(refusal(
-                        Reason::NestingLimit,
-                        "this sandbox has no time left to give".into(),
-                    )))
-                }
-            },
+        let timeout = match self.time_left() {
+            Ok(left) => left,
+            Err(denial) => return Ok(Err(denial)),
         };
         let mut child_preopens: Vec<(Authority, String)> = Vec::with_capacity(preopens.len());
         for (handle, name) in &preopens {
@@ -354,19 +366,46 @@ impl SandboxState {
             Ok(table) => table,
             Err(e) => return Ok(Err(refusal(Reason::InvalidAttenuation, e))),
         };
-        let command = match shared.command_for(&component) {
-            Ok(command) => command,
-            Err(e) => {
-                let first = format!("{e}");
-                return Ok(Err(refusal(
-                    Reason::InvalidComponent,
-                    first
-                        .lines()
-                        .next()
-                        .unwrap_or("not a component")
-                        .to_string(),
-                )));
-            }
+        // The compiled code is charged to this sandbox's memory (an estimate: its size times
+        // COMPILED_CODE_CHARGE), and the compile to its wall clock: it runs off the async
+        // threads, so this sandbox's deadline still fires while it compiles.
+        let charge = (component.len() as u64).saturating_mul(COMPILED_CODE_CHARGE);
+        let left = self.limiter.remaining();
+        if left.is_some_and(|left| left < charge) {
+            return Ok(Err(refusal(
+                Reason::NestingLimit,
+                format!(
+                    "a component of {} bytes needs {charge} bytes of this sandbox's memory to compile; it has {} left",
+                    component.len(),
+                    left.unwrap_or_default()
+                ),
+            )));
+        }
+        let compile = tokio::task::spawn_blocking({
+            let (shared, wasm) = (shared.clone(), std::sync::Arc::<[u8]>::from(component));
+            move || shared.nested_command_for(wasm)
+        });
+        let compiled = match timeout {
+            None => compile.await,
+            Some(left) => match tokio::time::timeout(left, compile).await {
+                Ok(compiled) => compiled,
+                Err(_) => {
+                    return Ok(Err(refusal(
+                        Reason::NestingLimit,
+                        "the component did not compile within this sandbox's remaining time".into(),
+                    )))
+                }
+            },
+        };
+        let command = match compiled {
+            Ok(Ok(command)) => command,
+            Ok(Err(why)) => return Ok(Err(refusal(Reason::InvalidComponent, why))),
+            Err(e) => wasmtime::bail!("compiling a nested component failed: {e}"),
+        };
+        // What is left of the wall clock after the compile.
+        let timeout = match self.time_left() {
+            Ok(left) => left,
+            Err(denial) => return Ok(Err(denial)),
         };
         self.children += 1;
         let child_id = format!("{}/{}", self.outbound.sandbox(), self.children);
@@ -374,7 +413,7 @@ impl SandboxState {
             .iter()
             .map(|(a, n)| format!("{n}={}", a.reference().lineage))
             .collect();
-        let memory = self.limiter.remaining();
+        let memory = left.map(|left| left - charge);
         let mut spawned = Record::new(
             Event::SandboxSpawned,
             &child_id,

@@ -9,9 +9,12 @@
 //! it waits on the host), and in-flight requests (egress). A trap or limit ends the guest with
 //! a clear message and exit status; the host is unharmed.
 
+mod admission;
+mod compiled;
 mod guest_api;
 mod wasi_http;
 
+pub use admission::{MAX_CHILD_COMPONENT_BYTES, MAX_FUNCTION_BODY_BYTES, MAX_FUNCTION_LOCALS};
 pub use guest_api::{describe, MAX_LIVE_HANDLES};
 pub use wasi_http::{error_code, UrlcapHttpHooks};
 
@@ -229,17 +232,30 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
-/// What every sandbox of one host shares: the engine, the linker, linked components by hash.
+/// What every sandbox of one host shares: the engines, their linkers, linked components.
+///
+/// Two engines: the host's own components (`urlcap run`'s guest, an embedder's) compile with
+/// wasmtime's on-disk cache, so the next run starts fast; components a guest hands to
+/// `sandbox.run` compile with a second engine that has no disk cache, so nothing a guest
+/// supplies is ever written to the host's disk, and they are kept only in a bounded in-memory
+/// cache.
 pub(crate) struct Shared {
     engine: Engine,
     linker: Linker<SandboxState>,
-    /// Linked components by content: a hash bucket of (bytes, linked command).
-    #[allow(clippy::type_complexity)]
-    commands:
-        std::sync::Mutex<rustc_hash::FxHashMap<u64, Vec<(Arc<[u8]>, CommandPre<SandboxState>)>>>,
+    commands: compiled::CompiledCache,
+    /// The engine and linker for guest-supplied components, made on the first spawn.
+    nested: std::sync::OnceLock<Result<(Engine, Linker<SandboxState>), String>>,
+    nested_commands: compiled::CompiledCache,
+    /// The nested engine, for the epoch ticker once it exists.
+    nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>>,
     max_depth: u32,
     ticker_stop: Arc<AtomicBool>,
 }
+
+/// Most host-supplied components kept linked, and their total bytes.
+const HOST_CACHE: (usize, usize) = (64, 512 << 20);
+/// Most guest-supplied components kept linked, and their total bytes.
+pub const NESTED_CACHE: (usize, usize) = (16, 64 << 20);
 
 impl Drop for Shared {
     fn drop(&mut self) {
@@ -254,6 +270,35 @@ pub struct WasmHost {
     shared: Arc<Shared>,
 }
 
+/// An engine for urlcap's sandboxes (epoch interruption, pooling), with or without wasmtime's
+/// on-disk compilation cache, and its linker: wasi:cli, wasi:http and urlcap:http.
+fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.concurrency_support(false);
+    // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
+    // matters for start-up: wasmtime's default of 1000 stacks costs ~2 ms to set up.
+    let mut pooling = wasmtime::PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(128)
+        .total_memories(128)
+        .total_tables(128)
+        .total_core_instances(512)
+        .total_stacks(128);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    if disk_cache {
+        if let Ok(cache) = wasmtime::Cache::from_file(None) {
+            config.cache(Some(cache));
+        }
+    }
+    let engine = Engine::new(&config)?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    guest_api::Imports::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+    Ok((engine, linker))
+}
+
 impl WasmHost {
     pub fn new() -> wasmtime::Result<WasmHost> {
         WasmHost::with_max_depth(DEFAULT_MAX_DEPTH)
@@ -261,32 +306,10 @@ impl WasmHost {
 
     /// A host whose guests may nest sandboxes `max_depth` levels deep (0: no nesting).
     pub fn with_max_depth(max_depth: u32) -> wasmtime::Result<WasmHost> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.concurrency_support(false);
-        // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
-        // matters for start-up: wasmtime's default of 1000 stacks costs ~2 ms to set up.
-        let mut pooling = wasmtime::PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(128)
-            .total_memories(128)
-            .total_tables(128)
-            .total_core_instances(512)
-            .total_stacks(128);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        if let Ok(cache) = wasmtime::Cache::from_file(None) {
-            config.cache(Some(cache));
-        }
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        guest_api::Imports::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )?;
+        let (engine, linker) = engine(true)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (weak_engine, stop) = (engine.weak(), ticker_stop.clone());
+        let nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>> = Arc::default();
+        let (weak_engine, stop, nested) = (engine.weak(), ticker_stop.clone(), nested_weak.clone());
         std::thread::Builder::new()
             .name("urlcap-epoch".into())
             .spawn(move || {
@@ -296,12 +319,18 @@ impl WasmHost {
                         Some(engine) => engine.increment_epoch(),
                         None => return,
                     }
+                    if let Some(engine) = nested.get().and_then(|w| w.upgrade()) {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
         let shared = Shared {
             engine,
             linker,
-            commands: Default::default(),
+            commands: compiled::CompiledCache::new(HOST_CACHE.0, HOST_CACHE.1),
+            nested: std::sync::OnceLock::new(),
+            nested_commands: compiled::CompiledCache::new(NESTED_CACHE.0, NESTED_CACHE.1),
+            nested_weak,
             max_depth,
             ticker_stop,
         };
@@ -322,7 +351,19 @@ impl WasmHost {
 
     /// Compile and link `wasm`, or reuse the result for the same bytes.
     pub fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
-        self.shared.command_for(wasm)
+        if let Some(command) = self.shared.commands.get(wasm) {
+            return Ok(command);
+        }
+        let command = self.prepare(&self.compile(wasm)?)?;
+        self.shared
+            .commands
+            .insert(Arc::from(wasm), command.clone());
+        Ok(command)
+    }
+
+    /// Guest-supplied components kept compiled now: entries and bytes.
+    pub fn nested_cache_size(&self) -> (usize, usize) {
+        self.shared.nested_commands.size()
     }
 
     /// Run a prepared command component in a new top-level sandbox.
@@ -338,31 +379,36 @@ impl WasmHost {
 }
 
 impl Shared {
-    pub(crate) fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
-        // A fast hash picks the bucket; the bytes themselves decide, so no collision can ever
-        // run one component's code for another's bytes.
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = rustc_hash::FxHasher::default();
-            wasm.hash(&mut h);
-            h.finish()
-        };
-        {
-            let cache = self.commands.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, command)) = cache
-                .get(&key)
-                .and_then(|b| b.iter().find(|(bytes, _)| bytes[..] == *wasm))
-            {
-                return Ok(command.clone());
-            }
+    /// Vet, compile (with the nested engine: never the disk cache) and link a guest-supplied
+    /// component, or reuse the result for the same bytes. Blocking: run it off the async
+    /// threads.
+    pub(crate) fn nested_command_for(
+        &self,
+        wasm: Arc<[u8]>,
+    ) -> Result<CommandPre<SandboxState>, String> {
+        if let Some(command) = self.nested_commands.get(&wasm) {
+            return Ok(command);
         }
-        let component = Component::new(&self.engine, wasm)?;
-        let command = CommandPre::new(self.linker.instantiate_pre(&component)?)?;
-        let mut cache = self.commands.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .entry(key)
-            .or_default()
-            .push((Arc::from(wasm), command.clone()));
+        admission::vet_child_component(&wasm)?;
+        let (engine, linker) = self
+            .nested
+            .get_or_init(|| {
+                let made = engine(false).map_err(|e| e.to_string())?;
+                let _ = self.nested_weak.set(made.0.weak());
+                Ok(made)
+            })
+            .as_ref()
+            .map_err(|e| format!("the host cannot run nested sandboxes: {e}"))?;
+        let first_line = |e: wasmtime::Error| {
+            let text = e.to_string();
+            text.lines().next().unwrap_or("not a component").to_string()
+        };
+        let component = Component::new(engine, &wasm).map_err(first_line)?;
+        let command = linker
+            .instantiate_pre(&component)
+            .and_then(CommandPre::new)
+            .map_err(first_line)?;
+        self.nested_commands.insert(wasm, command.clone());
         Ok(command)
     }
 
@@ -421,7 +467,7 @@ impl Shared {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: UrlcapHttpHooks::new(spec.outbound),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(command.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // No limit: a deadline centuries away (the deadline is added to the current epoch, so
         // it must leave room; u64::MAX would overflow).

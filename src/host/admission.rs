@@ -1,0 +1,79 @@
+//! What a guest-supplied component (`sandbox.run`) must pass before the host compiles it.
+//!
+//! Compiling is the one piece of host work a guest can ask for that wasmtime cannot stop
+//! once started, and whose cost depends on the code, not only on its size: a few functions
+//! that declare tens of thousands of locals took the register allocator minutes of CPU. So
+//! the bytes are read once with wasmparser (cheap, linear in their size) and refused, before
+//! any compile, when they are not a command component or when a function is larger, or
+//! declares more locals, than the caps below. What passes compiles in time proportional to its
+//! size, which is itself capped; that time is still charged to the sandbox's wall clock.
+
+use wasmparser::{Encoding, Parser, Payload};
+
+/// Largest component a guest may hand to `sandbox.run`.
+pub const MAX_CHILD_COMPONENT_BYTES: usize = 16 << 20;
+/// Most locals one function of a guest-supplied component may declare.
+pub const MAX_FUNCTION_LOCALS: u64 = 4_096;
+/// Largest function body of a guest-supplied component, in bytes.
+pub const MAX_FUNCTION_BODY_BYTES: usize = 256 << 10;
+
+/// Check `bytes` before compiling them: a component, of bounded size, exporting
+/// `wasi:cli/run`, whose every function is within the caps. The error says what is wrong.
+pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() > MAX_CHILD_COMPONENT_BYTES {
+        return Err(format!(
+            "the component is {} bytes; a nested sandbox takes at most {MAX_CHILD_COMPONENT_BYTES}",
+            bytes.len()
+        ));
+    }
+    let mut depth = 0u32;
+    let mut exports_run = false;
+    let mut function = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| format!("not a valid component: {}", e.message()))?;
+        match payload {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && encoding != Encoding::Component {
+                    return Err("a core module, not a component; build for wasm32-wasip2".into());
+                }
+                depth += 1;
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    let export =
+                        export.map_err(|e| format!("not a valid component: {}", e.message()))?;
+                    exports_run |= export.name.name.starts_with("wasi:cli/run@0.2.");
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                function += 1;
+                let size = body.range().len();
+                if size > MAX_FUNCTION_BODY_BYTES {
+                    return Err(format!(
+                        "function {function} has a body of {size} bytes; at most {MAX_FUNCTION_BODY_BYTES} in a nested sandbox"
+                    ));
+                }
+                let mut locals = 0u64;
+                let reader = body
+                    .get_locals_reader()
+                    .map_err(|e| format!("not a valid component: {}", e.message()))?;
+                for local in reader {
+                    let (count, _) =
+                        local.map_err(|e| format!("not a valid component: {}", e.message()))?;
+                    locals += u64::from(count);
+                    if locals > MAX_FUNCTION_LOCALS {
+                        return Err(format!(
+                            "function {function} declares more than {MAX_FUNCTION_LOCALS} locals, the most a nested sandbox's functions may"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !exports_run {
+        return Err("the component does not export wasi:cli/run@0.2 (it is not a command)".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Linked components by content, kept so that running the same bytes again skips the compile,
+//! and bounded so that a guest spawning ever new components cannot grow the host without end:
+//! at most so many entries and so many bytes of component, the least recently used evicted.
+
+use super::SandboxState;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// A bounded map from component bytes to their linked command.
+pub(crate) struct CompiledCache {
+    entries: Mutex<Vec<Entry>>,
+    max_entries: usize,
+    max_bytes: usize,
+    /// A use counter, for least-recently-used eviction.
+    uses: AtomicU64,
+}
+
+struct Entry {
+    hash: u64,
+    bytes: Arc<[u8]>,
+    command: CommandPre<SandboxState>,
+    last_used: u64,
+}
+
+impl CompiledCache {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> CompiledCache {
+        CompiledCache {
+            entries: Mutex::new(Vec::new()),
+            max_entries,
+            max_bytes,
+            uses: AtomicU64::new(0),
+        }
+    }
+
+    /// The command linked from exactly these bytes, if kept. A fast hash narrows the search;
+    /// the bytes themselves decide, so no collision can run one component's code for another's.
+    pub(crate) fn get(&self, wasm: &[u8]) -> Option<CommandPre<SandboxState>> {
+        let hash = hash(wasm);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries
+            .iter_mut()
+            .find(|e| e.hash == hash && e.bytes[..] == *wasm)?;
+        entry.last_used = self.uses.fetch_add(1, Ordering::Relaxed);
+        Some(entry.command.clone())
+    }
+
+    /// Keep `command` for `wasm`, evicting the least recently used entries past the bounds.
+    /// A component larger than the whole byte bound is not kept.
+    pub(crate) fn insert(&self, wasm: Arc<[u8]>, command: CommandPre<SandboxState>) {
+        if wasm.len() > self.max_bytes || self.max_entries == 0 {
+            return;
+        }
+        let hash = hash(&wasm);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.iter().any(|e| e.hash == hash && e.bytes == wasm) {
+            return;
+        }
+        entries.push(Entry {
+            hash,
+            bytes: wasm,
+            command,
+            last_used: self.uses.fetch_add(1, Ordering::Relaxed),
+        });
+        let mut bytes: usize = entries.iter().map(|e| e.bytes.len()).sum();
+        while entries.len() > self.max_entries || bytes > self.max_bytes {
+            let oldest = (0..entries.len())
+                .min_by_key(|&i| entries[i].last_used)
+                .expect("not empty while over a bound");
+            bytes -= entries.swap_remove(oldest).bytes.len();
+        }
+    }
+
+    /// Entries and bytes of component kept now.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        (entries.len(), entries.iter().map(|e| e.bytes.len()).sum())
+    }
+}
+
+fn hash(wasm: &[u8]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    wasm.hash(&mut h);
+    h.finish()
+}
