@@ -206,3 +206,171 @@ async fn the_memory_limit_outcome_is_typed_not_read_from_trap_text() {
         "{stderr}"
     );
 }
+
+/// A component wrapping one core module of `functions` functions, each declaring `locals`
+/// i64 locals and shuffling them around, exporting nothing (so not a command).
+fn component_with_functions(functions: u32, locals: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+        TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    let mut code = CodeSection::new();
+    for _ in 0..functions {
+        funcs.function(0);
+        let mut f = Function::new([(locals, ValType::I64)]);
+        for i in 0..locals.min(2_000) {
+            f.instruction(&Instruction::LocalGet(i));
+            f.instruction(&Instruction::LocalSet((i + 1) % locals));
+        }
+        f.instruction(&Instruction::End);
+        code.function(&f);
+    }
+    let mut module = Module::new();
+    module.section(&types).section(&funcs).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+/// Hand each of `components` to `sandbox.run` from a probe, under a 64 MiB, 30 s sandbox.
+async fn spawn_each(dir: &Path, components: &[(&str, Vec<u8>)]) -> (Measured, String, String) {
+    let guests = dir.join("g");
+    std::fs::create_dir_all(&guests).unwrap();
+    let mut steps = Vec::new();
+    for (name, bytes) in components {
+        std::fs::write(guests.join(name), bytes).unwrap();
+        steps.extend(words(&format!("spawn /g/{name} - 1 child")));
+    }
+    let manifest = dir.join("m.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n[limits]\nmemory = \"64MiB\"\ntimeout = \"30s\"\n",
+    )
+    .unwrap();
+    let (manifest, dirs) = (
+        manifest.display().to_string(),
+        format!("{}::/g", guests.display()),
+    );
+    let (m, log) = run_probe(dir, &["--manifest", &manifest, "--dir", &dirs], &steps).await;
+    let stdout = support::text(&m.output.stdout);
+    (m, log, stdout)
+}
+
+/// What used to cost 52 s of wall time, 103 s of CPU and 440 MB (six functions of 45,000
+/// locals) is refused before compiling, and so are a component that is not a command and one
+/// over the size cap: the host spends well under a second of CPU on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_supplied_components_are_vetted_before_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut oversize = wasm_encoder::Component::new();
+    oversize.section(&wasm_encoder::CustomSection {
+        name: "padding".into(),
+        data: vec![0u8; 17 << 20].into(),
+    });
+    let components = [
+        ("locals.wasm", component_with_functions(6, 45_000)),
+        ("notacommand.wasm", component_with_functions(400, 1_000)),
+        ("oversize.wasm", oversize.finish()),
+    ];
+    let (m, log, stdout) = spawn_each(dir.path(), &components).await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("err invalid_component function 1 declares more than 4096 locals"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("err invalid_component the component does not export wasi:cli/run"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("err invalid_component the component is 1782"),
+        "{stdout}"
+    );
+    within_bounds("vetted components", &m, &log, 64 << 10);
+    assert!(
+        m.cpu < std::time::Duration::from_secs(8),
+        "refused before compiling: {:?} of CPU",
+        m.cpu
+    );
+    let refusals = log.matches("\"invalid_component\"").count();
+    assert_eq!(refusals, 3, "{log}");
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => files_under(&e.path()),
+                _ => 1,
+            })
+            .sum()
+    })
+}
+
+/// A guest-supplied component is never written to the host's on-disk compilation cache
+/// (the host's own guest is: that is what makes the next `urlcap run` start fast).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_supplied_components_never_reach_the_disk_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
+    let mut counts = Vec::new();
+    for (i, steps) in ["list", "spawn /g/hello.wasm - 1 hello"].iter().enumerate() {
+        let cache = dir.path().join(format!("cache{i}"));
+        let envs = vec![
+            ("XDG_CACHE_HOME".to_string(), cache.display().to_string()),
+            ("HOME".to_string(), dir.path().display().to_string()),
+        ];
+        let mut args: Vec<String> = words(&format!("run --dir {guests}::/g {PROBE} --"));
+        args.extend(words(steps));
+        let m = support::urlcap_measured_env(args, envs).await;
+        let stdout = support::text(&m.output.stdout);
+        assert!(
+            m.output.status.success(),
+            "{stdout} {}",
+            support::text(&m.output.stderr)
+        );
+        if i == 1 {
+            assert!(stdout.starts_with("spawned 0"), "{stdout}");
+        }
+        counts.push(files_under(&cache));
+    }
+    assert!(counts[0] > 0, "the host's own guest is cached on disk");
+    assert_eq!(
+        counts[1], counts[0],
+        "the nested component added nothing to the disk cache"
+    );
+}
+
+/// A compile that outlasts the sandbox's wall clock ends the spawn with a clear reason (or
+/// the sandbox itself at its limit); the host does not wait for the compile to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_is_charged_to_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, "version = 1\n[limits]\ntimeout = \"200ms\"\n").unwrap();
+    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
+    let args = words(&format!(
+        "run --manifest {} --audit {}/a.jsonl --dir {guests}::/g {PROBE} -- spawn /g/probe.wasm - 2 probe list",
+        manifest.display(),
+        dir.path().display()
+    ));
+    let m = urlcap_measured(args).await;
+    let stdout = support::text(&m.output.stdout);
+    let refused = stdout.starts_with("err nesting_limit the component did not compile within");
+    assert!(
+        refused || m.output.status.code() == Some(124),
+        "{stdout} {:?}",
+        m.output.status
+    );
+    let log = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+    assert!(
+        log.lines().last().unwrap().contains("\"sandbox.exited\""),
+        "{log}"
+    );
+}

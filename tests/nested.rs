@@ -786,3 +786,41 @@ async fn a_childs_concurrent_requests_count_against_the_top_level_limit() {
         .count();
     assert_eq!(refused, limited, "{log}");
 }
+
+/// Every distinct component a guest spawns is compiled, but only a bounded number stay
+/// compiled: twenty distinct components (one guest, its bytes varied by a custom section)
+/// leave at most `NESTED_CACHE` entries behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compiled_components_a_guest_spawns_are_bounded() {
+    let host = WasmHost::new().unwrap();
+    let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
+    let hello = std::fs::read(env!("URLCAP_GUEST_HELLO")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut steps: Vec<String> = Vec::new();
+    for i in 0..20u8 {
+        // A custom section (id 0, size, name "v", one byte) makes each copy distinct.
+        let mut bytes = hello.clone();
+        bytes.extend([0, 3, 1, b'v', i]);
+        std::fs::write(dir.path().join(format!("h{i}.wasm")), bytes).unwrap();
+        steps.extend(["spawn", &format!("/g/h{i}.wasm"), "-", "1", "hello"].map(String::from));
+    }
+    let (out, _audit) = setup("version = 1\n");
+    let stdio = Stdio::capture(1 << 20);
+    let spec = SandboxSpec {
+        args: std::iter::once("probe".to_string()).chain(steps).collect(),
+        dirs: vec![(dir.path().display().to_string(), "/g".into())],
+        stdio: stdio.clone(),
+        ..SandboxSpec::new(out, "parent")
+    };
+    let outcome = host.run(&command, spec).await.unwrap();
+    let stdout = stdio.contents().0;
+    assert_eq!(outcome.exit_code, 0, "{stdout}");
+    assert_eq!(stdout.matches("spawned 0").count(), 20, "{stdout}");
+    let (entries, bytes) = host.nested_cache_size();
+    assert!(
+        entries <= urlcap::host::NESTED_CACHE.0,
+        "{entries} entries kept"
+    );
+    assert!(bytes <= urlcap::host::NESTED_CACHE.1, "{bytes} bytes kept");
+    assert!(entries >= 1);
+}

@@ -149,6 +149,9 @@ fn run_inner(
         audit.record(&Record::new(Event::SandboxExited, &sandbox, detail));
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(outcome)
     })?;
+    // A nested component still compiling when the sandbox ended cannot be stopped inside
+    // wasmtime; do not wait for it (its size and shape were capped before it started).
+    rt.shutdown_background();
     audit.finish(&sandbox)?;
     if let Some(message) = &outcome.message {
         let _ = writeln!(err, "urlcap: {message}");

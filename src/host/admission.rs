@@ -17,15 +17,20 @@ pub const MAX_FUNCTION_LOCALS: u64 = 4_096;
 /// Largest function body of a guest-supplied component, in bytes.
 pub const MAX_FUNCTION_BODY_BYTES: usize = 256 << 10;
 
+/// The first check, before anything else is spent on a component: its size.
+pub(crate) fn check_size(len: usize) -> Result<(), String> {
+    if len > MAX_CHILD_COMPONENT_BYTES {
+        return Err(format!(
+            "the component is {len} bytes; a nested sandbox takes at most {MAX_CHILD_COMPONENT_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 /// Check `bytes` before compiling them: a component, of bounded size, exporting
 /// `wasi:cli/run`, whose every function is within the caps. The error says what is wrong.
 pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() > MAX_CHILD_COMPONENT_BYTES {
-        return Err(format!(
-            "the component is {} bytes; a nested sandbox takes at most {MAX_CHILD_COMPONENT_BYTES}",
-            bytes.len()
-        ));
-    }
+    check_size(bytes.len())?;
     let mut depth = 0u32;
     let mut exports_run = false;
     let mut function = 0usize;

@@ -84,3 +84,43 @@ fn hash(wasm: &[u8]) -> u64 {
     wasm.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One real linked command, stored under many keys: the bounds hold, the least recently
+    /// used goes first, and a key is found only by its exact bytes.
+    #[test]
+    fn the_cache_stays_within_its_bounds_and_evicts_the_least_recently_used() {
+        let host = crate::host::WasmHost::new().unwrap();
+        let command = host
+            .command_for(&std::fs::read(env!("URLCAP_GUEST_HELLO")).unwrap())
+            .unwrap();
+        let cache = CompiledCache::new(4, 10_000);
+        let key = |i: u8, len: usize| -> Arc<[u8]> { vec![i; len].into() };
+        for i in 0..10u8 {
+            cache.insert(key(i, 100), command.clone());
+            if i >= 1 {
+                assert!(cache.get(&key(1, 100)).is_some(), "1 is used every time");
+            }
+            let (entries, bytes) = cache.size();
+            assert!(entries <= 4 && bytes <= 10_000, "{entries} {bytes}");
+        }
+        assert!(cache.get(&key(1, 100)).is_some());
+        assert!(cache.get(&key(0, 100)).is_none(), "evicted first");
+        assert!(cache.get(&key(9, 100)).is_some());
+        assert!(
+            cache.get(&key(9, 99)).is_none(),
+            "only the exact bytes match"
+        );
+        cache.insert(key(20, 6_000), command.clone());
+        cache.insert(key(21, 6_000), command.clone());
+        assert!(cache.size().1 <= 10_000, "{:?}", cache.size());
+        cache.insert(key(22, 20_000), command);
+        assert!(
+            cache.get(&key(22, 20_000)).is_none(),
+            "larger than the whole bound"
+        );
+    }
+}

@@ -369,6 +369,9 @@ impl SandboxState {
         // The compiled code is charged to this sandbox's memory (an estimate: its size times
         // COMPILED_CODE_CHARGE), and the compile to its wall clock: it runs off the async
         // threads, so this sandbox's deadline still fires while it compiles.
+        if let Err(why) = super::admission::check_size(component.len()) {
+            return Ok(Err(refusal(Reason::InvalidComponent, why)));
+        }
         let charge = (component.len() as u64).saturating_mul(COMPILED_CODE_CHARGE);
         let left = self.limiter.remaining();
         if left.is_some_and(|left| left < charge) {

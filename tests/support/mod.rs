@@ -524,13 +524,19 @@ pub struct Measured {
 }
 
 /// Run the `urlcap` binary with `args` and measure its peak memory and CPU time (wait4).
-#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
 pub async fn urlcap_measured(args: Vec<String>) -> Measured {
+    urlcap_measured_env(args, Vec::new()).await
+}
+
+/// [`urlcap_measured`] with these environment variables added.
+#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
+pub async fn urlcap_measured_env(args: Vec<String>, envs: Vec<(String, String)>) -> Measured {
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
             .args(args)
+            .envs(envs)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
