@@ -571,3 +571,82 @@ fn a_request_in_flight_does_not_carry_the_connect_path() {
     eprintln!("send future: {size} bytes");
     assert!(size < 6 * 1024, "send future is {size} bytes");
 }
+
+/// A server that answers one request with `limit` informational `100 Continue` responses,
+/// then `last` (if any), and counts how many it wrote.
+async fn interim_flood(
+    limit: usize,
+    last: Option<&'static [u8]>,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = written.clone();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head).await;
+        for _ in 0..limit {
+            if stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Some(last) = last {
+            let _ = stream.write_all(last).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    (port, written)
+}
+
+/// An origin that sends informational responses without end is cut off after
+/// `MAX_INTERIM_RESPONSES` of them (`upstream_error`), long before the first-byte timeout,
+/// and the connection is not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_stream_of_informational_responses_is_cut_off() {
+    let (port, written) = interim_flood(1_000_000, None).await;
+    let (out, audit) = outbound(
+        &api_manifest(port, ""),
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        EgressConfig {
+            first_byte_timeout: Duration::from_secs(120),
+            ..EgressConfig::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let denial = out
+        .send(&get(port, "/v1/x"), empty_body())
+        .await
+        .expect_err("cut off");
+    assert_eq!(denial.reason, Reason::UpstreamError, "{denial}");
+    assert!(
+        denial.detail.contains("more than 32 informational"),
+        "{denial}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not left to the first-byte timeout"
+    );
+    assert!(written.load(std::sync::atomic::Ordering::SeqCst) < 1_000_000);
+    assert_eq!(audit.records().len(), 1);
+
+    // Up to the cap they are fine, and the response that follows arrives.
+    let ok: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (port, _) = interim_flood(31, Some(ok)).await;
+    let (out, _) = outbound(
+        &api_manifest(port, ""),
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        EgressConfig::default(),
+    );
+    let response = out.send(&get(port, "/v1/x"), empty_body()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(read_body(response).await.unwrap(), b"ok");
+}

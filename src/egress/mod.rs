@@ -174,12 +174,22 @@ impl Client {
         let wire =
             wire_request(&authority, &request, wire_body, h2).map_err(|d| d.on(&reference))?;
         let first_byte = until(deadline, config.first_byte_timeout);
+        let interim = Arc::new(Interim::default());
         let sent = match sender {
             Sender::H2(mut s) => tokio::time::timeout(first_byte, s.send_request(wire))
                 .await
-                .map(|r| (r, None)),
+                .map(|r| (Some(r), None)),
             Sender::H1(mut s) => {
-                let result = tokio::time::timeout(first_byte, s.send_request(wire)).await;
+                let mut wire = wire;
+                let counter = interim.clone();
+                hyper::ext::on_informational(&mut wire, move |_| counter.seen());
+                let head = async {
+                    tokio::select! {
+                        response = s.send_request(wire) => Some(response),
+                        () = interim.flooded() => None,
+                    }
+                };
+                let result = tokio::time::timeout(first_byte, head).await;
                 result.map(|r| (r, Some(s)))
             }
         };
@@ -191,7 +201,16 @@ impl Client {
                     format!("no response head from {addr} within {waited}"),
                 ));
             }
-            Ok((Err(e), _)) => {
+            // The connection goes with the sender: it is not reused.
+            Ok((None, _)) => {
+                return Err(fail(
+                    Reason::UpstreamError,
+                    format!(
+                        "{addr} sent more than {MAX_INTERIM_RESPONSES} informational (1xx) responses before its response"
+                    ),
+                ));
+            }
+            Ok((Some(Err(e)), _)) => {
                 if let Some(denial) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     return Err(denial);
                 }
@@ -200,7 +219,7 @@ impl Client {
                     format!("{addr}: {}", connect::error_chain(&e)),
                 ));
             }
-            Ok((Ok(response), sender)) => (response, sender),
+            Ok((Some(Ok(response)), sender)) => (response, sender),
         };
         let (parts, incoming) = response.into_parts();
         if let (Some(max), Some(len)) = (limits.max_response_body, content_length(&parts.headers)) {
@@ -365,6 +384,32 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 /// The request exactly as approved: canonical method, path and query, `Host` from the granted
 /// URL, the guest's headers in order (its Content-Length dropped: framing comes from the body),
 /// and the grant's injected headers last.
+/// Most informational (1xx) responses accepted before a request's response: a server that
+/// sends them forever would otherwise keep a core busy until the first-byte timeout. (HTTP/1;
+/// the HTTP/2 client does not report them.)
+pub const MAX_INTERIM_RESPONSES: u32 = 32;
+
+/// Counts one request's informational responses, and wakes the request past the cap.
+#[derive(Default)]
+struct Interim {
+    seen: std::sync::atomic::AtomicU32,
+    over: tokio::sync::Notify,
+}
+
+impl Interim {
+    fn seen(&self) {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n > MAX_INTERIM_RESPONSES {
+            self.over.notify_one();
+        }
+    }
+
+    /// Resolves once more than the cap have arrived.
+    async fn flooded(&self) {
+        self.over.notified().await
+    }
+}
+
 fn wire_request(
     authority: &Authority,
     request: &Request,
