@@ -650,3 +650,91 @@ async fn an_endless_stream_of_informational_responses_is_cut_off() {
     assert_eq!(response.status(), 200);
     assert_eq!(read_body(response).await.unwrap(), b"ok");
 }
+
+/// A server that answers at once (`200`, body `ok`) without waiting for the request body,
+/// then reads whatever comes.
+async fn answers_before_the_body() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// `count` chunks of 1 KiB, one every 5 ms: a body still streaming when the response comes.
+fn slow_chunks(count: usize) -> RequestBody {
+    use http_body_util::BodyExt;
+    struct Slow(usize, Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+    impl http_body::Body for Slow {
+        type Data = bytes::Bytes;
+        type Error = Denial;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Denial>>> {
+            if self.0 == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let sleep = self
+                .1
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(5))));
+            std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+            self.1 = None;
+            self.0 -= 1;
+            let chunk = bytes::Bytes::from(vec![b'y'; 1024]);
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+        }
+    }
+    Slow(count, None).boxed_unsync()
+}
+
+/// A request body refused after the response head arrived (the server answered early) is
+/// still audited, exactly once, with its own reason, whether or not the guest reads the
+/// response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_refused_after_the_response_head_is_audited_once() {
+    for read_response in [true, false] {
+        let port = answers_before_the_body().await;
+        let (out, audit) = outbound(
+            &api_manifest(port, "max_request_body = \"10KB\""),
+            resolver(&[("api.test", &["127.0.0.1"])]),
+            EgressConfig::default(),
+        );
+        let request = GuestRequest::new("POST", &format!("http://api.test:{port}/v1/up"));
+        let response = out.send(&request, slow_chunks(100)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let read = if read_response {
+            Some(read_body(response).await)
+        } else {
+            drop(response);
+            None
+        };
+        let mut waited = Duration::ZERO;
+        while audit.records().is_empty() && waited < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let records = audit.records();
+        assert_eq!(
+            records.len(),
+            1,
+            "read {read_response}: {records:?} {read:?}"
+        );
+        assert_eq!(
+            records[0]["reason"], "request_body_too_large",
+            "{records:?}"
+        );
+    }
+}

@@ -41,6 +41,68 @@ pub fn full_body(bytes: impl Into<Bytes>) -> RequestBody {
         .boxed_unsync()
 }
 
+/// The one early end of an exchange (request body refused, response body cut), reported
+/// exactly once: to the sender while the response head is still awaited (it becomes the
+/// sender's error), or to the audit hook once the caller installed one — even when the
+/// request body is refused after the response head arrived, or after the response was read.
+#[derive(Default)]
+pub(crate) struct Exchange(Mutex<ExchangeState>);
+
+#[derive(Default)]
+struct ExchangeState {
+    /// A failure no one has been told of yet.
+    pending: Option<Denial>,
+    hook: Option<OnBodyError>,
+    reported: bool,
+}
+
+impl Exchange {
+    fn state(&self) -> std::sync::MutexGuard<'_, ExchangeState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Report `denial`, unless one was reported (or is pending) already.
+    fn report(&self, denial: &Denial) {
+        let mut state = self.state();
+        if state.reported || state.pending.is_some() {
+            return;
+        }
+        match state.hook.take() {
+            Some(hook) => {
+                state.reported = true;
+                drop(state);
+                hook(denial);
+            }
+            None => state.pending = Some(denial.clone()),
+        }
+    }
+
+    /// The failure that stopped the request before its response head, for the sender to
+    /// return (and its caller to report).
+    pub(crate) fn take_pending(&self) -> Option<Denial> {
+        let mut state = self.state();
+        let pending = state.pending.take();
+        state.reported |= pending.is_some();
+        pending
+    }
+
+    /// From now on failures go to `hook` (one already pending goes at once).
+    fn set_hook(&self, hook: OnBodyError) {
+        let mut state = self.state();
+        if state.reported {
+            return;
+        }
+        match state.pending.take() {
+            Some(denial) => {
+                state.reported = true;
+                drop(state);
+                hook(&denial);
+            }
+            None => state.hook = Some(hook),
+        }
+    }
+}
+
 /// The request body as it goes on the wire.
 pub struct WireBody {
     inner: RequestBody,
@@ -48,8 +110,8 @@ pub struct WireBody {
     declared: Option<u64>,
     sent: u64,
     reference: AuthorityRef,
-    /// The denial that stopped the body, for the sender to report (hyper wraps it).
-    pub(crate) failure: Arc<Mutex<Option<Denial>>>,
+    /// Where a refusal of this body is reported (hyper wraps the error it is given).
+    exchange: Arc<Exchange>,
 }
 
 impl WireBody {
@@ -58,6 +120,7 @@ impl WireBody {
         max: Option<u64>,
         declared: Option<u64>,
         reference: AuthorityRef,
+        exchange: Arc<Exchange>,
     ) -> WireBody {
         WireBody {
             inner,
@@ -65,7 +128,7 @@ impl WireBody {
             declared,
             sent: 0,
             reference,
-            failure: Arc::default(),
+            exchange,
         }
     }
 
@@ -75,7 +138,7 @@ impl WireBody {
         detail: String,
     ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
         let denial = Denial::new(reason, detail).on(&self.reference);
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(denial.clone());
+        self.exchange.report(&denial);
         Poll::Ready(Some(Err(denial)))
     }
 }
@@ -109,7 +172,7 @@ impl Body for WireBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(denial)) => {
-                *this.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(denial.clone());
+                this.exchange.report(&denial);
                 Poll::Ready(Some(Err(denial)))
             }
             None => match this.declared {
@@ -145,7 +208,7 @@ pub(crate) struct PoolReturn {
     pub(crate) sender: hyper::client::conn::http1::SendRequest<WireBody>,
 }
 
-/// Called once with the denial that ended a response body early (for the audit log).
+/// Called once with the denial that ended an exchange early (for the audit log).
 pub type OnBodyError = Box<dyn FnOnce(&Denial) + Send + Sync>;
 
 /// The response body a guest reads.
@@ -159,7 +222,7 @@ pub struct ResponseBody {
     reference: AuthorityRef,
     pool_return: Option<PoolReturn>,
     permits: Vec<OwnedSemaphorePermit>,
-    on_error: Option<OnBodyError>,
+    exchange: Arc<Exchange>,
     finished: bool,
 }
 
@@ -173,6 +236,7 @@ impl ResponseBody {
         reference: AuthorityRef,
         pool_return: Option<PoolReturn>,
         permits: Vec<OwnedSemaphorePermit>,
+        exchange: Arc<Exchange>,
     ) -> ResponseBody {
         ResponseBody {
             inner,
@@ -184,14 +248,15 @@ impl ResponseBody {
             reference,
             pool_return,
             permits,
-            on_error: None,
+            exchange,
             finished: false,
         }
     }
 
-    /// Be told (once) if this body ends with a denial instead of its last byte.
+    /// Be told (once) if this exchange ends with a denial: this body cut before its last
+    /// byte, or the request body refused after the response head arrived.
     pub fn on_error(&mut self, hook: OnBodyError) {
-        self.on_error = Some(hook);
+        self.exchange.set_hook(hook);
     }
 
     fn fail(
@@ -201,9 +266,7 @@ impl ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
         let denial = Denial::new(reason, detail).on(&self.reference);
         self.finish(false);
-        if let Some(hook) = self.on_error.take() {
-            hook(&denial);
-        }
+        self.exchange.report(&denial);
         Poll::Ready(Some(Err(denial)))
     }
 

@@ -163,13 +163,14 @@ impl Client {
                     .await?
             }
         };
+        let exchange = Arc::new(body::Exchange::default());
         let wire_body = body::WireBody::new(
             body,
             limits.max_request_body,
             request.body_len,
             reference.clone(),
+            exchange.clone(),
         );
-        let failure = wire_body.failure.clone();
         let h2 = matches!(sender, Sender::H2(_));
         let wire =
             wire_request(&authority, &request, wire_body, h2).map_err(|d| d.on(&reference))?;
@@ -211,7 +212,7 @@ impl Client {
                 ));
             }
             Ok((Some(Err(e)), _)) => {
-                if let Some(denial) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(denial) = exchange.take_pending() {
                     return Err(denial);
                 }
                 return Err(fail(
@@ -244,6 +245,7 @@ impl Client {
             reference,
             pool_return,
             permits,
+            exchange,
         );
         Ok(http::Response::from_parts(parts, body))
     }
