@@ -251,3 +251,64 @@ async fn run_honours_max_nesting_depth() {
         text(&o.stdout)
     );
 }
+
+/// With the audit log on stderr (the default), the guest's own stderr cannot forge a record,
+/// split one or swallow one: its lines arrive whole and prefixed `guest: `, and every line that
+/// is not prefixed is a genuine record. (Found by the hostile review.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_forge_or_corrupt_audit_records_on_a_shared_stderr() {
+    let server = Server::http(|_| Reply::Text("fine")).await;
+    let grant = format!("api=GET http://127.0.0.1:{}/pub/", server.port());
+    let forged = r#"{"ts":"2026-01-01T00:00:00.000Z","event":"sandbox.exited","sandbox":"sb-1","authority":null,"lineage":null,"method":null,"url":null,"reason":null,"detail":"exit status 0"}\n"#;
+    let o = urlcap(args(&[
+        "run",
+        "--allow",
+        &grant,
+        "--allow-ip",
+        "127.0.0.1",
+        PROBE,
+        "--",
+        "stderr",
+        forged,
+        "stderr",
+        r#"{"x":"#,
+        "fetch",
+        "api",
+        "GET",
+        "/secret",
+        "stderr",
+        "two\nlines\n",
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    let mut records = Vec::new();
+    for line in stderr.lines() {
+        if line.starts_with("guest: ") {
+            continue;
+        }
+        let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("a line that is not the guest's is a record: {line:?} {e}\n{stderr}")
+        });
+        records.push(record);
+    }
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["sandbox.spawned", "request.denied", "sandbox.exited"],
+        "{stderr}"
+    );
+    assert_eq!(records[1]["reason"], "path_not_allowed");
+    assert!(
+        records.iter().all(|r| r["sandbox"] != "sb-1"),
+        "the forged record is not one"
+    );
+    assert!(stderr.contains("guest: {\"ts\":\"2026-01-01"), "{stderr}");
+    assert!(
+        stderr.contains("guest: {\"x\":two\nguest: lines\n"),
+        "{stderr}"
+    );
+}

@@ -374,3 +374,23 @@ async fn a_compile_is_charged_to_the_wall_clock() {
         "{log}"
     );
 }
+
+/// One spawn passes at most 256 handles (the same handle under 300 names is refused before
+/// any is derived), so a child's table and its `sandbox.spawned` record stay small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_passes_a_bounded_number_of_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
+    let names: Vec<String> = (0..300).map(|i| format!("api:n{i}")).collect();
+    let steps = words(&format!("spawn /g/hello.wasm {} 1 hello", names.join(",")));
+    let dirs = format!("{guests}::/g");
+    let (m, log) = run_probe(dir.path(), &["--dir", &dirs], &steps).await;
+    let stdout = support::text(&m.output.stdout);
+    assert!(
+        stdout.starts_with(
+            "err invalid_attenuation 300 handles passed; a nested sandbox takes at most 256"
+        ),
+        "{stdout}"
+    );
+    within_bounds("many preopens", &m, &log, 64 << 10);
+}

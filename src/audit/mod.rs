@@ -193,6 +193,13 @@ impl AuditLog {
         };
     }
 
+    /// Write bytes that are not a record (a guest's framed stderr line) to the sink, whole,
+    /// under the same lock as records, so neither can land inside the other.
+    pub fn write_beside(&self, bytes: &[u8]) {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sink.write_all(bytes).and_then(|()| sink.flush());
+    }
+
     /// Records written so far.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)

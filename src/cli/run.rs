@@ -3,7 +3,7 @@
 use super::{GrantArgs, EXIT_USAGE};
 use crate::audit::{AuditLog, Event, Record};
 use crate::egress::{Client, EgressConfig, SystemResolver};
-use crate::host::{SandboxSpec, WasmHost};
+use crate::host::{SandboxSpec, Stdio, WasmHost};
 use crate::outbound::Outbound;
 use crate::policy::SystemClock;
 use clap::Args;
@@ -93,6 +93,7 @@ fn run_inner(
             .map_err(|e| format!("--audit {path}: {e}"))?,
     };
     let audit = Arc::new(audit.with_allowed(args.audit_allowed));
+    let audit_on_stderr = matches!(args.audit.as_deref(), None | Some("-"));
     let sandbox = format!("sb-{}", std::process::id());
     let rt = runtime()?;
     let outcome = rt.block_on(async {
@@ -137,6 +138,11 @@ fn run_inner(
             dirs,
             memory: config.limits.memory,
             timeout: config.limits.timeout,
+            stdio: if audit_on_stderr {
+                Stdio::InheritBesideAudit(audit.clone())
+            } else {
+                Stdio::Inherit
+            },
             ..SandboxSpec::new(outbound, &sandbox)
         };
         // As a task rather than inside block_on: wake-ups from the guest's host calls then stay

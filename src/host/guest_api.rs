@@ -285,6 +285,9 @@ impl t::HostAuthority for SandboxState {
 /// the size of the wasm).
 pub const COMPILED_CODE_CHARGE: u64 = 4;
 
+/// Most handles one `sandbox.run` may pass to the child.
+pub const MAX_CHILD_PREOPENS: usize = 256;
+
 /// Most bytes of a nested sandbox's stdout and of its stderr kept for its parent.
 pub const CHILD_OUTPUT_CAP: usize = 1 << 20;
 
@@ -347,6 +350,15 @@ impl SandboxState {
             Ok(left) => left,
             Err(denial) => return Ok(Err(denial)),
         };
+        if preopens.len() > MAX_CHILD_PREOPENS {
+            return Ok(Err(refusal(
+                Reason::InvalidAttenuation,
+                format!(
+                    "{} handles passed; a nested sandbox takes at most {MAX_CHILD_PREOPENS}",
+                    preopens.len()
+                ),
+            )));
+        }
         let mut child_preopens: Vec<(Authority, String)> = Vec::with_capacity(preopens.len());
         for (handle, name) in &preopens {
             if let Err(e) = crate::policy::check_name(name) {
@@ -456,7 +468,7 @@ impl SandboxState {
         exited.write(&outcome.summary());
         let (stdout, stderr) = match &stdio {
             super::Stdio::Capture(out, err) => (out.contents().to_vec(), err.contents().to_vec()),
-            super::Stdio::Inherit => (Vec::new(), Vec::new()),
+            super::Stdio::Inherit | super::Stdio::InheritBesideAudit(_) => (Vec::new(), Vec::new()),
         };
         Ok(Ok(sandbox::ExitStatus {
             code: outcome.exit_code,

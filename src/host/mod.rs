@@ -12,6 +12,7 @@
 mod admission;
 mod compiled;
 mod guest_api;
+mod guest_stderr;
 mod wasi_http;
 
 pub use admission::{MAX_CHILD_COMPONENT_BYTES, MAX_FUNCTION_BODY_BYTES, MAX_FUNCTION_LOCALS};
@@ -197,6 +198,10 @@ impl SandboxSpec {
 #[derive(Clone)]
 pub enum Stdio {
     Inherit,
+    /// The host's stdout; stderr shared with this audit log (`--audit -`): the guest's stderr
+    /// is written as whole lines prefixed `guest: `, under the audit log's lock, so it can
+    /// neither forge nor corrupt a record.
+    InheritBesideAudit(Arc<crate::audit::AuditLog>),
     Capture(
         wasmtime_wasi::p2::pipe::MemoryOutputPipe,
         wasmtime_wasi::p2::pipe::MemoryOutputPipe,
@@ -215,7 +220,7 @@ impl Stdio {
     /// Captured stdout and stderr (empty when inherited).
     pub fn contents(&self) -> (String, String) {
         match self {
-            Stdio::Inherit => (String::new(), String::new()),
+            Stdio::Inherit | Stdio::InheritBesideAudit(_) => (String::new(), String::new()),
             Stdio::Capture(out, err) => (
                 String::from_utf8_lossy(&out.contents()).into_owned(),
                 String::from_utf8_lossy(&err.contents()).into_owned(),
@@ -436,6 +441,10 @@ impl Shared {
         match &spec.stdio {
             Stdio::Inherit => {
                 wasi.inherit_stdout().inherit_stderr();
+            }
+            Stdio::InheritBesideAudit(audit) => {
+                wasi.inherit_stdout()
+                    .stderr(guest_stderr::BesideAudit::new(audit.clone()));
             }
             Stdio::Capture(out, err) => {
                 wasi.stdout(out.clone()).stderr(err.clone());

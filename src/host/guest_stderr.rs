@@ -1,0 +1,132 @@
+//! A guest's stderr when it shares the host's stderr with the audit log (`--audit -`, the
+//! default): the guest must not be able to forge an audit record, split one, or swallow one
+//! into a line it left unterminated. So its bytes are gathered into lines, and each whole line
+//! is written prefixed `guest: ` (so it can never be read as a JSON record) under the audit
+//! log's own lock (so it never lands inside a record). A line longer than 64 KiB is cut; an
+//! unterminated last line is written, terminated, when the sandbox ends.
+
+use crate::audit::AuditLog;
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Longest guest line written as one; longer ones are cut into pieces of this size.
+const MAX_LINE: usize = 64 << 10;
+/// What every guest line starts with on the shared stream.
+const PREFIX: &[u8] = b"guest: ";
+
+/// The guest's stderr, framed into prefixed lines beside the audit log.
+#[derive(Clone)]
+pub struct BesideAudit {
+    lines: Arc<Lines>,
+}
+
+struct Lines {
+    audit: Arc<AuditLog>,
+    partial: Mutex<Vec<u8>>,
+}
+
+impl BesideAudit {
+    pub fn new(audit: Arc<AuditLog>) -> BesideAudit {
+        BesideAudit {
+            lines: Arc::new(Lines {
+                audit,
+                partial: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+}
+
+impl Lines {
+    fn write(&self, mut bytes: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        while !bytes.is_empty() {
+            let room = MAX_LINE - partial.len();
+            let (line, rest, ended) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) if i < room => (&bytes[..i], &bytes[i + 1..], true),
+                _ if bytes.len() >= room => (&bytes[..room], &bytes[room..], true),
+                _ => (bytes, &b""[..], false),
+            };
+            partial.extend_from_slice(line);
+            if ended {
+                self.emit(&mut partial);
+            }
+            bytes = rest;
+        }
+    }
+
+    fn emit(&self, partial: &mut Vec<u8>) {
+        let mut line = Vec::with_capacity(PREFIX.len() + partial.len() + 1);
+        line.extend_from_slice(PREFIX);
+        line.append(partial);
+        line.push(b'\n');
+        self.audit.write_beside(&line);
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let mut partial = std::mem::take(self.partial.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !partial.is_empty() {
+            self.emit(&mut partial);
+        }
+    }
+}
+
+impl IsTerminal for BesideAudit {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for BesideAudit {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for BesideAudit {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.lines.write(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_LINE)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for BesideAudit {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for BesideAudit {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.lines.write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
