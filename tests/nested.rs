@@ -623,12 +623,11 @@ async fn random_trees_never_allow_what_an_ancestor_denies_and_audit_each_denial_
     );
 }
 
-/// When the parent's wall-clock limit fires while its child waits on a request, the child's
-/// end and the outcome of its in-flight request are still audited (from drop guards, not
-/// timing luck): `request.aborted`, then the child's `sandbox.exited`, then the parent's. (The
-/// limit leaves room for compiling the child with a debug build's compiler.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
+/// Run the probe under a 15 s wall clock with a child (given `api`) whose request never gets
+/// an answer; the audit records as (event, sandbox) pairs, the records, and the server.
+async fn killed_mid_request(
+    request: &[&str],
+) -> (Vec<(String, String)>, Vec<serde_json::Value>, u16) {
     let server = Server::http(|_| Reply::SlowHead(Duration::from_secs(60))).await;
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("m.toml");
@@ -643,7 +642,7 @@ async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
     .unwrap();
     let audit = dir.path().join("audit.jsonl");
     let guests = Path::new(PROBE).parent().unwrap().display().to_string();
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "run",
         "--manifest",
         manifest.to_str().unwrap(),
@@ -656,15 +655,13 @@ async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
         "spawn",
         "/guests/probe.wasm",
         "api:api",
-        "5",
-        "probe",
-        "fetch",
-        "api",
-        "GET",
-        "/slow",
     ]
     .map(String::from)
     .to_vec();
+    args.push((request.len() + 1).to_string());
+    args.push("probe".into());
+    let url = format!("http://127.0.0.1:{}/slow", server.port());
+    args.extend(request.iter().map(|s| s.replace("URL", &url)));
     let output = support::urlcap_bin(args).await;
     assert_eq!(output.status.code(), Some(124), "{output:?}");
     assert_eq!(
@@ -677,7 +674,7 @@ async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let events: Vec<(String, String)> = records
+    let events = records
         .iter()
         .map(|r| {
             (
@@ -686,6 +683,22 @@ async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
             )
         })
         .collect();
+    (events, records, server.port())
+}
+
+/// When the parent's wall-clock limit fires while its child waits on a request, the child's
+/// end and the outcome of its in-flight request are still audited (from drop guards, not
+/// timing luck): for a native `fetch`, `request.aborted`, then the child's `sandbox.exited`,
+/// then the parent's; for a `wasi:http` request its `request.aborted` is written too, when
+/// wasmtime's task for it is cancelled (so its place is not fixed). (The limit leaves room
+/// for compiling the child with a debug build's compiler.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
+    let (native, wasi) = tokio::join!(
+        killed_mid_request(&["fetch", "api", "GET", "/slow"]),
+        killed_mid_request(&["http", "GET", "URL"]),
+    );
+    let (events, records, port) = native;
     let top = events[0].1.clone();
     let kid = format!("{top}/1");
     assert_eq!(
@@ -697,23 +710,41 @@ async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
             ("sandbox.exited".to_string(), kid.clone()),
             ("sandbox.exited".to_string(), top.clone()),
         ],
-        "{log}"
+        "{records:?}"
     );
-    assert_eq!(
-        records[2]["url"],
-        format!("http://127.0.0.1:{}/slow", server.port())
-    );
-    assert!(
-        records[2]["lineage"].as_str().unwrap().starts_with("api/"),
-        "{log}"
-    );
-    assert!(
-        records[3]["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("exit status 124"),
-        "{log}"
-    );
+    assert_eq!(records[2]["url"], format!("http://127.0.0.1:{port}/slow"));
+    assert!(records[2]["lineage"].as_str().unwrap().starts_with("api/"));
+    assert!(records[3]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("exit status 124"));
+
+    let (events, records, port) = wasi;
+    let top = events[0].1.clone();
+    let kid = format!("{top}/1");
+    let mut sorted = events.clone();
+    sorted.sort();
+    let mut want = vec![
+        ("sandbox.spawned".to_string(), top.clone()),
+        ("sandbox.spawned".to_string(), kid.clone()),
+        ("request.aborted".to_string(), kid.clone()),
+        ("sandbox.exited".to_string(), kid.clone()),
+        ("sandbox.exited".to_string(), top.clone()),
+    ];
+    want.sort();
+    assert_eq!(sorted, want, "{records:?}");
+    let aborted = records
+        .iter()
+        .find(|r| r["event"] == "request.aborted")
+        .unwrap();
+    assert_eq!(aborted["url"], format!("http://127.0.0.1:{port}/slow"));
+    let kid_exit = events
+        .iter()
+        .position(|e| *e == ("sandbox.exited".to_string(), kid.clone()));
+    let top_exit = events
+        .iter()
+        .position(|e| *e == ("sandbox.exited".to_string(), top.clone()));
+    assert!(kid_exit < top_exit, "{events:?}");
 }
 
 /// A child's in-flight requests count against the top-level `max_concurrent_requests`: a
