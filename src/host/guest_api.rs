@@ -481,9 +481,9 @@ impl SandboxState {
 
 /// Writes a nested sandbox's `sandbox.exited` record exactly once: with its outcome when the
 /// run returns, or, when the run is dropped first, from `Drop`. A run is dropped only when an
-/// enclosing sandbox's wall-clock limit fires while the child still runs (the enclosing
-/// limit always fires first: a child's deadline is computed a moment after its parent's), so
-/// that is what the record then says.
+/// enclosing sandbox's wall-clock limit fires while the child still runs (the enclosing limit
+/// always wins: a child's deadline is never earlier than its parent's, and each sandbox checks
+/// its deadline before polling what runs inside it), so that is what the record then says.
 struct ExitRecord {
     outbound: std::sync::Arc<crate::outbound::Outbound>,
     child_id: String,

@@ -489,10 +489,10 @@ impl Shared {
             let command = command.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
         };
-        let result = match spec.timeout {
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(result) => result,
-                Err(_) => return Ok(timeout_outcome(limit)),
+        let result = match deadline {
+            Some(deadline) => match before(deadline, run).await {
+                Some(result) => result,
+                None => return Ok(timeout_outcome(spec.timeout.unwrap_or_default())),
             },
             None => run.await,
         };
@@ -521,6 +521,27 @@ impl Outcome {
             None => format!("exit status {}", self.exit_code),
         }
     }
+}
+
+/// `run`'s output, or None once `deadline` has passed. The deadline is checked *before* `run`
+/// is polled, so when a parent's and its child's deadlines have both passed (a child's is never
+/// earlier: it is the parent's remaining time, computed a moment later), the parent's — the
+/// enclosing one — always wins, and the child's end is written by its drop guard.
+async fn before<T>(
+    deadline: tokio::time::Instant,
+    run: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use std::future::Future;
+    let sleep = tokio::time::sleep_until(deadline);
+    let mut sleep = std::pin::pin!(sleep);
+    let mut run = std::pin::pin!(run);
+    std::future::poll_fn(|cx| {
+        if sleep.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        run.as_mut().poll(cx).map(Some)
+    })
+    .await
 }
 
 fn timeout_outcome(limit: Duration) -> Outcome {
