@@ -150,6 +150,46 @@ fn explain_checks_ip_literals_always() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// An IPv6 literal embedding an IPv4 address is judged in both forms, and a rule written in
+/// the IPv4-mapped form means the IPv4 address.
+#[test]
+fn explain_judges_embedded_ipv4_in_both_forms() {
+    let rows: &[(&[&str], &str, i32)] = &[
+        (
+            &["--allow-ip", "64:ff9b::/96"],
+            "http://[64:ff9b::a00:5]/",
+            1,
+        ),
+        (
+            &["--allow-ip", "64:ff9b::/96"],
+            "http://[64:ff9b::808:808]/",
+            0,
+        ),
+        (
+            &["--allow-private", "--deny-ip", "169.254.169.254"],
+            "http://[64:ff9b::a9fe:a9fe]/",
+            1,
+        ),
+        (
+            &["--allow-private", "--deny-ip", "169.254.169.254"],
+            "http://[2002:a9fe:a9fe::1]/",
+            1,
+        ),
+        (&["--deny-ip", "::ffff:8.8.8.8"], "http://8.8.8.8/", 1),
+    ];
+    for (flags, url, code) in rows {
+        let grant = url.to_string(); // the literal itself is granted; only IP rules judge
+        let mut args = vec!["explain", "--allow", &grant];
+        args.extend(*flags);
+        args.extend(["--json", url]);
+        let o = urlcap(&args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stdout(&o));
+        if *code == 1 {
+            assert_eq!(json(&o)["reason"], "ip_denied", "{args:?}");
+        }
+    }
+}
+
 #[test]
 fn explain_resolve_applies_ip_rules_to_every_address() {
     // `localhost` resolves through the system resolver (hosts file) to loopback only.

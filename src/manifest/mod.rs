@@ -207,9 +207,12 @@ fn default_name(origin: &crate::policy::OriginPattern) -> String {
 }
 
 /// A CIDR, or a bare address meaning just that address.
+/// An IPv4-mapped or -compatible CIDR is read as the IPv4 CIDR it spells (addresses in those
+/// forms are judged as IPv4, so as written it could never match).
 fn parse_net(raw: &str) -> Result<IpNet, String> {
     raw.parse::<IpNet>()
         .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(crate::policy::ip::normalize_rule)
         .map_err(|_| format!("{raw:?} is not an IP address or CIDR such as 10.0.0.0/8 or fd00::/8"))
 }
 

@@ -3,19 +3,27 @@
 //! Every special-purpose range (IANA registries, RFC 6890 and successors) is denied by default,
 //! because a guest that can reach loopback, link-local metadata services or the private network
 //! holds far more authority than its grant names. IPv4-mapped (`::ffff:a.b.c.d`) and
-//! IPv4-compatible (`::a.b.c.d`) IPv6 addresses are judged as the IPv4 address they carry, so no
-//! encoding of an address escapes its IPv4 rule.
+//! IPv4-compatible (`::a.b.c.d`) IPv6 addresses are judged as the IPv4 address they carry (the
+//! host's stack connects to that IPv4 address), and rules written in those forms are read as
+//! the IPv4 rule they mean. An IPv6 address that *embeds* an IPv4 address a gateway will
+//! translate to — NAT64 (RFC 6052, local-use RFC 8215), 6to4, Teredo server and client — is
+//! allowed only if the IPv6 address and every IPv4 address it embeds each pass, so a
+//! `deny_ips` entry on either form denies it.
 
 use super::decision::Denial;
 use super::reason::Reason;
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A special-purpose range and the name we report for it.
 struct SpecialRange {
     net: &'static str,
     name: &'static str,
 }
+
+/// When the table below was last compared with the IANA IPv4 and IPv6 Special-Purpose Address
+/// Registries (plus the multicast blocks, and the IPv4-translated prefix of RFC 2765).
+pub const SPECIAL_RANGES_CHECKED: &str = "2026-11-29";
 
 const SPECIAL_RANGES: &[SpecialRange] = &[
     SpecialRange {
@@ -55,8 +63,20 @@ const SPECIAL_RANGES: &[SpecialRange] = &[
         name: "6to4 relay anycast",
     },
     SpecialRange {
+        net: "192.31.196.0/24",
+        name: "AS112-v4",
+    },
+    SpecialRange {
+        net: "192.52.193.0/24",
+        name: "AMT",
+    },
+    SpecialRange {
         net: "192.168.0.0/16",
         name: "private",
+    },
+    SpecialRange {
+        net: "192.175.48.0/24",
+        name: "direct delegation AS112 service",
     },
     SpecialRange {
         net: "198.18.0.0/15",
@@ -95,6 +115,10 @@ const SPECIAL_RANGES: &[SpecialRange] = &[
         name: "IPv4-mapped",
     },
     SpecialRange {
+        net: "::ffff:0:0:0/96",
+        name: "IPv4-translated",
+    },
+    SpecialRange {
         net: "64:ff9b::/96",
         name: "NAT64",
     },
@@ -107,6 +131,10 @@ const SPECIAL_RANGES: &[SpecialRange] = &[
         name: "discard-only",
     },
     SpecialRange {
+        net: "100:0:0:1::/64",
+        name: "dummy IPv6 prefix",
+    },
+    SpecialRange {
         net: "2001::/23",
         name: "IETF protocol assignments (incl. Teredo)",
     },
@@ -117,6 +145,18 @@ const SPECIAL_RANGES: &[SpecialRange] = &[
     SpecialRange {
         net: "2002::/16",
         name: "6to4",
+    },
+    SpecialRange {
+        net: "2620:4f:8000::/48",
+        name: "direct delegation AS112 service",
+    },
+    SpecialRange {
+        net: "3fff::/20",
+        name: "documentation",
+    },
+    SpecialRange {
+        net: "5f00::/16",
+        name: "SRv6 SIDs",
     },
     SpecialRange {
         net: "fc00::/7",
@@ -167,6 +207,66 @@ pub fn judged_as(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Every special-purpose range, with its name (the table the default deny set is made of).
+pub fn special_purpose_ranges() -> impl Iterator<Item = (IpNet, &'static str)> {
+    special_ranges().iter().copied()
+}
+
+/// The IPv4 addresses an IPv6 address embeds for a translator or tunnel to reach: NAT64
+/// (`64:ff9b::/96`, and `64:ff9b:1::/48` at every RFC 6052 prefix length it may be used
+/// with), IPv4-translated (`::ffff:0:0:0/96`), 6to4 (`2002::/16`), and Teredo (`2001::/32`:
+/// the server, and the obfuscated client).
+/// IPv4-mapped and -compatible addresses are not here: they *are* their IPv4 address
+/// ([`judged_as`]).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let o = ip.octets();
+    let v4 = |a: u8, b: u8, c: u8, d: u8| Ipv4Addr::new(a, b, c, d);
+    let seg = ip.segments();
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        return vec![v4(o[12], o[13], o[14], o[15])];
+    }
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        // RFC 6052 layouts for /48, /56, /64 and /96 (bits 64..71 are the reserved "u" octet).
+        return vec![
+            v4(o[6], o[7], o[9], o[10]),
+            v4(o[7], o[9], o[10], o[11]),
+            v4(o[9], o[10], o[11], o[12]),
+            v4(o[12], o[13], o[14], o[15]),
+        ];
+    }
+    if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+        return vec![v4(o[12], o[13], o[14], o[15])]; // IPv4-translated (SIIT)
+    }
+    if seg[0] == 0x2002 {
+        return vec![v4(o[2], o[3], o[4], o[5])];
+    }
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        return vec![
+            v4(o[4], o[5], o[6], o[7]),
+            v4(!o[12], !o[13], !o[14], !o[15]),
+        ];
+    }
+    Vec::new()
+}
+
+/// A rule as it is meant: an IPv4-mapped or IPv4-compatible CIDR (`::ffff:8.8.8.8`,
+/// `::ffff:10.0.0.0/104`) is the IPv4 CIDR it spells, since addresses in those forms are judged
+/// as IPv4 — otherwise it could never match. `::/128` and `::1/128` stay as they are.
+pub fn normalize_rule(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => {
+            let addr = v6.network();
+            match judged_as(IpAddr::V6(addr)) {
+                IpAddr::V4(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
+                    .map(|n| n.trunc())
+                    .unwrap_or(net),
+                IpAddr::V6(_) => net,
+            }
+        }
+        other => other,
+    }
+}
+
 /// The special-purpose range containing `ip` (after [`judged_as`]), with its name.
 pub fn special_purpose(ip: IpAddr) -> Option<(IpNet, &'static str)> {
     let ip = judged_as(ip);
@@ -189,8 +289,23 @@ pub struct IpRules {
 }
 
 impl IpRules {
-    /// May a request through a grant with exceptions `grant_allow` connect to `ip`?
+    /// May a request through a grant with exceptions `grant_allow` connect to `ip`? An IPv6
+    /// address that embeds IPv4 addresses ([`embedded_ipv4`]) passes only if it and each of
+    /// them pass.
     pub fn vet(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
+        self.vet_one(ip, grant_allow)?;
+        if let IpAddr::V6(v6) = judged_as(ip) {
+            for embedded in embedded_ipv4(v6) {
+                self.vet_one(IpAddr::V4(embedded), grant_allow)
+                    .map_err(|d| {
+                        Denial::new(d.reason, format!("{ip} embeds {embedded}: {}", d.detail))
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn vet_one(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
         let judged = judged_as(ip);
         // Worded only for a denial: an allowed address (every pooled request) formats nothing.
         let shown = || {
@@ -282,6 +397,194 @@ mod tests {
         ] {
             assert!(!vet(&rules, ip), "{ip} should be denied");
         }
+    }
+
+    /// Read from the table itself: both ends of every special-purpose range are denied by
+    /// default and allowed under `allow_private`.
+    #[test]
+    fn every_special_range_is_denied_at_both_ends() {
+        let open = IpRules {
+            allow_private: true,
+            ..IpRules::default()
+        };
+        let mut count = 0;
+        for (net, name) in special_purpose_ranges() {
+            for ip in [net.network(), net.broadcast()] {
+                assert!(!vet(&IpRules::default(), &ip.to_string()), "{ip} ({name})");
+                assert!(
+                    vet(&open, &ip.to_string()),
+                    "{ip} ({name}) under allow_private"
+                );
+            }
+            count += 1;
+        }
+        assert!(count >= 37, "{count} ranges");
+        // The entries a review found missing (IANA registries, checked SPECIAL_RANGES_CHECKED).
+        let table: Vec<String> = special_purpose_ranges()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for must in [
+            "3fff::/20",
+            "5f00::/16",
+            "::ffff:0:0:0/96",
+            "192.31.196.0/24",
+            "2620:4f:8000::/48",
+        ] {
+            assert!(table.iter().any(|t| t == must), "{must} is in the table");
+        }
+        assert_eq!(SPECIAL_RANGES_CHECKED.len(), 10);
+    }
+
+    fn rules(allow_private: bool, allow: &[&str], deny: &[&str]) -> IpRules {
+        let net = |n: &&str| {
+            normalize_rule(
+                n.parse()
+                    .unwrap_or_else(|_| IpNet::from(n.parse::<IpAddr>().unwrap())),
+            )
+        };
+        IpRules {
+            allow_private,
+            allow: allow.iter().map(net).collect(),
+            deny: deny.iter().map(net).collect(),
+        }
+    }
+
+    /// An IPv6 address embedding IPv4 passes only if both forms pass; a denial of either form
+    /// denies it. Rows: (allow_private, allow, deny, address, allowed, why).
+    #[test]
+    fn embedded_ipv4_is_judged_in_both_forms() {
+        let nat64 = &["64:ff9b::/96"][..];
+        let meta = &["169.254.169.254"][..];
+        let rows: &[(bool, &[&str], &[&str], &str, bool, &str)] = &[
+            (
+                false,
+                nat64,
+                &[],
+                "64:ff9b::a00:5",
+                false,
+                "NAT64 to 10.0.0.5: private",
+            ),
+            (
+                false,
+                nat64,
+                &[],
+                "64:ff9b::808:808",
+                true,
+                "NAT64 to 8.8.8.8: public",
+            ),
+            (
+                true,
+                &[],
+                meta,
+                "64:ff9b::a9fe:a9fe",
+                false,
+                "NAT64 to the metadata address",
+            ),
+            (
+                true,
+                &[],
+                meta,
+                "2002:a9fe:a9fe::1",
+                false,
+                "6to4 of the metadata address",
+            ),
+            (
+                true,
+                &[],
+                meta,
+                "2001:0:808:808::5601:5601",
+                false,
+                "Teredo client 169.254.169.254",
+            ),
+            (
+                true,
+                &[],
+                meta,
+                "2001:0:a9fe:a9fe::f7f7:f7f7",
+                false,
+                "Teredo server 169.254.169.254",
+            ),
+            (
+                true,
+                &[],
+                meta,
+                "2001:0:808:808::f7f7:f7f7",
+                true,
+                "Teredo 8.8.8.8 both ways",
+            ),
+            (
+                true,
+                &[],
+                &["64:ff9b::/96"],
+                "64:ff9b::808:808",
+                false,
+                "the IPv6 form denied",
+            ),
+            (
+                true,
+                &[],
+                &["10.0.0.0/8"],
+                "64:ff9b:1:a00:0:500::",
+                false,
+                "local-use NAT64 /48",
+            ),
+            (
+                true,
+                &[],
+                &["10.0.0.0/8"],
+                "64:ff9b:1::a00:5",
+                false,
+                "local-use NAT64 /96",
+            ),
+            (
+                true,
+                &[],
+                &["10.0.0.5"],
+                "::ffff:0:a00:5",
+                false,
+                "IPv4-translated",
+            ),
+            (
+                true,
+                &[],
+                &["::ffff:8.8.8.8"],
+                "8.8.8.8",
+                false,
+                "a mapped rule means IPv4",
+            ),
+            (
+                true,
+                &[],
+                &["::ffff:8.8.8.0/120"],
+                "::ffff:8.8.8.9",
+                false,
+                "mapped CIDR",
+            ),
+            (
+                false,
+                &["::ffff:127.0.0.1"],
+                &[],
+                "127.0.0.1",
+                true,
+                "a mapped exception too",
+            ),
+        ];
+        for (private, allow, deny, ip, allowed, why) in rows {
+            let r = rules(*private, allow, deny);
+            assert_eq!(vet(&r, ip), *allowed, "{ip}: {why}");
+        }
+    }
+
+    #[test]
+    fn mapped_and_compatible_rules_become_ipv4_and_others_stay() {
+        let n = |s: &str| normalize_rule(s.parse().unwrap()).to_string();
+        assert_eq!(n("::ffff:8.8.8.8/128"), "8.8.8.8/32");
+        assert_eq!(n("::ffff:10.0.0.0/104"), "10.0.0.0/8");
+        assert_eq!(n("::ffff:0:0/96"), "0.0.0.0/0");
+        assert_eq!(n("::1/128"), "::1/128");
+        assert_eq!(n("::/128"), "::/128");
+        assert_eq!(n("64:ff9b::/96"), "64:ff9b::/96");
+        assert_eq!(n("10.0.0.0/8"), "10.0.0.0/8");
     }
 
     #[test]
