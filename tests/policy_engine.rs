@@ -537,3 +537,118 @@ fn duplicate_names_are_refused() {
     );
     assert!(err.is_err());
 }
+
+/// Headers servers read as another method, path or host are judged as that method, path or
+/// host, against the same grant (`policy::overrides` lists them and says why). Grants: `ro`
+/// allows GET on `/public/` of api.example.com; `cdn` allows any label of cdn.example.net.
+#[test]
+fn override_headers_are_judged_as_the_request_line_they_stand_for() {
+    let (policy, _) = policy_with(vec![
+        grant("ro", "https://api.example.com/public/", &["GET"]),
+        grant("cdn", "https://*.cdn.example.net/", &["GET"]),
+    ]);
+    let api = "https://api.example.com/public/a";
+    let cdn = "https://a.cdn.example.net/x";
+    let table: &[(&str, &str, &str, Option<Reason>)] = &[
+        // Method overrides (Rails, Laravel, Symfony, Google APIs).
+        (
+            api,
+            "X-HTTP-Method-Override",
+            "DELETE",
+            Some(Reason::MethodNotAllowed),
+        ),
+        (api, "x-http-method", "PUT", Some(Reason::MethodNotAllowed)),
+        (
+            api,
+            "X-Method-Override",
+            "CONNECT",
+            Some(Reason::InvalidMethod),
+        ),
+        (api, "X-HTTP-Method-Override", "GET", None),
+        (
+            api,
+            "X-HTTP-Method-Override",
+            "get",
+            Some(Reason::MethodNotAllowed),
+        ),
+        // Path overrides (IIS URL Rewrite, Symfony; nginx auth_request).
+        (
+            api,
+            "X-Original-URL",
+            "/admin",
+            Some(Reason::PathNotAllowed),
+        ),
+        (
+            api,
+            "X-Rewrite-URL",
+            "/public/../admin",
+            Some(Reason::NonCanonicalPath),
+        ),
+        (
+            api,
+            "X-Original-URI",
+            "/public%2f..%2fadmin",
+            Some(Reason::NonCanonicalPath),
+        ),
+        (
+            api,
+            "X-Original-URL",
+            "admin",
+            Some(Reason::NonCanonicalPath),
+        ),
+        (api, "X-Original-URL", "/public/b?q=1", None),
+        // Host overrides (virtual hosts, reverse proxies).
+        (
+            api,
+            "X-Forwarded-Host",
+            "internal.example.com",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "X-Forwarded-Host",
+            "api.example.com, admin.example.com",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "X-Forwarded-Host",
+            "api.example.com:8443",
+            Some(Reason::NoAuthority),
+        ),
+        (api, "X-Forwarded-Host", "api.example.com", None),
+        (api, "X-Host", "localhost", Some(Reason::NoAuthority)),
+        (
+            api,
+            "Forwarded",
+            "for=1.2.3.4;host=\"evil.example\";proto=https",
+            Some(Reason::NoAuthority),
+        ),
+        (api, "Forwarded", "for=1.2.3.4", None),
+        (cdn, "X-Forwarded-Host", "b.cdn.example.net", None),
+        (
+            cdn,
+            "X-Forwarded-Host",
+            "cdn.example.net",
+            Some(Reason::NoAuthority),
+        ),
+        // Ordinary headers are not judged.
+        (api, "X-Request-Id", "/admin DELETE evil.example", None),
+    ];
+    for (url, name, value, want) in table {
+        let request = req("GET", url).header(name, value.as_bytes()).unwrap();
+        let decision = policy.check(&request);
+        assert_eq!(
+            reason(decision.clone()),
+            *want,
+            "{name}: {value} on {url}: {decision:?}"
+        );
+        if let Decision::Deny(d) = decision {
+            assert!(
+                d.detail.contains("is read by servers as the request line"),
+                "{}",
+                d.detail
+            );
+        }
+    }
+}

@@ -175,6 +175,9 @@ pub(crate) enum Refusal<'a> {
     Method,
     /// Index of the offending header in the request.
     Header(usize),
+    /// A header a server reads as another method, path or host, that the grant would deny as a
+    /// request line: its index, that reason, and why.
+    Override(usize, Reason, String),
     Body {
         len: u64,
         max: u64,
@@ -193,7 +196,7 @@ impl Refusal<'_> {
             Refusal::Ip(_) => 1,
             Refusal::Path => 2,
             Refusal::Method => 3,
-            Refusal::Header(_) => 4,
+            Refusal::Header(_) | Refusal::Override(..) => 4,
             Refusal::Body { .. } => 5,
             Refusal::Revoked(_) | Refusal::Expired(_) => 6,
             Refusal::Budget(..) | Refusal::Rate(..) => 7,
@@ -332,6 +335,9 @@ impl Authority {
         if let Some(i) = req.headers.iter().position(|(name, _)| grant.injects(name)) {
             return Err(Refusal::Header(i));
         }
+        if let Some((i, reason, why)) = super::overrides::refused_override(grant, &req.headers) {
+            return Err(Refusal::Override(i, reason, why));
+        }
         if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
             if len > max {
                 return Err(Refusal::Body { len, max });
@@ -378,6 +384,13 @@ impl Authority {
             Refusal::Header(i) => (
                 Reason::ForbiddenHeader,
                 format!("header {:?} is injected by the host", req.headers[i].0),
+            ),
+            Refusal::Override(i, reason, why) => (
+                reason,
+                format!(
+                    "header {:?} is read by servers as the request line: {why}",
+                    req.headers[i].0
+                ),
             ),
             Refusal::Body { len, max } => (
                 Reason::RequestBodyTooLarge,

@@ -28,6 +28,7 @@ mod handles;
 pub mod ip;
 mod method;
 mod origin;
+pub mod overrides;
 mod path;
 mod reason;
 mod request;
