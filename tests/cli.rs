@@ -337,3 +337,34 @@ fn help_shows_examples_and_version_exits_0() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).starts_with("urlcap "));
 }
+
+/// A wildcard over a public suffix grants every unrelated site below it: `check` and `explain`
+/// refuse it as a bad grant (exit 2) and say what to write instead; a manifest too.
+#[test]
+fn wildcards_over_public_suffixes_are_refused_with_a_hint() {
+    for args in [
+        vec!["check", "--allow", "https://*.co.uk/"],
+        vec![
+            "explain",
+            "--allow",
+            "https://*.github.io/",
+            "https://x.github.io/",
+        ],
+    ] {
+        let o = urlcap(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("public suffix"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("such as *.example."), "{}", stderr(&o));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n[[authority]]\nname = \"uk\"\norigin = \"https://*.co.uk\"\n",
+    )
+    .unwrap();
+    let o = urlcap(&["check", "--manifest", manifest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("m.toml:4:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("public suffix co.uk"), "{}", stderr(&o));
+}

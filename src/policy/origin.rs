@@ -134,10 +134,24 @@ pub enum HostPattern {
     Wildcard(String),
 }
 
+/// Is `domain` itself a public suffix (`co.uk`, `github.io`) per the Public Suffix List
+/// compiled into the `psl` crate (ICANN and private sections)? Names under an unlisted TLD
+/// are only suffixes by the list's default rule, which is not enough to refuse them.
+fn is_public_suffix(domain: &str) -> bool {
+    psl::suffix(domain.as_bytes())
+        .is_some_and(|s| s.is_known() && s.as_bytes().eq_ignore_ascii_case(domain.as_bytes()))
+}
+
 impl HostPattern {
+    /// A host or a one-label wildcard (`*.example.com`). A wildcard over a public suffix
+    /// (`*.co.uk`, `*.github.io`) or a top-level domain is refused: it would grant every
+    /// unrelated site below it.
     pub fn parse(raw: &str) -> Result<HostPattern, String> {
         match raw.strip_prefix("*.") {
             Some(suffix) => match Host::parse(suffix)? {
+                Host::Domain(d) if is_public_suffix(&d) => Err(format!(
+                    "wildcard *.{d} would grant every site under the public suffix {d} (Public Suffix List); name a registrable domain, such as *.example.{d}"
+                )),
                 Host::Domain(d) if d.contains('.') => Ok(HostPattern::Wildcard(d)),
                 Host::Domain(d) => Err(format!("wildcard *.{d} would match every host under a top-level domain; name at least two labels")),
                 _ => Err(format!("wildcard {raw:?} must be over a domain, not an IP address")),
@@ -254,6 +268,31 @@ pub fn split_authority(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_over_public_suffixes_are_refused() {
+        for refused in [
+            "*.co.uk",
+            "*.github.io",
+            "*.com.au",
+            "*.s3.amazonaws.com",
+            "*.CO.UK",
+        ] {
+            let e = HostPattern::parse(refused).unwrap_err();
+            assert!(e.contains("public suffix"), "{refused}: {e}");
+        }
+        for allowed in [
+            "*.example.co.uk",
+            "*.me.github.io",
+            "*.cdn.example.net",
+            "*.foo.test",
+        ] {
+            assert!(
+                matches!(HostPattern::parse(allowed), Ok(HostPattern::Wildcard(_))),
+                "{allowed}"
+            );
+        }
+    }
 
     #[test]
     fn wildcards_match_exactly_one_label() {
