@@ -96,7 +96,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("AUTH [authority.headers]\nx-token = { env = \"EMPTY\" }\n", "6:11", "environment variable EMPTY (for header \"x-token\") is empty", ""),
     ("AUTH [authority.headers]\nx-token = { file = \"missing.txt\" }\n", "6:11", "cannot read secret file conf/missing.txt", ""),
     ("AUTH [authority.headers]\nx-token = { value = \"a\\r\\nb\" }\n", "6:11", "contains a control character", ""),
-    ("AUTH [authority.headers]\nx-token = { envv = \"TOKEN\" }\n", "6:13", "unknown key `envv`", "did you mean `env`?"),
+    ("AUTH [authority.headers]\nx-token = { envv = \"TOKEN\" }\n", "6:11", "unknown key `envv`", "did you mean `env`?"),
     ("AUTH max_concurrent_requests = 0\n", "5:27", "max_concurrent_requests must be a whole number from 1", ""),
     ("AUTH ca_file = \"missing.pem\"\n", "5:11", "cannot read ca_file conf/missing.pem", ""),
     ("AUTH ca_file = \"garbage.pem\"\n", "5:11", "ca_file conf/garbage.pem holds no PEM certificate", "BEGIN CERTIFICATE"),
@@ -270,4 +270,58 @@ fn flags_merge_with_a_manifest_and_get_unique_names() {
     assert!(config.network.allow_private);
     assert_eq!(config.network.allow.len(), 2);
     assert_eq!(config.network.deny.len(), 2);
+}
+
+/// Whatever is written under `[authority.headers]` — a secret in the wrong shape, beside an
+/// unknown key, as a number, in a list, or the whole table as a string — no error message
+/// contains it, and none names a Rust type.
+#[test]
+fn no_error_under_headers_shows_the_value_or_a_rust_type() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as RunConfig, TestRunner};
+    let shapes: &[&str] = &[
+        "[authority.headers]\nauthorization = \"Bearer MARK\"\n",
+        "[authority.headers]\nauthorization = { value = MARKNUM }\n",
+        "[authority.headers]\nauthorization = { env = [\"MARK\"] }\n",
+        "[authority.headers]\nauthorization = { valu = \"MARK\" }\n",
+        "[authority.headers]\nauthorization = { value = \"MARK\", env = \"TOKEN\" }\n",
+        "[authority.headers]\nauthorization = { prefix = { x = \"MARK\" } }\n",
+        "[authority.headers]\nauthorization = [\"MARK\"]\n",
+        "[authority.headers]\nauthorization = { value = \"MARK\\r\\n\" }\n",
+        "[authority.headers]\nauthorization = MARKNUM\n",
+        "[authority.headers]\nhost = { value = \"MARK\" }\n",
+        "headers = \"MARK\"\n",
+        "headers = [\"MARK\"]\n",
+    ];
+    let mut runner = TestRunner::new(RunConfig {
+        cases: 200,
+        ..RunConfig::default()
+    });
+    let strategy = (
+        0..shapes.len(),
+        "[A-Za-z0-9_]{12,24}",
+        100_000_000u64..999_999_999,
+    );
+    runner
+        .run(&strategy, |(shape, mark, num)| {
+            let mark = format!("S3CR{mark}");
+            let body = shapes[shape]
+                .replace("MARKNUM", &num.to_string())
+                .replace("MARK", &mark);
+            let text = format!(
+                "version = 1\n[[authority]]\nname = \"a\"\norigin = \"https://api.example.com\"\n{body}"
+            );
+            let error = Config::parse(&text, Path::new("m.toml"), &secrets())
+                .err()
+                .map(|e| e.to_string());
+            let Some(error) = error else {
+                return Err(TestCaseError::fail(format!("accepted: {text}")));
+            };
+            prop_assert!(!error.contains(&mark), "{error}");
+            prop_assert!(!error.contains(&num.to_string()), "{error}");
+            prop_assert!(!error.contains("struct"), "{error}");
+            prop_assert!(!error.contains("Raw"), "{error}");
+            Ok(())
+        })
+        .unwrap();
 }

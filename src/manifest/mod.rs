@@ -261,18 +261,105 @@ struct RawAuthority {
     ca_file: Option<Spanned<String>>,
     #[serde(default)]
     allow_ips: Vec<Spanned<String>>,
+    /// Read as plain TOML values, not by serde into a struct: serde's errors quote the value
+    /// they reject, and here the value may be a secret. [`RawHeader::from_toml`] words every
+    /// error itself, never with the value.
     #[serde(default)]
-    headers: BTreeMap<String, Spanned<RawHeader>>,
+    headers: BTreeMap<String, Spanned<toml::Value>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where an injected header's value comes from.
 struct RawHeader {
     env: Option<String>,
     file: Option<String>,
     value: Option<String>,
-    #[serde(default)]
     prefix: String,
+}
+
+/// The keys of a header source table.
+const HEADER_KEYS: &[&str] = &["env", "file", "value", "prefix"];
+
+impl RawHeader {
+    /// A header source from its TOML value; errors say what was expected and never show what
+    /// was written (it may be the secret itself).
+    fn from_toml(name: &str, raw: &toml::Value) -> Result<RawHeader, (String, Option<String>)> {
+        let example = "a table such as { env = \"TOKEN\", prefix = \"Bearer \" }, { file = \"token.txt\" } or { value = \"...\" }";
+        let toml::Value::Table(table) = raw else {
+            return Err((
+                format!(
+                    "header {name:?} must be {example}, not {} (its value is not shown)",
+                    a_type(raw)
+                ),
+                Some(
+                    "a secret written here directly would sit in the manifest: prefer env or file"
+                        .into(),
+                ),
+            ));
+        };
+        let mut header = RawHeader {
+            env: None,
+            file: None,
+            value: None,
+            prefix: String::new(),
+        };
+        for (key, value) in table {
+            let slot = match key.as_str() {
+                "env" => &mut header.env,
+                "file" => &mut header.file,
+                "value" => &mut header.value,
+                "prefix" => {
+                    header.prefix = string_of(name, key, value)?;
+                    continue;
+                }
+                other => {
+                    let nearest = HEADER_KEYS
+                        .iter()
+                        .map(|k| (strsim::damerau_levenshtein(other, k), *k))
+                        .filter(|(d, _)| *d <= 2)
+                        .min()
+                        .map_or(String::new(), |(_, k)| format!("did you mean `{k}`? "));
+                    return Err((
+                        format!("header {name:?}: unknown key `{other}`"),
+                        Some(format!(
+                            "{nearest}allowed keys here: {}",
+                            HEADER_KEYS.join(", ")
+                        )),
+                    ));
+                }
+            };
+            *slot = Some(string_of(name, key, value)?);
+        }
+        Ok(header)
+    }
+}
+
+/// "a string", "an integer"...: a TOML value's type, for messages that must not show it.
+fn a_type(value: &toml::Value) -> String {
+    let t = value.type_str();
+    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {t}")
+}
+
+/// A header source's string field, or an error that does not show the value.
+fn string_of(
+    name: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<String, (String, Option<String>)> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        other => Err((
+            format!(
+                "header {name:?}: `{key}` must be a string, not {} (its value is not shown)",
+                a_type(other)
+            ),
+            None,
+        )),
+    }
 }
 
 /// A TOML or schema error, with the nearest valid key when a key is unknown.
@@ -285,9 +372,40 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
             "unknown key{}",
             rest.split(", expected").next().unwrap_or(rest)
         ),
-        None => message,
+        None => manifest_words(&message),
     };
     ConfigError::at(file, text, offset, message, help)
+}
+
+/// serde's message in the manifest's language: "expected struct RawLimits" (a Rust type name)
+/// becomes "expected a table".
+fn manifest_words(message: &str) -> String {
+    // "invalid type: string \"...\", expected ..." quotes what was written, which may be a
+    // secret (a header table written as a string): say only its type.
+    let message = &match message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| Some((rest.split(' ').next()?, rest.split_once(", expected")?.1)))
+    {
+        Some((kind, expected)) => {
+            let kind = kind.trim_end_matches(',');
+            format!("invalid type: {kind} (not shown), expected{expected}")
+        }
+        None => message.to_string(),
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest: &str = message;
+    while let Some(at) = rest.find("struct Raw") {
+        out.push_str(&rest[..at]);
+        out.push_str("a table");
+        rest = rest[at..]
+            .trim_start_matches("struct Raw")
+            .trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    }
+    out.push_str(rest);
+    out.replace(
+        "expected a table",
+        "expected a table (`[section]` or `{ key = ... }`)",
+    )
 }
 
 /// From serde's "unknown field `x`, expected one of `a`, `b`", say which valid key is nearest.
@@ -551,9 +669,13 @@ impl Ctx<'_> {
     }
 
     /// Read an injected header's value from its source. Errors never include the value.
-    fn secret(&self, name: &str, header: &Spanned<RawHeader>) -> Result<Secret, ConfigError> {
-        let raw = header.get_ref();
+    fn secret(&self, name: &str, header: &Spanned<toml::Value>) -> Result<Secret, ConfigError> {
         let span = header.span();
+        let raw = match RawHeader::from_toml(name, header.get_ref()) {
+            Ok(raw) => raw,
+            Err((message, help)) => return self.err(span, message, help.as_deref()),
+        };
+        let raw = &raw;
         let mut value = match (&raw.env, &raw.file, &raw.value) {
             (Some(var), None, None) => match self.secrets.env(var) {
                 Some(v) if !v.is_empty() => v.into_bytes(),

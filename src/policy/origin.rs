@@ -149,11 +149,11 @@ impl HostPattern {
     pub fn parse(raw: &str) -> Result<HostPattern, String> {
         match raw.strip_prefix("*.") {
             Some(suffix) => match Host::parse(suffix)? {
+                Host::Domain(d) if !d.contains('.') => Err(format!("wildcard *.{d} would match every host under a top-level domain; name at least two labels")),
                 Host::Domain(d) if is_public_suffix(&d) => Err(format!(
                     "wildcard *.{d} would grant every site under the public suffix {d} (Public Suffix List); name a registrable domain, such as *.example.{d}"
                 )),
-                Host::Domain(d) if d.contains('.') => Ok(HostPattern::Wildcard(d)),
-                Host::Domain(d) => Err(format!("wildcard *.{d} would match every host under a top-level domain; name at least two labels")),
+                Host::Domain(d) => Ok(HostPattern::Wildcard(d)),
                 _ => Err(format!("wildcard {raw:?} must be over a domain, not an IP address")),
             },
             None if raw.contains('*') => Err(format!("host {raw:?}: '*' is only allowed as a whole first label (*.example.com)")),
