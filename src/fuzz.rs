@@ -24,7 +24,7 @@ impl SecretStore for FuzzSecrets {
         Some(FUZZ_SECRET.to_string())
     }
 
-    fn read_file(&self, _path: &Path) -> std::io::Result<Vec<u8>> {
+    fn read_file(&self, _path: &Path, _max: u64) -> std::io::Result<Vec<u8>> {
         Ok(FUZZ_SECRET.as_bytes().to_vec())
     }
 }

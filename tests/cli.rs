@@ -368,3 +368,43 @@ fn wildcards_over_public_suffixes_are_refused_with_a_hint() {
     assert!(stderr(&o).contains("m.toml:4:"), "{}", stderr(&o));
     assert!(stderr(&o).contains("public suffix co.uk"), "{}", stderr(&o));
 }
+
+/// Files a manifest names are read with bounds: only regular files, at most 1 MiB for a
+/// `ca_file`, 64 KiB for a secret, 16 MiB for the manifest itself; `/dev/zero` is refused at
+/// once instead of filling memory.
+#[test]
+fn files_named_by_a_manifest_are_read_with_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("big.pem"), vec![b'x'; (1 << 20) + 1]).unwrap();
+    std::fs::write(path("big.token"), vec![b'x'; (64 << 10) + 1]).unwrap();
+    std::fs::create_dir(path("adir")).unwrap();
+    let auth = "version = 1\n[[authority]]\nname = \"a\"\norigin = \"https://a.example.com\"\n";
+    let rows = [
+        (
+            format!("{auth}ca_file = \"/dev/zero\"\n"),
+            "cannot read ca_file /dev/zero: not a regular file",
+        ),
+        (
+            format!("{auth}ca_file = \"big.pem\"\n"),
+            "larger than 1048576 bytes",
+        ),
+        (
+            format!("{auth}[authority.headers]\nx-token = {{ file = \"big.token\" }}\n"),
+            "larger than 65536 bytes",
+        ),
+        (
+            format!("{auth}[authority.headers]\nx-token = {{ file = \"adir\" }}\n"),
+            "not a regular file",
+        ),
+    ];
+    for (text, want) in rows {
+        std::fs::write(path("m.toml"), &text).unwrap();
+        let o = urlcap(&["check", "--manifest", &path("m.toml")]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+    }
+    let o = urlcap(&["check", "--manifest", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+}

@@ -16,7 +16,7 @@ impl SecretStore for FakeSecrets {
     fn env(&self, name: &str) -> Option<String> {
         self.env.get(name).map(|v| v.to_string())
     }
-    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+    fn read_file(&self, path: &Path, _max: u64) -> io::Result<Vec<u8>> {
         self.files
             .get(path)
             .map(|v| v.as_bytes().to_vec())

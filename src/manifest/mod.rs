@@ -56,7 +56,8 @@ pub struct GrantSources {
 /// files; tests pass their own.
 pub trait SecretStore {
     fn env(&self, name: &str) -> Option<String>;
-    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    /// The whole file, if it is a regular file of at most `max` bytes.
+    fn read_file(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>>;
 }
 
 /// The process environment and file system.
@@ -67,9 +68,37 @@ impl SecretStore for ProcessSecrets {
         std::env::var(name).ok()
     }
 
-    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
+    fn read_file(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+        read_bounded(path, max)
     }
+}
+
+/// Largest secret file a manifest may name (`file = ...` under `[authority.headers]`).
+pub const MAX_SECRET_FILE: u64 = 64 << 10;
+/// Largest `ca_file`.
+pub const MAX_CA_FILE: u64 = 1 << 20;
+/// Largest manifest.
+pub const MAX_MANIFEST: u64 = 16 << 20;
+
+/// Read a file a manifest names, with bounds: only a regular file (not `/dev/zero`, a FIFO or a
+/// directory), and at most `max` bytes — checked on the size it claims and on what is read.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_big = || Error::new(ErrorKind::InvalidData, format!("larger than {max} bytes"));
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(bytes)
 }
 
 impl Config {
@@ -77,10 +106,14 @@ impl Config {
     pub fn load(sources: &GrantSources, secrets: &dyn SecretStore) -> Result<Config, ConfigError> {
         let mut config = match &sources.manifest {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+                let io = |message: String| ConfigError::Io {
                     file: path.display().to_string(),
-                    message: format!("cannot read manifest: {e}"),
-                })?;
+                    message,
+                };
+                let bytes = read_bounded(path, MAX_MANIFEST)
+                    .map_err(|e| io(format!("cannot read manifest: {e}")))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| io("cannot read manifest: it is not UTF-8 text".into()))?;
                 Config::parse(&text, path, secrets)?
             }
             None => Config::default(),
@@ -535,7 +568,7 @@ impl Ctx<'_> {
         use rustls::pki_types::{pem::PemObject, CertificateDer};
         let path = self.dir.join(file.get_ref());
         let shown = path.display().to_string();
-        let bytes = self.secrets.read_file(&path).or_else(|e| {
+        let bytes = self.secrets.read_file(&path, MAX_CA_FILE).or_else(|e| {
             self.err(
                 file.span(),
                 format!("cannot read ca_file {shown}: {e}"),
@@ -557,7 +590,7 @@ impl Ctx<'_> {
             ),
             Err(e) => self.err(
                 file.span(),
-                format!("ca_file {shown} is not valid PEM: {e:?}"),
+                format!("ca_file {shown} is not valid PEM: {e}"),
                 None,
             ),
         }
@@ -696,16 +729,19 @@ impl Ctx<'_> {
             },
             (None, Some(file), None) => {
                 let path = self.dir.join(file);
-                let mut bytes = self.secrets.read_file(&path).or_else(|e| {
-                    self.err(
-                        span.clone(),
-                        format!(
-                            "cannot read secret file {} (for header {name:?}): {e}",
-                            path.display()
-                        ),
-                        None,
-                    )
-                })?;
+                let mut bytes = self
+                    .secrets
+                    .read_file(&path, MAX_SECRET_FILE)
+                    .or_else(|e| {
+                        self.err(
+                            span.clone(),
+                            format!(
+                                "cannot read secret file {} (for header {name:?}): {e}",
+                                path.display()
+                            ),
+                            None,
+                        )
+                    })?;
                 if bytes.ends_with(b"\n") {
                     bytes.pop();
                     if bytes.ends_with(b"\r") {
