@@ -738,3 +738,61 @@ async fn a_request_body_refused_after_the_response_head_is_audited_once() {
         );
     }
 }
+
+/// Idle connections are capped in all, not only per origin (a wildcard grant reaches many
+/// origins), and a timer closes them after the idle timeout even if no request comes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_in_all_and_expire_on_a_timer() {
+    use urlcap::audit::AuditLog;
+    use urlcap::egress::Client;
+    use urlcap::manifest::{Config, ProcessSecrets};
+    use urlcap::outbound::Outbound;
+    let server = Server::http(|_| Reply::Text("fine")).await;
+    let port = server.port();
+    let names: Vec<String> = (0..20).map(|i| format!("h{i}.pool.test")).collect();
+    let resolver = Arc::new(StaticResolver::new());
+    for name in &names {
+        resolver.set(name, &[ip("127.0.0.1")]);
+    }
+    let manifest = format!(
+        "version = 1\n[[authority]]\nname = \"pool\"\norigin = \"http://*.pool.test:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\n"
+    );
+    let config = Config::parse(&manifest, std::path::Path::new("t.toml"), &ProcessSecrets).unwrap();
+    let policy = config.policy(Arc::new(urlcap::policy::SystemClock::new()));
+    let client = Client::new(
+        EgressConfig {
+            max_idle_total: 8,
+            pool_idle_timeout: Duration::from_millis(300),
+            ..EgressConfig::default()
+        },
+        resolver,
+    );
+    let out = Outbound::new(
+        policy.preopens(),
+        client.clone(),
+        Arc::new(AuditLog::new(Box::new(std::io::sink()))),
+        "t",
+    );
+    for name in &names {
+        let request = GuestRequest::new("GET", &format!("http://{name}:{port}/x"));
+        let response = out.send(&request, empty_body()).await.unwrap();
+        assert_eq!(read_body(response).await.unwrap(), b"fine");
+        assert!(
+            client.idle_connections() <= 8,
+            "{}",
+            client.idle_connections()
+        );
+    }
+    assert_eq!(server.connections(), 20, "one connection per origin");
+    assert_eq!(client.idle_connections(), 8, "the newest eight are kept");
+    let mut waited = Duration::ZERO;
+    while client.idle_connections() > 0 && waited < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert_eq!(
+        client.idle_connections(),
+        0,
+        "closed by the timer, with no request since"
+    );
+}

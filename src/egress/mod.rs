@@ -53,7 +53,11 @@ pub struct EgressConfig {
     pub total_timeout: Option<Duration>,
     /// Requests in flight at once for the whole sandbox (`[limits] max_concurrent_requests`).
     pub max_in_flight: usize,
+    /// Idle keep-alive connections kept per canonical origin.
     pub max_idle_per_origin: usize,
+    /// Idle keep-alive connections kept in all (a wildcard grant reaches many origins).
+    pub max_idle_total: usize,
+    /// An idle connection is closed after this long, by a timer.
     pub pool_idle_timeout: Duration,
 }
 
@@ -66,6 +70,7 @@ impl Default for EgressConfig {
             total_timeout: None,
             max_in_flight: 64,
             max_idle_per_origin: 16,
+            max_idle_total: 256,
             pool_idle_timeout: Duration::from_secs(90),
         }
     }
@@ -112,6 +117,7 @@ impl Client {
         Client(Arc::new(Inner {
             pool: Arc::new(Pool::new(
                 config.max_idle_per_origin,
+                config.max_idle_total,
                 config.pool_idle_timeout,
             )),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -120,6 +126,11 @@ impl Client {
             resolver,
             config,
         }))
+    }
+
+    /// Keep-alive connections idle in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        self.0.pool.idle_count()
     }
 
     /// Send an approved request. `body` streams to the server; the response body streams back.

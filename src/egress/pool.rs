@@ -2,12 +2,17 @@
 //! shared across origins, nor between grants that trust different CAs. Each connection
 //! remembers the vetted address it went to, and is handed out only to a request whose
 //! authority's IP rules accept that address (grants differ in `allow_ips`).
+//!
+//! Bounded: at most so many idle connections per origin and in all (the oldest goes first),
+//! and a timer closes those idle longer than the idle timeout, whether or not their origin is
+//! asked for again — so a wildcard grant and servers that keep connections open cannot pile up
+//! sockets.
 
 use super::connect::Sender;
 use crate::policy::{Host, Scheme};
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,16 +33,64 @@ struct Idle {
 pub(crate) struct Pool {
     idle: Mutex<FxHashMap<PoolKey, Vec<Idle>>>,
     max_idle_per_key: usize,
+    max_idle_total: usize,
     idle_timeout: Duration,
+    /// Whether the expiry timer runs (started by the first check-in on a tokio runtime).
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
-    pub(crate) fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Pool {
+    pub(crate) fn new(
+        max_idle_per_key: usize,
+        max_idle_total: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
         Pool {
             idle: Mutex::new(FxHashMap::default()),
             max_idle_per_key,
+            max_idle_total,
             idle_timeout,
+            sweeping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Idle connections kept now.
+    pub(crate) fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+
+    /// Close every connection idle too long, or closed by its server.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.idle_timeout;
+        idle.retain(|_, list| {
+            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// Start the expiry timer once, if there is a runtime to run it on. It holds the pool
+    /// weakly and ends with it.
+    fn start_sweeper(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let every = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match pool.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// A live connection for `key` whose address `usable` accepts. HTTP/2 connections stay in
@@ -67,19 +120,40 @@ impl Pool {
         }
     }
 
-    /// Keep a connection for reuse (dropped if closed or if the key already holds enough).
-    pub(crate) fn checkin(&self, key: PoolKey, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
+    /// Keep a connection for reuse (dropped if closed or if its origin already holds enough);
+    /// past the total, the oldest idle connection anywhere is closed to make room.
+    pub(crate) fn checkin(self: &Arc<Self>, key: PoolKey, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() || self.max_idle_total == 0 {
             return;
         }
+        self.start_sweeper();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(key).or_default();
-        if list.len() < self.max_idle_per_key {
-            list.push(Idle {
-                addr,
-                sender,
-                since: Instant::now(),
-            });
+        if idle
+            .get(&key)
+            .is_some_and(|list| list.len() >= self.max_idle_per_key)
+        {
+            return;
         }
+        let total: usize = idle.values().map(Vec::len).sum();
+        if total >= self.max_idle_total {
+            let oldest = idle
+                .iter()
+                .flat_map(|(k, list)| list.iter().enumerate().map(move |(i, c)| (c.since, k, i)))
+                .min_by_key(|(since, _, _)| *since)
+                .map(|(_, k, i)| (k.clone(), i));
+            if let Some((k, i)) = oldest {
+                if let Some(list) = idle.get_mut(&k) {
+                    list.swap_remove(i);
+                    if list.is_empty() {
+                        idle.remove(&k);
+                    }
+                }
+            }
+        }
+        idle.entry(key).or_default().push(Idle {
+            addr,
+            sender,
+            since: Instant::now(),
+        });
     }
 }
