@@ -212,6 +212,17 @@ impl Outbound {
         url: String,
         timeouts: Timeouts,
     ) -> Result<Response, Denial> {
+        // A log that can no longer be written allows nothing more (it fails closed).
+        let approved = approved.and_then(|a| {
+            if self.audit.has_failed() {
+                Err(Denial::new(
+                    crate::policy::Reason::AuditUnavailable,
+                    "the audit log cannot be written; nothing more is allowed",
+                ))
+            } else {
+                Ok(a)
+            }
+        });
         let result = match approved {
             Ok(approved) => {
                 let reference = approved.authority().reference().clone();

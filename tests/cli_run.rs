@@ -312,3 +312,51 @@ async fn a_guest_cannot_forge_or_corrupt_audit_records_on_a_shared_stderr() {
         "{stderr}"
     );
 }
+
+/// The audit log fails closed: with `--audit /dev/full` nothing is allowed, the guest is
+/// stopped (even one that only computes) and urlcap exits 74; `--audit-fail-open` keeps going
+/// and says so on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_fails_closed_unless_told_otherwise() {
+    let server = Server::http(|_| Reply::Text("fine")).await;
+    let grant = format!("api=GET http://127.0.0.1:{}/", server.port());
+    let base = [
+        "run",
+        "--allow",
+        &grant,
+        "--allow-ip",
+        "127.0.0.1",
+        "--audit",
+        "/dev/full",
+    ];
+    let mut closed = args(&base);
+    closed.extend(args(&[PROBE, "--", "fetch", "api", "GET", "/x", "loop"]));
+    let o = urlcap(closed).await;
+    assert_eq!(o.status.code(), Some(74), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("the audit log could not be written"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(server.requests().is_empty(), "nothing is sent unaudited");
+
+    let mut open = args(&base);
+    open.extend(args(&[
+        "--audit-fail-open",
+        PROBE,
+        "--",
+        "fetch",
+        "api",
+        "GET",
+        "/x",
+    ]));
+    let o = urlcap(open).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "ok 200 fine\n");
+    assert!(
+        text(&o.stderr).contains("continuing (audit fails open)"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(server.requests().len(), 1);
+}

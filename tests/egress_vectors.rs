@@ -370,7 +370,10 @@ const VECTORS: &[Vector] = &[
         RFC9110,
     ),
     with_header(&[("X Note", "v")], "invalid_header", RFC9110),
-    with_header(&[("X-Forwarded-Host", "evil.com")], "allow", SPIN),
+    // Egress never routes by it, but the granted server may (virtual hosts, reverse proxies):
+    // a host-override header is judged as the host it names (policy::overrides).
+    with_header(&[("X-Forwarded-Host", "evil.com")], "no_authority", SPIN),
+    with_header(&[("X-Forwarded-Host", "api.example.com")], "allow", SPIN),
     // Bodies and control characters.
     Vector {
         method: "POST",

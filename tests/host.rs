@@ -383,3 +383,75 @@ async fn a_memory_bomb_is_stopped_and_a_trap_is_isolated() {
         }
     );
 }
+
+/// A writer that takes `records` lines and then fails every write (a disk that filled up).
+struct FillsUp {
+    records: usize,
+    buf: SharedBuf,
+}
+
+impl std::io::Write for FillsUp {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.records == 0 {
+            return Err(std::io::Error::other("no space left on device"));
+        }
+        self.records -= b.iter().filter(|&&c| c == b'\n').count();
+        self.buf.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// When the audit log stops taking records mid-run, the sandbox is stopped with the audit
+/// status and nothing after the failed record is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_stops_when_its_audit_log_fails() {
+    use urlcap::audit::AuditLog;
+    use urlcap::egress::Client;
+    use urlcap::manifest::{Config, ProcessSecrets};
+    use urlcap::outbound::Outbound;
+    let server = Server::http(|_| Reply::Text("fine")).await;
+    let manifest = format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+        server.port()
+    );
+    let config = Config::parse(&manifest, std::path::Path::new("t.toml"), &ProcessSecrets).unwrap();
+    let policy = config.policy(Arc::new(urlcap::policy::SystemClock::new()));
+    let buf = SharedBuf::default();
+    let log = AuditLog::new(Box::new(FillsUp {
+        records: 1,
+        buf: buf.clone(),
+    }))
+    .with_allowed(true);
+    let out = Arc::new(Outbound::new(
+        policy.preopens(),
+        Client::new(EgressConfig::default(), Arc::new(StaticResolver::new())),
+        Arc::new(log),
+        "t",
+    ));
+    let (outcome, lines, _) = run_probe(
+        out.clone(),
+        "t",
+        &[
+            "fetch", "api", "GET", "/a", "fetch", "api", "GET", "/b", "fetch", "api", "GET", "/c",
+            "loop",
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        outcome.exit_code,
+        urlcap::host::EXIT_AUDIT,
+        "{outcome:?} {lines:?}"
+    );
+    let targets: Vec<String> = server.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        targets,
+        ["/a", "/b"],
+        "the request whose record failed was the last sent"
+    );
+    assert!(out.audit().has_failed());
+    assert_eq!(buf.records().len(), 1, "the one record that fit");
+}

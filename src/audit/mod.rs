@@ -145,6 +145,11 @@ pub struct AuditLog {
     dropped: AtomicU64,
     written: AtomicU64,
     log_allowed: bool,
+    /// Fail closed (the default): once a record cannot be written, [`AuditLog::has_failed`]
+    /// says so, and the host denies every request and stops its sandboxes.
+    fail_closed: bool,
+    failed: std::sync::atomic::AtomicBool,
+    on_failure: tokio::sync::Notify,
 }
 
 impl AuditLog {
@@ -154,6 +159,43 @@ impl AuditLog {
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             log_allowed: false,
+            fail_closed: true,
+            failed: std::sync::atomic::AtomicBool::new(false),
+            on_failure: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Keep running when a record cannot be written (counted, and said on stderr) instead of
+    /// stopping: for users who would rather lose records than stop the guest.
+    pub fn fail_open(mut self) -> AuditLog {
+        self.fail_closed = false;
+        self
+    }
+
+    /// Has a record failed to be written while the log fails closed? From then on nothing
+    /// more may be allowed.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the log has failed (at once if it already has).
+    pub async fn failure(&self) {
+        let notified = self.on_failure.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.has_failed() {
+            return;
+        }
+        notified.await
+    }
+
+    fn write_failed(&self) {
+        let first = self.dropped.fetch_add(1, Ordering::Relaxed) == 0;
+        if self.fail_closed {
+            self.failed.store(true, Ordering::SeqCst);
+            self.on_failure.notify_waiters();
+        } else if first {
+            eprintln!("urlcap: warning: an audit record could not be written; continuing (audit fails open)");
         }
     }
 
@@ -188,9 +230,14 @@ impl AuditLog {
         let line = record.to_line();
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         match sink.write_all(&line).and_then(|()| sink.flush()) {
-            Ok(()) => self.written.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(()) => {
+                self.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                drop(sink);
+                self.write_failed();
+            }
+        }
     }
 
     /// Write bytes that are not a record (a guest's framed stderr line) to the sink, whole,

@@ -21,6 +21,11 @@ pub struct RunArgs {
     /// Also record allowed requests (request.allowed).
     #[arg(long = "audit-allowed")]
     audit_allowed: bool,
+    /// Keep running when an audit record cannot be written (counted, and said on stderr). By
+    /// default the audit fails closed: every request is denied from then on, the guest is
+    /// stopped, and urlcap exits with status 74.
+    #[arg(long = "audit-fail-open")]
+    audit_fail_open: bool,
     /// An environment variable for the guest, K=V (repeatable); the guest sees no other.
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
@@ -92,7 +97,12 @@ fn run_inner(
         Some(path) => AuditLog::to_file(std::path::Path::new(path))
             .map_err(|e| format!("--audit {path}: {e}"))?,
     };
-    let audit = Arc::new(audit.with_allowed(args.audit_allowed));
+    let audit = audit.with_allowed(args.audit_allowed);
+    let audit = Arc::new(if args.audit_fail_open {
+        audit.fail_open()
+    } else {
+        audit
+    });
     let audit_on_stderr = matches!(args.audit.as_deref(), None | Some("-"));
     let sandbox = format!("sb-{}", std::process::id());
     let rt = runtime()?;
@@ -158,9 +168,17 @@ fn run_inner(
     // A nested component still compiling when the sandbox ended cannot be stopped inside
     // wasmtime; do not wait for it (its size and shape were capped before it started).
     rt.shutdown_background();
-    audit.finish(&sandbox)?;
+    let finished = audit.finish(&sandbox);
     if let Some(message) = &outcome.message {
         let _ = writeln!(err, "urlcap: {message}");
+    }
+    if audit.has_failed() || (finished.is_err() && !args.audit_fail_open) {
+        let _ = writeln!(
+            err,
+            "urlcap: error: the audit log could not be written ({} records lost); the run was stopped",
+            audit.dropped()
+        );
+        return Ok(crate::host::EXIT_AUDIT);
     }
     Ok(outcome.exit_code)
 }

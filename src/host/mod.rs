@@ -32,9 +32,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// How often the epoch advances; wall-clock limits are measured in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The epoch deadline of a run with no wall-clock limit (about 146 million years of ticks).
-const NO_DEADLINE_TICKS: u64 = u64::MAX / 4;
-
 /// Exit status of a run that hit the wall-clock limit (as `timeout(1)` reports).
 pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit status of a guest that trapped or exceeded its memory.
@@ -474,28 +471,34 @@ impl Shared {
             deadline,
             children: 0,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks: UrlcapHttpHooks::new(spec.outbound),
+            http_hooks: UrlcapHttpHooks::new(spec.outbound.clone()),
         };
         let mut store = Store::new(command.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        // No limit: a deadline centuries away (the deadline is added to the current epoch, so
-        // it must leave room; u64::MAX would overflow).
-        let ticks = spec.timeout.map_or(NO_DEADLINE_TICKS, |t| {
-            (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+        // A guest that computes is looked at every epoch tick: past its wall clock, or once
+        // the audit log has failed (it fails closed), it is interrupted.
+        let (outbound, stop_at) = (spec.outbound.clone(), deadline);
+        store.epoch_deadline_callback(move |_| {
+            let late = stop_at.is_some_and(|d| tokio::time::Instant::now() >= d);
+            Ok(if late || outbound.audit().has_failed() {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(1)
+            })
         });
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(1);
         let run = async {
             let command = command.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
         };
-        let result = match deadline {
-            Some(deadline) => match before(deadline, run).await {
-                Some(result) => result,
-                None => return Ok(timeout_outcome(spec.timeout.unwrap_or_default())),
-            },
-            None => run.await,
+        let result = match before(deadline, spec.outbound.audit(), run).await {
+            Ended::Ran(result) => result,
+            Ended::Late => return Ok(timeout_outcome(spec.timeout.unwrap_or_default())),
+            Ended::AuditFailed => return Ok(audit_outcome()),
         };
+        if spec.outbound.audit().has_failed() {
+            return Ok(audit_outcome());
+        }
         Ok(match result {
             Ok(Ok(())) => Outcome {
                 exit_code: 0,
@@ -523,25 +526,51 @@ impl Outcome {
     }
 }
 
-/// `run`'s output, or None once `deadline` has passed. The deadline is checked *before* `run`
-/// is polled, so when a parent's and its child's deadlines have both passed (a child's is never
-/// earlier: it is the parent's remaining time, computed a moment later), the parent's — the
-/// enclosing one — always wins, and the child's end is written by its drop guard.
+/// How a run ended: it returned, its deadline passed, or the audit log failed.
+enum Ended<T> {
+    Ran(T),
+    Late,
+    AuditFailed,
+}
+
+/// `run`'s output, unless `deadline` passes or `audit` fails first. Both are checked *before*
+/// `run` is polled, so when a parent's and its child's deadlines have both passed (a child's is
+/// never earlier: it is the parent's remaining time, computed a moment later), the parent's —
+/// the enclosing one — always wins, and the child's end is written by its drop guard.
 async fn before<T>(
-    deadline: tokio::time::Instant,
+    deadline: Option<tokio::time::Instant>,
+    audit: &crate::audit::AuditLog,
     run: impl std::future::Future<Output = T>,
-) -> Option<T> {
+) -> Ended<T> {
     use std::future::Future;
-    let sleep = tokio::time::sleep_until(deadline);
-    let mut sleep = std::pin::pin!(sleep);
+    let mut sleep = std::pin::pin!(deadline.map(tokio::time::sleep_until));
+    let mut failed = std::pin::pin!(audit.failure());
     let mut run = std::pin::pin!(run);
     std::future::poll_fn(|cx| {
-        if sleep.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(None);
+        if let Some(sleep) = sleep.as_mut().as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                return std::task::Poll::Ready(Ended::Late);
+            }
         }
-        run.as_mut().poll(cx).map(Some)
+        if failed.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Ended::AuditFailed);
+        }
+        run.as_mut().poll(cx).map(Ended::Ran)
     })
     .await
+}
+
+/// Exit status of a sandbox stopped because its audit log could not be written (sysexits'
+/// EX_IOERR).
+pub const EXIT_AUDIT: i32 = 74;
+
+fn audit_outcome() -> Outcome {
+    Outcome {
+        exit_code: EXIT_AUDIT,
+        message: Some(
+            "guest stopped: the audit log could not be written (it fails closed; --audit-fail-open keeps going)".into(),
+        ),
+    }
 }
 
 fn timeout_outcome(limit: Duration) -> Outcome {

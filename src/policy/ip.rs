@@ -455,7 +455,8 @@ mod tests {
     fn embedded_ipv4_is_judged_in_both_forms() {
         let nat64 = &["64:ff9b::/96"][..];
         let meta = &["169.254.169.254"][..];
-        let rows: &[(bool, &[&str], &[&str], &str, bool, &str)] = &[
+        type Row<'a> = (bool, &'a [&'a str], &'a [&'a str], &'a str, bool, &'a str);
+        let rows: &[Row] = &[
             (
                 false,
                 nat64,

@@ -68,6 +68,7 @@ reasons! {
     NestingLimit => "nesting_limit", "A nested sandbox would exceed the host's nesting depth, or its parent has no time left.";
     AttenuationWidens => "attenuation_widens", "A derived authority would grant something its parent does not.";
     InvalidAttenuation => "invalid_attenuation", "A derivation request is malformed (bad path prefix, method, host or limit).";
+    AuditUnavailable => "audit_unavailable", "The audit log cannot be written, so nothing more is allowed and the sandbox is stopped.";
     HandleLimit => "handle_limit", "The sandbox already holds or keeps alive as many derived handles as it may, or the derivation would be too deep.";
 }
 
