@@ -154,3 +154,59 @@ async fn a_request_without_an_authority_is_refused_and_sends_nothing() {
     assert_eq!(lines, ["err ErrorCode::HttpRequestUriInvalid"]);
     assert_eq!(server.connections(), 0);
 }
+
+/// What a guest can read of a failure (`to-debug-string` of a body error) is a short line,
+/// whatever the host's environment: with RUST_BACKTRACE=1 and RUST_LIB_BACKTRACE=1 set for
+/// urlcap, no host backtrace, source path or Rust frame reaches the guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_visible_errors_carry_no_host_internals() {
+    use support::Step;
+    let server = Server::http(|_| {
+        Reply::Script(
+            vec![],
+            vec![
+                Step::Data(100),
+                Step::Wait(std::time::Duration::from_millis(300)),
+                Step::Fail,
+            ],
+        )
+    })
+    .await;
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let args = support::whttp_run_args(
+        port,
+        &dir.path().join("a.jsonl"),
+        &[&["GET", "http", &authority, "/v1/reset"]],
+    );
+    let envs = vec![
+        ("RUST_BACKTRACE".to_string(), "1".to_string()),
+        ("RUST_LIB_BACKTRACE".to_string(), "1".to_string()),
+    ];
+    let m = support::urlcap_measured_env(args, envs).await;
+    let stdout = text(&m.output.stdout);
+    assert!(m.output.status.success(), "{}", text(&m.output.stderr));
+    let line = stdout.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("err body "),
+        "the body read fails: {stdout}"
+    );
+    assert!(
+        line.len() < 400,
+        "a short line, not a backtrace: {} bytes",
+        line.len()
+    );
+    for internal in [
+        ".rs:",
+        "backtrace",
+        "stack backtrace",
+        "src/",
+        "::{{closure}}",
+    ] {
+        assert!(
+            !stdout.contains(internal),
+            "{internal:?} reached the guest: {stdout}"
+        );
+    }
+}
