@@ -408,3 +408,35 @@ fn files_named_by_a_manifest_are_read_with_bounds() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
 }
+
+/// `check` shows what is in force, defaults included and said to be defaults.
+#[test]
+fn check_shows_the_defaults_in_force() {
+    let o = urlcap(&["check", "--allow", "https://api.example.com/"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(
+        out.contains("max_concurrent_requests 64 (default)"),
+        "{out}"
+    );
+    assert!(out.contains("max_nesting_depth 3 (default)"), "{out}");
+    assert!(out.contains("memory unlimited, timeout unlimited"), "{out}");
+    assert!(
+        out.contains("connect timeout 10s, first-byte timeout 30s, between-bytes timeout 30s"),
+        "{out}"
+    );
+    assert!(out.contains("limits   none of its own"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n[limits]\nmax_concurrent_requests = 8\nmax_nesting_depth = 1\n",
+    )
+    .unwrap();
+    let o = urlcap(&["check", "--manifest", manifest.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("max_concurrent_requests 8, max_nesting_depth 1\n"),
+        "{out}"
+    );
+}

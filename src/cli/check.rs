@@ -25,17 +25,33 @@ pub fn describe(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let l = &config.limits;
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let unlimited = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
+    let or_default =
+        |v: Option<String>, default: String| v.unwrap_or(format!("{default} (default)"));
     let _ = writeln!(
         s,
         "limits: memory {}, timeout {}, max_concurrent_requests {}, max_nesting_depth {}",
-        opt(l
-            .memory
-            .map(|m| bytesize::ByteSize(m).display().iec().to_string())),
-        opt(l.timeout.map(|t| humantime::format_duration(t).to_string())),
-        opt(l.max_concurrent_requests.map(|n| n.to_string())),
-        l.max_nesting_depth
-            .unwrap_or(crate::host::DEFAULT_MAX_DEPTH),
+        unlimited(
+            l.memory
+                .map(|m| bytesize::ByteSize(m).display().iec().to_string())
+        ),
+        unlimited(l.timeout.map(|t| humantime::format_duration(t).to_string())),
+        or_default(
+            l.max_concurrent_requests.map(|n| n.to_string()),
+            crate::egress::DEFAULT_MAX_IN_FLIGHT.to_string()
+        ),
+        or_default(
+            l.max_nesting_depth.map(|n| n.to_string()),
+            crate::host::DEFAULT_MAX_DEPTH.to_string()
+        ),
+    );
+    let egress = crate::egress::EgressConfig::default();
+    let _ = writeln!(
+        s,
+        "egress defaults: connect timeout {}, first-byte timeout {}, between-bytes timeout {}, no total timeout unless a grant sets one",
+        humantime::format_duration(egress.connect_timeout),
+        humantime::format_duration(egress.first_byte_timeout),
+        humantime::format_duration(egress.idle_timeout),
     );
     let n = &config.network;
     let nets = |v: &[ipnet::IpNet]| {
@@ -94,9 +110,10 @@ pub fn describe(config: &Config) -> String {
         if let Some(v) = gl.max_concurrent_requests {
             limits.push(format!("max_concurrent_requests {v}"));
         }
-        if !limits.is_empty() {
-            let _ = writeln!(s, "  limits   {}", limits.join(", "));
+        if limits.is_empty() {
+            limits.push("none of its own (the sandbox's and egress defaults apply)".into());
         }
+        let _ = writeln!(s, "  limits   {}", limits.join(", "));
         if !g.allow_ips.is_empty() {
             let _ = writeln!(s, "  allow_ips {}", nets(&g.allow_ips));
         }

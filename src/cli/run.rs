@@ -112,7 +112,7 @@ fn run_inner(
             max_in_flight: config
                 .limits
                 .max_concurrent_requests
-                .map_or(64, |n| n as usize),
+                .map_or(crate::egress::DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
             ..EgressConfig::default()
         };
         let outbound = Arc::new(Outbound::new(

@@ -61,6 +61,10 @@ pub struct EgressConfig {
     pub pool_idle_timeout: Duration,
 }
 
+/// Requests in flight at once for a whole sandbox tree when `[limits] max_concurrent_requests`
+/// is not set.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 impl Default for EgressConfig {
     fn default() -> EgressConfig {
         EgressConfig {
@@ -68,7 +72,7 @@ impl Default for EgressConfig {
             first_byte_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             total_timeout: None,
-            max_in_flight: 64,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_idle_per_origin: 16,
             max_idle_total: 256,
             pool_idle_timeout: Duration::from_secs(90),
