@@ -59,7 +59,8 @@ async fn run(
 ) -> Ran {
     let (host, command) = host(max_depth);
     let dir = Path::new(PROBE).parent().unwrap().display().to_string();
-    let stdio = Stdio::capture(1 << 20);
+    // Room for a child's whole 1 MiB of output, prefixed.
+    let stdio = Stdio::capture(4 << 20);
     let spec = SandboxSpec {
         args: std::iter::once("probe")
             .chain(steps.iter().copied())
@@ -855,4 +856,37 @@ async fn the_compiled_components_a_guest_spawns_are_bounded() {
     );
     assert!(bytes <= urlcap::host::NESTED_CACHE.1, "{bytes} bytes kept");
     assert!(entries >= 1);
+}
+
+/// A child writing past its 1 MiB output cap keeps running: the parent gets the first MiB and
+/// a line saying how much was dropped (it used to be trapped, exit 134).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_output_past_its_cap_is_cut_with_a_marker() {
+    let (out, audit) = setup("version = 1\n");
+    let kid = child(&["spew", "3000000", "list"]);
+    let mut steps = vec!["spawn", "/guests/probe.wasm", "-"];
+    steps.extend(kid.iter().map(String::as_str));
+    steps.push("list");
+    let ran = run(out, audit, &steps, None, None, 3).await;
+    assert_eq!(ran.outcome.exit_code, 0, "{:?}", ran.outcome);
+    assert_eq!(ran.lines[0], "spawned 0 ", "the child was not stopped");
+    let marker = ran
+        .lines
+        .iter()
+        .find(|l| l.starts_with("| [urlcap: output cut"))
+        .expect("a marker line");
+    assert_eq!(
+        marker,
+        &format!(
+            "| [urlcap: output cut at 1048576 bytes; {} more bytes dropped]",
+            3_000_000 - 1_048_576
+        )
+    );
+    let kept: usize = ran
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("| x"))
+        .map(|l| l.len() - 2 + 1)
+        .sum();
+    assert_eq!(kept, 1 << 20, "exactly the first MiB is kept");
 }

@@ -10,12 +10,14 @@
 //! a clear message and exit status; the host is unharmed.
 
 mod admission;
+mod capture;
 mod compiled;
 mod guest_api;
 mod guest_stderr;
 mod wasi_http;
 
 pub use admission::{MAX_CHILD_COMPONENT_BYTES, MAX_FUNCTION_BODY_BYTES, MAX_FUNCTION_LOCALS};
+pub use capture::CappedPipe;
 pub use guest_api::{describe, MAX_LIVE_HANDLES};
 pub use wasi_http::{error_code, UrlcapHttpHooks};
 
@@ -199,18 +201,17 @@ pub enum Stdio {
     /// is written as whole lines prefixed `guest: `, under the audit log's lock, so it can
     /// neither forge nor corrupt a record.
     InheritBesideAudit(Arc<crate::audit::AuditLog>),
-    Capture(
-        wasmtime_wasi::p2::pipe::MemoryOutputPipe,
-        wasmtime_wasi::p2::pipe::MemoryOutputPipe,
-    ),
+    /// Kept in memory up to a cap each (past it the rest is dropped and counted, and the
+    /// contents end with a line saying so; the guest is not stopped).
+    Capture(capture::CappedPipe, capture::CappedPipe),
 }
 
 impl Stdio {
     /// Capture up to `capacity` bytes of each stream.
     pub fn capture(capacity: usize) -> Stdio {
         Stdio::Capture(
-            wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(capacity),
-            wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(capacity),
+            capture::CappedPipe::new(capacity),
+            capture::CappedPipe::new(capacity),
         )
     }
 

@@ -1,0 +1,119 @@
+//! A guest's stdout or stderr kept in memory up to a cap. Past the cap the guest keeps
+//! running: the rest is counted and dropped, and what is read back ends with a line saying
+//! how much was dropped (wasmtime's own memory pipe traps the guest instead).
+
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Output kept up to `capacity` bytes; clones share it.
+#[derive(Clone)]
+pub struct CappedPipe {
+    kept: Arc<Mutex<Kept>>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Kept {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+impl CappedPipe {
+    pub fn new(capacity: usize) -> CappedPipe {
+        CappedPipe {
+            kept: Arc::default(),
+            capacity,
+        }
+    }
+
+    fn take_in(&self, bytes: &[u8]) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.capacity.saturating_sub(kept.bytes.len());
+        let (keep, drop) = bytes.split_at(room.min(bytes.len()));
+        kept.bytes.extend_from_slice(keep);
+        kept.dropped += drop.len() as u64;
+    }
+
+    /// What was kept, followed by a marker line if anything was dropped.
+    pub fn contents(&self) -> Vec<u8> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = kept.bytes.clone();
+        if kept.dropped > 0 {
+            if !out.ends_with(b"\n") && !out.is_empty() {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(
+                format!(
+                    "[urlcap: output cut at {} bytes; {} more bytes dropped]\n",
+                    self.capacity, kept.dropped
+                )
+                .as_bytes(),
+            );
+        }
+        out
+    }
+
+    /// Bytes dropped past the cap.
+    pub fn dropped(&self) -> u64 {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).dropped
+    }
+}
+
+impl IsTerminal for CappedPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CappedPipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for CappedPipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.take_in(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CappedPipe {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CappedPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.take_in(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
