@@ -440,3 +440,27 @@ fn check_shows_the_defaults_in_force() {
         "{out}"
     );
 }
+
+/// `explain` judges override headers as the request line they stand for (exit 1 with the
+/// reason the line would get).
+#[test]
+fn explain_judges_override_headers() {
+    let rows = [
+        ("X-HTTP-Method-Override: DELETE", "method_not_allowed"),
+        ("X-Original-URL: /admin", "path_not_allowed"),
+        ("X-Forwarded-Host: internal.example.com", "no_authority"),
+    ];
+    for (header, reason) in rows {
+        let o = urlcap(&[
+            "explain",
+            "--allow",
+            "GET https://api.example.com/public/",
+            "--header",
+            header,
+            "--json",
+            "https://api.example.com/public/a",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{header}");
+        assert_eq!(json(&o)["reason"], reason, "{header}");
+    }
+}
