@@ -188,3 +188,84 @@ async fn upstream_and_dns_faults_become_typed_errors_and_the_guest_goes_on() {
     assert_eq!(outcome.exit_code, 0);
     assert_eq!(lines, ["ok 200 fine /v1/next"]);
 }
+
+/// Through `wasi:http`, each transport failure reaches the guest as the error code the WASI HTTP
+/// spec means for it — the one `wasmtime run -S http` gives — while the audit keeps urlcap's
+/// stable reasons: a name that does not resolve is `dns-error`, a first-byte or between-bytes
+/// stall `connection-read-timeout`, TLS spoken to a plain-HTTP server `TLS-protocol-error`, a
+/// certificate for another name `TLS-certificate-error`; `HTTP-request-denied` is for policy
+/// denials only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_http_failures_get_the_error_codes_the_spec_means() {
+    let server = Server::http(|r| match r.target.as_str() {
+        "/v1/stall" => Reply::Script(
+            vec![],
+            vec![Step::Data(10), Step::Wait(Duration::from_secs(30))],
+        ),
+        "/v1/late" => Reply::SlowHead(Duration::from_secs(30)),
+        t => Reply::With(200, vec![], format!("fine {t}").into_bytes()),
+    })
+    .await;
+    let pki = Pki::new(&["tls.test"]);
+    let tls_server = Server::https(&pki, |_| Reply::Text("secure")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let (port, tls_port) = (server.port(), tls_server.port());
+    let loopback = "allow_ips = [\"127.0.0.1/32\"]";
+    let manifest = format!(
+        "version = 1\n\
+         [[authority]]\nname = \"api\"\norigin = \"http://api.test:{port}\"\n{loopback}\n\
+         [[authority]]\nname = \"plain\"\norigin = \"https://api.test:{port}\"\n{loopback}\nca_file = {ca:?}\n\
+         [[authority]]\nname = \"tls\"\norigin = \"https://tls.test:{tls_port}\"\n{loopback}\nca_file = {ca:?}\n\
+         [[authority]]\nname = \"wrongname\"\norigin = \"https://wrongname.test:{tls_port}\"\n{loopback}\nca_file = {ca:?}\n\
+         [[authority]]\nname = \"nodns\"\norigin = \"http://nodns.test:{port}\"\n"
+    );
+    let quick = EgressConfig {
+        first_byte_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(500),
+        ..EgressConfig::default()
+    };
+    let (out, audit) = outbound(&manifest, Arc::new(HostileDns::default()), quick);
+    let rows: &[(&str, &str, &str)] = &[
+        (&format!("http://api.test:{port}/v1/ok"), "ok 200 fine /v1/ok", ""),
+        (&format!("https://tls.test:{tls_port}/"), "ok 200 secure", ""),
+        (
+            &format!("http://nodns.test:{port}/"),
+            "err ErrorCode::DnsError(DnsErrorPayload { rcode: Some(\"address not available\"), info-code: None })",
+            "dns_failure",
+        ),
+        (&format!("http://api.test:{port}/v1/late"), "err ErrorCode::ConnectionReadTimeout", "timeout"),
+        (&format!("http://api.test:{port}/v1/stall"), "err body ", "timeout"),
+        (&format!("https://api.test:{port}/"), "err ErrorCode::TlsProtocolError", "tls_failure"),
+        (
+            &format!("https://wrongname.test:{tls_port}/"),
+            "err ErrorCode::TlsCertificateError",
+            "tls_failure",
+        ),
+        (&format!("http://api.test:{port}/after"), "ok 200 fine /after", ""),
+        (&format!("http://evil.test:{port}/"), "err ErrorCode::HttpRequestDenied", "no_authority"),
+    ];
+    let mut steps: Vec<&str> = Vec::new();
+    for (url, _, _) in rows {
+        steps.extend(["http", "GET", url]);
+    }
+    let (outcome, lines, _) = run_probe(Arc::new(out), "codes", &steps, None, None).await;
+    assert_eq!(outcome.exit_code, 0, "{outcome:?} {lines:?}");
+    assert_eq!(lines.len(), rows.len(), "{lines:?}");
+    for ((url, want, _), line) in rows.iter().zip(&lines) {
+        assert!(line.starts_with(want), "{url}: {line:?} is not {want:?}");
+    }
+    assert!(
+        lines[4].contains("read timeout"),
+        "a between-bytes stall: {}",
+        lines[4]
+    );
+    let reasons: Vec<String> = audit
+        .records()
+        .iter()
+        .filter(|r| r["event"] == "request.denied")
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<&str> = rows.iter().map(|r| r.2).filter(|r| !r.is_empty()).collect();
+    assert_eq!(reasons, want, "the audit keeps urlcap's reasons");
+}

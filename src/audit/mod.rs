@@ -307,6 +307,7 @@ mod tests {
     fn denial_record_has_every_contract_field() {
         let denial = Denial::new(Reason::PathNotAllowed, "path /x is not under /v1/");
         let denial = Denial {
+            cause: None,
             authority: Some(AuthorityRef {
                 name: "gh".into(),
                 lineage: "gh/2".into(),

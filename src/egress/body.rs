@@ -8,7 +8,7 @@
 
 use super::connect::Sender;
 use super::pool::{Pool, PoolKey};
-use crate::policy::{AuthorityRef, Denial, Reason};
+use crate::policy::{AuthorityRef, Cause, Denial, Reason};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -264,7 +264,23 @@ impl ResponseBody {
         reason: Reason,
         detail: String,
     ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
-        let denial = Denial::new(reason, detail).on(&self.reference);
+        self.fail_with(Denial::new(reason, detail).on(&self.reference))
+    }
+
+    fn fail_because(
+        &mut self,
+        reason: Reason,
+        detail: String,
+        cause: Cause,
+    ) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
+        self.fail_with(
+            Denial::new(reason, detail)
+                .on(&self.reference)
+                .because(cause),
+        )
+    }
+
+    fn fail_with(&mut self, denial: Denial) -> Poll<Option<Result<Frame<Bytes>, Denial>>> {
         self.finish(false);
         self.exchange.report(&denial);
         Poll::Ready(Some(Err(denial)))
@@ -306,9 +322,10 @@ impl Body for ResponseBody {
         }
         if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
-                return this.fail(
+                return this.fail_because(
                     Reason::Timeout,
                     "the response did not finish within the authority's timeout".into(),
+                    Cause::ReadTimeout,
                 );
             }
         }
@@ -347,7 +364,11 @@ impl Body for ResponseBody {
             Poll::Pending => {
                 if this.idle_timer.as_mut().poll(cx).is_ready() {
                     let idle = humantime::format_duration(this.idle);
-                    return this.fail(Reason::Timeout, format!("no response bytes for {idle}"));
+                    return this.fail_because(
+                        Reason::Timeout,
+                        format!("no response bytes for {idle}"),
+                        Cause::ReadTimeout,
+                    );
                 }
                 Poll::Pending
             }

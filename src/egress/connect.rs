@@ -7,7 +7,7 @@
 
 use super::body::WireBody;
 use super::tls::server_name;
-use crate::policy::{Authority, Denial, Host, Reason};
+use crate::policy::{Authority, Cause, Denial, Host, Reason};
 use http::Uri;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
@@ -92,7 +92,8 @@ pub(crate) async fn open(
 ) -> Result<Sender, Denial> {
     let reference = authority.reference();
     let fail = |reason, detail: String| Denial::new(reason, detail).on(reference);
-    let name = server_name(host).map_err(|e| fail(Reason::TlsFailure, e))?;
+    let name =
+        server_name(host).map_err(|e| fail(Reason::TlsFailure, e).because(Cause::TlsProtocol))?;
     let transport = FixedAddr {
         addr,
         authority: authority.clone(),
@@ -117,7 +118,8 @@ pub(crate) async fn open(
                     "connecting to {addr} took over {}",
                     humantime::format_duration(timeout)
                 ),
-            ))
+            )
+            .because(Cause::ConnectTimeout))
         }
         Ok(Err(e)) => {
             return Err(match e.downcast::<Denial>() {
@@ -125,7 +127,8 @@ pub(crate) async fn open(
                 Err(other) => fail(
                     Reason::TlsFailure,
                     format!("TLS with {host} at {addr}: {}", error_chain(&*other)),
-                ),
+                )
+                .because(tls_cause(&*other)),
             })
         }
         Ok(Ok(stream)) => stream,
@@ -158,4 +161,29 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     s
+}
+
+/// Whether a failed TLS handshake was about the certificate (not valid for the granted name,
+/// not trusted, none presented) or about the protocol itself, from the rustls error found in
+/// its chain (through `source()` and through `io::Error`s wrapping one another).
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Cause {
+    let mut pending = vec![e];
+    while let Some(e) = pending.pop() {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    Cause::TlsCertificate
+                }
+                _ => Cause::TlsProtocol,
+            };
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            pending.push(inner);
+        }
+        pending.extend(e.source());
+    }
+    Cause::TlsProtocol
 }

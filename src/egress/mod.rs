@@ -24,7 +24,7 @@ mod tls;
 pub use body::{empty_body, full_body, OnBodyError, RequestBody, ResponseBody, WireBody};
 pub use resolve::{Resolve, Resolving, StaticResolver, SystemResolver};
 
-use crate::policy::{Approved, Authority, Denial, Reason, Request, Scheme};
+use crate::policy::{Approved, Authority, Cause, Denial, Reason, Request, Scheme};
 use body::PoolReturn;
 use connect::Sender;
 use http::header::{HeaderName, HeaderValue, HOST};
@@ -215,7 +215,8 @@ impl Client {
                 return Err(fail(
                     Reason::Timeout,
                     format!("no response head from {addr} within {waited}"),
-                ));
+                )
+                .because(Cause::ReadTimeout));
             }
             // The connection goes with the sender: it is not reused.
             Ok((None, _)) => {
@@ -358,7 +359,7 @@ impl Client {
                 .tls
                 .get_or_init(TlsConfigs::new)
                 .for_ca(authority.grant().ca.as_ref())
-                .map_err(|e| fail(Reason::TlsFailure, e))?
+                .map_err(|e| fail(Reason::TlsFailure, e).because(Cause::TlsProtocol))?
         } else {
             tls::unused_for_plain_http()
         };

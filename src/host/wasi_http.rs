@@ -24,7 +24,7 @@
 use crate::audit::{Event, Record};
 use crate::egress::{RequestBody, Timeouts};
 use crate::outbound::{GuestRequest, Outbound};
-use crate::policy::{Denial, Reason};
+use crate::policy::{is_forbidden_header, Cause, Denial, Reason};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, ForbiddenHeaderFilter, WasiBody, WasiHttpHooks};
@@ -32,21 +32,54 @@ use wasmtime_wasi_http::{Error as HttpError, ForbiddenHeaderFilter, WasiBody, Wa
 /// Routes `wasi:http` requests through urlcap's policy, egress and audit.
 pub struct UrlcapHttpHooks {
     outbound: Arc<Outbound>,
+    /// Headers the guest may never set and never sees: hop-by-hop and `Host` (as wasmtime
+    /// forbids), the rest urlcap forbids (`TE`, `Trailer`, `Proxy-*`), and every header a
+    /// grant of this sandbox injects.
+    forbidden: ForbiddenHeaderFilter,
 }
 
 impl UrlcapHttpHooks {
     pub fn new(outbound: Arc<Outbound>) -> UrlcapHttpHooks {
-        UrlcapHttpHooks { outbound }
+        let injected: rustc_hash::FxHashSet<String> = outbound
+            .handles()
+            .iter()
+            .flat_map(|(a, _)| a.grant().headers.iter().map(|h| h.name.clone()))
+            .collect();
+        let forbidden: ForbiddenHeaderFilter = Arc::new(move |name: &http::HeaderName| {
+            is_forbidden_header(name.as_str()) || injected.contains(name.as_str())
+        });
+        UrlcapHttpHooks {
+            outbound,
+            forbidden,
+        }
     }
 }
 
-/// The wasi:http error code a guest sees for a denial.
+/// Remove every header `forbidden` names (a response's hop-by-hop headers never reach the
+/// guest, as under wasmtime).
+fn strip(headers: &mut http::HeaderMap, forbidden: &ForbiddenHeaderFilter) {
+    let names: Vec<http::HeaderName> = headers.keys().filter(|n| forbidden(n)).cloned().collect();
+    for name in names {
+        headers.remove(&name);
+    }
+}
+
+/// The wasi:http error code a guest sees for a denial: the one the WASI HTTP spec means for
+/// that failure (and the one `wasmtime run -S http` gives for it); `HTTP-request-denied` only
+/// for policy denials.
 pub fn error_code(d: &Denial) -> HttpError {
     match d.reason {
-        Reason::Timeout => HttpError::ConnectionTimeout,
+        Reason::Timeout if d.cause == Some(Cause::ConnectTimeout) => HttpError::ConnectionTimeout,
+        Reason::Timeout => HttpError::ConnectionReadTimeout,
         Reason::ConnectFailed => HttpError::ConnectionRefused,
-        Reason::DnsFailure => HttpError::DestinationNotFound,
-        Reason::TlsFailure => HttpError::TlsCertificateError,
+        Reason::DnsFailure => HttpError::DnsError {
+            rcode: Some("address not available".into()),
+            info_code: None,
+        },
+        Reason::TlsFailure if d.cause == Some(Cause::TlsCertificate) => {
+            HttpError::TlsCertificateError
+        }
+        Reason::TlsFailure => HttpError::TlsProtocolError,
         Reason::ResponseBodyTooLarge => HttpError::HttpResponseBodySize(None),
         Reason::RequestBodyTooLarge => HttpError::HttpRequestBodySize(None),
         Reason::UpstreamError => HttpError::HttpProtocolError,
@@ -65,10 +98,26 @@ type ResponseFuture = Box<
 >;
 
 impl WasiHttpHooks for UrlcapHttpHooks {
-    /// Nothing is filtered at `fields.set`: the policy judges every header when the request is
-    /// sent, so a forbidden one is denied *and audited* rather than silently dropped.
+    /// A guest's `fields.set` / `append` / `from-list` of a forbidden header is refused with
+    /// `header-error.forbidden`, as wasmtime does, and audited (`forbidden_header`; method and
+    /// URL are not known yet). Responses reach this only after `send_request` stripped every
+    /// forbidden header from them, so only guest attempts are audited here.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        let forbidden = (self.forbidden)(name);
+        if forbidden {
+            let mut record = Record::new(
+                Event::RequestDenied,
+                self.outbound.sandbox(),
+                format!("the guest tried to set header {name:?}, which only the host may set; refused at fields"),
+            );
+            record.reason = Some(Reason::ForbiddenHeader);
+            self.outbound.audit().record(&record);
+        }
+        forbidden
+    }
+
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(|_| false)
+        self.forbidden.clone()
     }
 
     /// The Host header is written by egress from the approved URL, never from here.
@@ -102,7 +151,7 @@ impl WasiHttpHooks for UrlcapHttpHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
-        let outbound = self.outbound.clone();
+        let (outbound, forbidden) = (self.outbound.clone(), self.forbidden.clone());
         let timeouts = options.map_or_else(Timeouts::default, |o| Timeouts {
             connect: o.connect_timeout,
             first_byte: o.first_byte_timeout,
@@ -128,11 +177,22 @@ impl WasiHttpHooks for UrlcapHttpHooks {
             let body: RequestBody = body
                 .map_err(|e| Denial::new(Reason::UpstreamError, format!("guest request body: {e}")))
                 .boxed_unsync();
-            let response = outbound
+            let mut response = outbound
                 .send_with(&guest, body, timeouts)
                 .await
                 .map_err(|d| error_code(&d))?;
-            let response = response.map(|b| b.map_err(|d| error_code(&d)).boxed_unsync());
+            strip(response.headers_mut(), &forbidden);
+            let response = response.map(|b| {
+                b.map_frame(move |frame| match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        strip(&mut trailers, &forbidden);
+                        http_body::Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                })
+                .map_err(|d| error_code(&d))
+                .boxed_unsync()
+            });
             let done: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
                 Box::new(async { Ok(()) });
             Ok((response, done))

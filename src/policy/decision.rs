@@ -20,6 +20,22 @@ pub struct Denial {
     pub reason: Reason,
     pub detail: String,
     pub authority: Option<AuthorityRef>,
+    /// For a transport failure, which one more precisely (the reason code stays coarse and
+    /// stable; this picks the `wasi:http` error code a guest sees).
+    pub cause: Option<Cause>,
+}
+
+/// Which transport failure a `timeout` or `tls_failure` denial was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Connecting (TCP and TLS handshake) took too long.
+    ConnectTimeout,
+    /// The response head or the next body bytes took too long.
+    ReadTimeout,
+    /// The certificate is not valid for the granted host, or not trusted.
+    TlsCertificate,
+    /// The TLS exchange itself failed (for instance TLS spoken to a plain-HTTP server).
+    TlsProtocol,
 }
 
 impl Denial {
@@ -28,7 +44,14 @@ impl Denial {
             reason,
             detail: detail.into(),
             authority: None,
+            cause: None,
         }
+    }
+
+    /// The same denial, saying which transport failure it was.
+    pub fn because(mut self, cause: Cause) -> Denial {
+        self.cause = Some(cause);
+        self
     }
 
     pub(crate) fn on(mut self, authority: &AuthorityRef) -> Denial {

@@ -40,7 +40,7 @@ pub use authority::{
     MAX_DERIVATION_DEPTH, MAX_PATH_PREFIX_LEN,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use decision::{AuthorityRef, Decision, Denial};
+pub use decision::{AuthorityRef, Cause, Decision, Denial};
 pub use grant::{check_name, CaBundle, Grant, InjectedHeader, Limits, Rate};
 pub use handles::HandleTable;
 pub use ip::IpRules;
