@@ -632,6 +632,98 @@ fn override_headers_are_judged_as_the_request_line_they_stand_for() {
             "cdn.example.net",
             Some(Reason::NoAuthority),
         ),
+        // CGI-style servers (WSGI, Rack, PHP) read `_` as `-` (hostile review).
+        (
+            api,
+            "X_HTTP_Method_Override",
+            "DELETE",
+            Some(Reason::MethodNotAllowed),
+        ),
+        (
+            api,
+            "X_Original_URL",
+            "/admin",
+            Some(Reason::PathNotAllowed),
+        ),
+        (
+            api,
+            "X_Forwarded_Host",
+            "evil.com",
+            Some(Reason::NoAuthority),
+        ),
+        // Forwarded parsed as RFC 7239: quoting, every element, every host (hostile review).
+        (
+            api,
+            "Forwarded",
+            "for=\"x;host=api.example.com\";host=evil.com",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "Forwarded",
+            "host=api.example.com;host=evil.com",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "Forwarded",
+            "for=\"a,host=api.example.com\";host=evil.com",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "Forwarded",
+            "for=a, host=evil.com",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "Forwarded",
+            "host=\"api.example.com\";proto=https;for=\"[2001:db8::1]\"",
+            None,
+        ),
+        (
+            api,
+            "Forwarded",
+            "host=\"unterminated",
+            Some(Reason::InvalidHeader),
+        ),
+        (api, "Forwarded", "proto=http", Some(Reason::NoAuthority)),
+        // More of the same family: method, path, host, scheme, port.
+        (
+            api,
+            "X-Original-Method",
+            "DELETE",
+            Some(Reason::MethodNotAllowed),
+        ),
+        (
+            api,
+            "X-Forwarded-Method",
+            "POST",
+            Some(Reason::MethodNotAllowed),
+        ),
+        (
+            api,
+            "X-Forwarded-Uri",
+            "/admin",
+            Some(Reason::PathNotAllowed),
+        ),
+        (
+            api,
+            "X-Forwarded-Prefix",
+            "/admin",
+            Some(Reason::PathNotAllowed),
+        ),
+        (
+            api,
+            "X-Original-Host",
+            "evil.com",
+            Some(Reason::NoAuthority),
+        ),
+        (api, "X-Forwarded-Proto", "http", Some(Reason::NoAuthority)),
+        (api, "X-Forwarded-Proto", "https", None),
+        (api, "X-Forwarded-Port", "8443", Some(Reason::NoAuthority)),
+        (api, "X-Forwarded-Port", "443", None),
         // Ordinary headers are not judged.
         (api, "X-Request-Id", "/admin DELETE evil.example", None),
     ];
@@ -651,4 +743,17 @@ fn override_headers_are_judged_as_the_request_line_they_stand_for() {
             );
         }
     }
+    // `?_method=DELETE` overrides a POST's method in Laravel and Symfony.
+    let (policy, _) = policy_with(vec![grant(
+        "rw",
+        "https://api.example.com/",
+        &["GET", "POST"],
+    )]);
+    let denied = req("POST", "https://api.example.com/x?a=1&_method=DELETE");
+    assert_eq!(
+        reason(policy.check(&denied)),
+        Some(Reason::MethodNotAllowed)
+    );
+    let fine = req("POST", "https://api.example.com/x?_method=POST");
+    assert_eq!(reason(policy.check(&fine)), None);
 }

@@ -175,9 +175,10 @@ pub(crate) enum Refusal<'a> {
     Method,
     /// Index of the offending header in the request.
     Header(usize),
-    /// A header a server reads as another method, path or host, that the grant would deny as a
-    /// request line: its index, that reason, and why.
-    Override(usize, Reason, String),
+    /// A header (or the `_method` query parameter) a server reads as another method, path,
+    /// host, scheme or port, that the grant would deny as a request line: what it was, that
+    /// reason, and why.
+    Override(String, Reason, String),
     Body {
         len: u64,
         max: u64,
@@ -335,8 +336,10 @@ impl Authority {
         if let Some(i) = req.headers.iter().position(|(name, _)| grant.injects(name)) {
             return Err(Refusal::Header(i));
         }
-        if let Some((i, reason, why)) = super::overrides::refused_override(grant, &req.headers) {
-            return Err(Refusal::Override(i, reason, why));
+        if let Some((what, reason, why)) =
+            super::overrides::refused_override(grant, &req.url, &req.headers)
+        {
+            return Err(Refusal::Override(what, reason, why));
         }
         if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
             if len > max {
@@ -385,12 +388,9 @@ impl Authority {
                 Reason::ForbiddenHeader,
                 format!("header {:?} is injected by the host", req.headers[i].0),
             ),
-            Refusal::Override(i, reason, why) => (
+            Refusal::Override(what, reason, why) => (
                 reason,
-                format!(
-                    "header {:?} is read by servers as the request line: {why}",
-                    req.headers[i].0
-                ),
+                format!("{what} is read by servers as the request line: {why}"),
             ),
             Refusal::Body { len, max } => (
                 Reason::RequestBodyTooLarge,

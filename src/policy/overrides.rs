@@ -1,55 +1,108 @@
-//! Headers that servers read as another method, path or host.
+//! Headers (and one query parameter) that servers read as another method, path, host, scheme
+//! or port.
 //!
 //! Many frameworks honour a header that overrides the request line: `X-HTTP-Method-Override:
 //! DELETE` turns a GET into a DELETE (Rails, Laravel, Symfony, Google APIs), `X-Original-URL:
-//! /admin` and `X-Rewrite-URL` route by another path (IIS URL Rewrite, Symfony), and
+//! /admin` and `X-Rewrite-URL` route by another path (IIS URL Rewrite, Symfony),
 //! `X-Forwarded-Host` / `Forwarded: host=` steer host-based routing (virtual hosts, reverse
-//! proxies). A grant on `GET /public/` would mean little if the guest could add one of these. So
-//! each is judged as what the server would read it as, against the same grant: a method
-//! override must be a method the grant allows, a path override a canonical path it grants, a
-//! host override a host (and port) its origin matches — and a request is denied with the reason
-//! it would get as a request line otherwise.
+//! proxies), `X-Forwarded-Proto` / `-Port` change what a server believes the scheme and port
+//! were (Symfony, Django, Spring, Rails), and `?_method=DELETE` overrides the method of a POST
+//! (Laravel, Symfony). A grant on `GET /public/` would mean little if the guest could add one
+//! of these. So each is judged as what the server would read it as, against the same grant: a
+//! method override must be a method the grant allows, a path override a canonical path it
+//! grants, a host override a host and port its origin matches, a scheme or port override the
+//! request's own — and otherwise the request is denied with the reason it would get as a
+//! request line.
+//!
+//! Names are compared as CGI-style servers read them: case-insensitively and with `_` as `-`
+//! (`X_HTTP_Method_Override` reaches a WSGI or Rack application as the same variable).
+//! `Forwarded` is parsed as RFC 7239 says (quoted strings, escapes), every `host=` and
+//! `proto=` in every element is judged, and a value that does not parse is refused.
 
 use super::grant::Grant;
 use super::method::Method;
 use super::origin::{parse_port, split_authority, Host};
 use super::path::check_canonical_path;
 use super::reason::Reason;
+use super::request::CanonicalUrl;
 
 /// Headers servers read as the request's method.
 pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
+    "x-forwarded-method",
 ];
-/// Headers servers read as the request's path (and query).
-pub const PATH_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url", "x-original-uri"];
+/// Headers servers read as the request's path (and query), or as a prefix of it.
+pub const PATH_OVERRIDE_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+];
 /// Headers servers read as the request's host.
 pub const HOST_OVERRIDE_HEADERS: &[&str] = &[
     "x-forwarded-host",
     "x-host",
     "x-forwarded-server",
+    "x-original-host",
     "forwarded",
 ];
+/// Headers servers read as the request's scheme.
+pub const SCHEME_OVERRIDE_HEADERS: &[&str] =
+    &["x-forwarded-proto", "x-forwarded-scheme", "x-url-scheme"];
+/// Headers servers read as the request's port.
+pub const PORT_OVERRIDE_HEADERS: &[&str] = &["x-forwarded-port"];
+/// The query parameter servers read as the method of a POST.
+pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 
-/// The first override header in `headers` (lowercase names) that `grant` would deny as a
-/// request line: its index, the reason, and why.
+/// The first override in a request that `grant` would deny as a request line: what it was
+/// (`header "x-..."` or the query parameter), the reason, and why.
 pub(crate) fn refused_override(
     grant: &Grant,
+    url: &CanonicalUrl,
     headers: &[(String, Vec<u8>)],
-) -> Option<(usize, Reason, String)> {
-    headers.iter().enumerate().find_map(|(i, (name, value))| {
-        let name = name.as_str();
-        let judged = if METHOD_OVERRIDE_HEADERS.contains(&name) {
-            judge_method(grant, value)
-        } else if PATH_OVERRIDE_HEADERS.contains(&name) {
-            judge_path(grant, value)
-        } else if HOST_OVERRIDE_HEADERS.contains(&name) {
-            judge_hosts(grant, name, value)
+) -> Option<(String, Reason, String)> {
+    let refused_header = headers.iter().find_map(|(name, value)| {
+        let cgi = name.replace('_', "-");
+        let cgi = cgi.as_str();
+        let judged = if METHOD_OVERRIDE_HEADERS.contains(&cgi) {
+            text(value).and_then(|v| judge_method(grant, v))
+        } else if PATH_OVERRIDE_HEADERS.contains(&cgi) {
+            text(value).and_then(|v| judge_path(grant, v))
+        } else if cgi == "forwarded" {
+            text(value).and_then(|v| judge_forwarded(grant, url, v))
+        } else if HOST_OVERRIDE_HEADERS.contains(&cgi) {
+            text(value).and_then(|v| v.split(',').try_for_each(|h| judge_host(grant, h.trim())))
+        } else if SCHEME_OVERRIDE_HEADERS.contains(&cgi) {
+            text(value).and_then(|v| v.split(',').try_for_each(|s| judge_scheme(url, s.trim())))
+        } else if PORT_OVERRIDE_HEADERS.contains(&cgi) {
+            text(value).and_then(|v| v.split(',').try_for_each(|p| judge_port(url, p.trim())))
         } else {
             Ok(())
         };
-        judged.err().map(|(reason, why)| (i, reason, why))
+        judged
+            .err()
+            .map(|(reason, why)| (format!("header {name:?}"), reason, why))
+    });
+    refused_header.or_else(|| {
+        let query = url.query()?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !key.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER) {
+                return None;
+            }
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            judge_method(grant, &value).err().map(|(reason, why)| {
+                (
+                    format!("query parameter {METHOD_OVERRIDE_PARAMETER}"),
+                    reason,
+                    why,
+                )
+            })
+        })
     })
 }
 
@@ -61,8 +114,8 @@ fn text(value: &[u8]) -> Result<&str, (Reason, String)> {
         .map_err(|_| (Reason::InvalidHeader, "its value is not UTF-8".into()))
 }
 
-fn judge_method(grant: &Grant, value: &[u8]) -> Judged {
-    let method = Method::parse(text(value)?).map_err(|e| (Reason::InvalidMethod, e))?;
+fn judge_method(grant: &Grant, value: &str) -> Judged {
+    let method = Method::parse(value.trim()).map_err(|e| (Reason::InvalidMethod, e))?;
     if grant.methods.contains(&method) {
         Ok(())
     } else {
@@ -76,8 +129,7 @@ fn judge_method(grant: &Grant, value: &[u8]) -> Judged {
     }
 }
 
-fn judge_path(grant: &Grant, value: &[u8]) -> Judged {
-    let target = text(value)?;
+fn judge_path(grant: &Grant, target: &str) -> Judged {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     if !path.starts_with('/') {
         return Err((
@@ -94,30 +146,6 @@ fn judge_path(grant: &Grant, value: &[u8]) -> Judged {
             format!("it asks for path {path}, which this authority does not grant"),
         ))
     }
-}
-
-/// Every host a host-override header names: a comma-separated list, or for `Forwarded` the
-/// `host=` parameter of each element (quoted or not).
-fn judge_hosts(grant: &Grant, name: &str, value: &[u8]) -> Judged {
-    let value = text(value)?;
-    for element in value.split(',') {
-        let host = if name == "forwarded" {
-            let host = element.split(';').find_map(|pair| {
-                let (key, val) = pair.split_once('=')?;
-                key.trim()
-                    .eq_ignore_ascii_case("host")
-                    .then(|| val.trim().trim_matches('"'))
-            });
-            match host {
-                Some(host) => host,
-                None => continue,
-            }
-        } else {
-            element.trim()
-        };
-        judge_host(grant, host)?;
-    }
-    Ok(())
 }
 
 fn judge_host(grant: &Grant, authority: &str) -> Judged {
@@ -137,5 +165,90 @@ fn judge_host(grant: &Grant, authority: &str) -> Judged {
                 grant.origin
             ),
         ))
+    }
+}
+
+fn judge_scheme(url: &CanonicalUrl, scheme: &str) -> Judged {
+    if scheme.eq_ignore_ascii_case(url.scheme().as_str()) {
+        Ok(())
+    } else {
+        Err((
+            Reason::NoAuthority,
+            format!(
+                "it claims scheme {scheme:?}, but the request is {}",
+                url.scheme().as_str()
+            ),
+        ))
+    }
+}
+
+fn judge_port(url: &CanonicalUrl, port: &str) -> Judged {
+    match parse_port(port) {
+        Ok(p) if p == url.port() => Ok(()),
+        Ok(p) => Err((
+            Reason::NoAuthority,
+            format!("it claims port {p}, but the request is on {}", url.port()),
+        )),
+        Err(e) => Err((Reason::InvalidPort, e)),
+    }
+}
+
+/// RFC 7239: `forwarded-element *( "," forwarded-element )`, each `pair *( ";" pair )`, each
+/// `token "=" ( token / quoted-string )`. Every `host` and `proto` is judged; anything that
+/// does not parse is refused (a server may parse it another way).
+fn judge_forwarded(grant: &Grant, url: &CanonicalUrl, value: &str) -> Judged {
+    let malformed = || {
+        (
+            Reason::InvalidHeader,
+            "its value is not a well-formed Forwarded list (RFC 7239)".to_string(),
+        )
+    };
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars
+            .next_if(|c| matches!(c, ' ' | '\t' | ',' | ';'))
+            .is_some()
+        {}
+        if chars.peek().is_none() {
+            return Ok(());
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && *c != ';' && *c != ',') {
+            key.push(c);
+        }
+        if chars.next() != Some('=') {
+            return Err(malformed());
+        }
+        let key = key.trim();
+        if key.is_empty() || !super::method::is_token(key) {
+            return Err(malformed());
+        }
+        let mut val = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => val.push(chars.next().ok_or_else(malformed)?),
+                    Some(c) => val.push(c),
+                    None => return Err(malformed()),
+                }
+            }
+            if chars
+                .peek()
+                .is_some_and(|c| !matches!(c, ';' | ',' | ' ' | '\t'))
+            {
+                return Err(malformed());
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !matches!(c, ';' | ',')) {
+                val.push(c);
+            }
+        }
+        let val = val.trim();
+        if key.eq_ignore_ascii_case("host") {
+            judge_host(grant, val)?;
+        } else if key.eq_ignore_ascii_case("proto") {
+            judge_scheme(url, val)?;
+        }
     }
 }
