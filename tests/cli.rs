@@ -407,6 +407,23 @@ fn files_named_by_a_manifest_are_read_with_bounds() {
     let o = urlcap(&["check", "--manifest", "/dev/zero"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    // A FIFO with no writer is refused at once, not waited on (hostile review).
+    let fifo = path("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for text in [
+        format!("{auth}ca_file = \"fifo\"\n"),
+        format!("{auth}[authority.headers]\nx-token = {{ file = \"fifo\" }}\n"),
+    ] {
+        std::fs::write(path("m.toml"), &text).unwrap();
+        let o = urlcap(&["check", "--manifest", &path("m.toml")]);
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    }
+    let o = urlcap(&["check", "--manifest", &fifo]);
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
 }
 
 /// `check` shows what is in force, defaults included and said to be defaults.

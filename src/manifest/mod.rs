@@ -84,10 +84,21 @@ pub const MAX_MANIFEST: u64 = 16 << 20;
 /// directory), and at most `max` bytes — checked on the size it claims and on what is read.
 pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
-    let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");
+    // Looked at before it is opened: opening a FIFO blocks until a writer comes, opening a
+    // device may act. Opened without blocking in case it was swapped since, and checked again.
+    let before = std::fs::metadata(path)?;
+    if !before.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    if !meta.is_file() || meta.dev() != before.dev() || meta.ino() != before.ino() {
+        return Err(not_regular());
     }
     let too_big = || Error::new(ErrorKind::InvalidData, format!("larger than {max} bytes"));
     if meta.len() > max {

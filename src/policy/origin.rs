@@ -153,6 +153,9 @@ impl HostPattern {
                 Host::Domain(d) if is_public_suffix(&d) => Err(format!(
                     "wildcard *.{d} would grant every site under the public suffix {d} (Public Suffix List); name a registrable domain, such as *.example.{d}"
                 )),
+                Host::Domain(d) if is_public_suffix(&format!("urlcap-probe.{d}")) => Err(format!(
+                    "wildcard *.{d} would match hosts that are themselves public suffixes (every name under {d} is one, per the Public Suffix List), so each is another tenant; name one of them"
+                )),
                 Host::Domain(d) => Ok(HostPattern::Wildcard(d)),
                 _ => Err(format!("wildcard {raw:?} must be over a domain, not an IP address")),
             },
@@ -277,6 +280,8 @@ mod tests {
             "*.com.au",
             "*.s3.amazonaws.com",
             "*.CO.UK",
+            "*.compute-1.amazonaws.com",
+            "*.kawasaki.jp",
         ] {
             let e = HostPattern::parse(refused).unwrap_err();
             assert!(e.contains("public suffix"), "{refused}: {e}");
