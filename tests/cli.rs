@@ -481,3 +481,34 @@ fn explain_judges_override_headers() {
         assert_eq!(json(&o)["reason"], reason, "{header}");
     }
 }
+
+/// A denial on an IPv4-embedding form denies the IPv4 address itself too; an exception on
+/// such a form alone is warned about, since the embedded address still needs its own.
+#[test]
+fn rules_on_embedding_forms_cover_the_ipv4_form() {
+    let o = urlcap(&[
+        "explain",
+        "--allow-private",
+        "--deny-ip",
+        "64:ff9b::a9fe:a9fe",
+        "--allow",
+        "http://169.254.169.254/",
+        "--json",
+        "http://169.254.169.254/",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(json(&o)["reason"], "ip_denied");
+    let o = urlcap(&[
+        "check",
+        "--allow-ip",
+        "64:ff9b::a00:5",
+        "--allow",
+        "https://a.example.com/",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("embed 10.0.0.5/32, which is still denied"),
+        "{}",
+        stderr(&o)
+    );
+}

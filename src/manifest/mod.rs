@@ -147,7 +147,9 @@ impl Config {
             dir: path.parent().unwrap_or(Path::new(".")),
             secrets,
         };
-        ctx.build(raw)
+        let mut config = ctx.build(raw)?;
+        config.deny_embedded_forms();
+        Ok(config)
     }
 
     /// Add `--allow`, `--allow-ip`, `--deny-ip` and `--allow-private` to this config.
@@ -187,7 +189,17 @@ impl Config {
                 .push(parse_net(cidr).map_err(|m| ConfigError::flag("--deny-ip", cidr, m, None))?);
         }
         self.network.allow_private |= sources.allow_private;
+        self.deny_embedded_forms();
         Ok(())
+    }
+
+    /// A denial on an IPv4-embedding form covers the IPv4 address itself too.
+    fn deny_embedded_forms(&mut self) {
+        let embedded: Vec<IpNet> = (self.network.deny.iter())
+            .filter_map(|n| crate::policy::ip::embedded_rule(*n))
+            .filter(|n| !self.network.deny.contains(n))
+            .collect();
+        self.network.deny.extend(embedded);
     }
 
     fn unused_name(&self, base: &str) -> String {
@@ -210,6 +222,17 @@ impl Config {
     /// Things that are valid but probably not what the author meant.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let grant_allows = self.grants.iter().flat_map(|g| g.allow_ips.iter());
+        for net in self.network.allow.iter().chain(grant_allows) {
+            if let Some(v4) = crate::policy::ip::embedded_rule(*net) {
+                if self.network.vet(v4.network(), &[]).is_err() && !self.network.allow.contains(&v4)
+                {
+                    out.push(format!(
+                        "allow_ips {net}: addresses there embed {v4}, which is still denied; an address embedding IPv4 passes only if both forms do, so also allow {v4} if that is meant"
+                    ));
+                }
+            }
+        }
         for grant in &self.grants {
             if let crate::policy::HostPattern::Exact(host) = &grant.origin.host {
                 if let Some(ip) = host.ip() {

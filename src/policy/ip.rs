@@ -174,6 +174,27 @@ const SPECIAL_RANGES: &[SpecialRange] = &[
         net: "ff00::/8",
         name: "multicast",
     },
+    // Not special-purpose, but no one's to reach: everything outside global unicast
+    // (2000::/3) is reserved by IANA (as 240.0.0.0/4 is for IPv4). Listed last, so the
+    // specific names above win.
+    SpecialRange {
+        net: "::/3",
+        name: "reserved (outside global unicast 2000::/3)",
+    },
+    SpecialRange {
+        net: "4000::/2",
+        name: "reserved (outside global unicast 2000::/3)",
+    },
+    SpecialRange {
+        net: "8000::/1",
+        name: "reserved (outside global unicast 2000::/3)",
+    },
+    // A public address a cloud platform answers on inside every tenant's network, like the
+    // link-local metadata address: Azure's wire server (instance metadata, DHCP, health).
+    SpecialRange {
+        net: "168.63.129.16/32",
+        name: "cloud platform (Azure wire server)",
+    },
 ];
 
 /// The special-purpose ranges, parsed once.
@@ -250,21 +271,58 @@ pub fn embedded_ipv4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
 }
 
 /// A rule as it is meant: an IPv4-mapped or IPv4-compatible CIDR (`::ffff:8.8.8.8`,
-/// `::ffff:10.0.0.0/104`) is the IPv4 CIDR it spells, since addresses in those forms are judged
-/// as IPv4 — otherwise it could never match. `::/128` and `::1/128` stay as they are.
+/// `::ffff:10.0.0.0/104`, `::0.0.0.0/104`) is the IPv4 CIDR it spells, since addresses in those
+/// forms are judged as IPv4 — otherwise it could never match. `::/128` and `::1/128` (the
+/// unspecified and loopback addresses, not embeddings) stay as they are.
 pub fn normalize_rule(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => {
-            let addr = v6.network();
-            match judged_as(IpAddr::V6(addr)) {
-                IpAddr::V4(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
-                    .map(|n| n.trunc())
-                    .unwrap_or(net),
-                IpAddr::V6(_) => net,
-            }
-        }
-        other => other,
+    let IpNet::V6(v6) = net else {
+        return net;
+    };
+    let addr = v6.network();
+    let seg = addr.segments();
+    let mapped = seg[..5] == [0; 5] && seg[5] == 0xffff;
+    let compatible = seg[..6] == [0; 6]
+        && !(v6.prefix_len() == 128 && (addr.is_unspecified() || addr.is_loopback()));
+    if v6.prefix_len() < 96 || !(mapped || compatible) {
+        return net;
     }
+    let o = addr.octets();
+    let v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
+        .map(|n| n.trunc())
+        .unwrap_or(net)
+}
+
+/// The IPv4 rule a rule on an IPv4-embedding IPv6 form also means (a `deny_ips` entry on
+/// `64:ff9b::a9fe:a9fe` denies 169.254.169.254 itself too): for NAT64 and IPv4-translated
+/// rules longer than /96, 6to4 rules longer than /16, and Teredo-server rules longer than /32.
+/// A rule on a whole prefix (`64:ff9b::/96`) stays on the IPv6 form.
+pub fn embedded_rule(net: IpNet) -> Option<IpNet> {
+    let IpNet::V6(v6) = net else {
+        return None;
+    };
+    let (o, seg, len) = (
+        v6.network().octets(),
+        v6.network().segments(),
+        v6.prefix_len(),
+    );
+    let v4 = |a: u8, b: u8, c: u8, d: u8, bits: u8| {
+        IpNet::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), bits.min(32))
+            .ok()
+            .map(|n| n.trunc())
+    };
+    let nat64 = seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0];
+    let translated = seg[..4] == [0; 4] && seg[4] == 0xffff && seg[5] == 0;
+    if (nat64 || translated) && len > 96 {
+        return v4(o[12], o[13], o[14], o[15], len - 96);
+    }
+    if seg[0] == 0x2002 && len > 16 {
+        return v4(o[2], o[3], o[4], o[5], len - 16);
+    }
+    if seg[0] == 0x2001 && seg[1] == 0 && len > 32 {
+        return v4(o[4], o[5], o[6], o[7], len - 32);
+    }
+    None
 }
 
 /// The special-purpose range containing `ip` (after [`judged_as`]), with its name.
@@ -429,6 +487,8 @@ mod tests {
             "::ffff:0:0:0/96",
             "192.31.196.0/24",
             "2620:4f:8000::/48",
+            "4000::/2",
+            "168.63.129.16/32",
         ] {
             assert!(table.iter().any(|t| t == must), "{must} is in the table");
         }
@@ -586,6 +646,36 @@ mod tests {
         assert_eq!(n("::/128"), "::/128");
         assert_eq!(n("64:ff9b::/96"), "64:ff9b::/96");
         assert_eq!(n("10.0.0.0/8"), "10.0.0.0/8");
+        // IPv4-compatible rules whose network is `::` too (hostile review).
+        assert_eq!(n("::/96"), "0.0.0.0/0");
+        assert_eq!(n("::0.0.0.0/104"), "0.0.0.0/8");
+        assert_eq!(n("::10.0.0.0/104"), "10.0.0.0/8");
+    }
+
+    /// A rule on an IPv4-embedding form also means the IPv4 rule (for denials), except on a
+    /// whole translation prefix.
+    #[test]
+    fn rules_on_embedding_forms_also_name_the_ipv4_rule() {
+        let e = |s: &str| embedded_rule(s.parse().unwrap()).map(|n| n.to_string());
+        assert_eq!(
+            e("64:ff9b::a9fe:a9fe/128").as_deref(),
+            Some("169.254.169.254/32")
+        );
+        assert_eq!(e("64:ff9b::a00:0/104").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(
+            e("2002:a9fe:a9fe::/48").as_deref(),
+            Some("169.254.169.254/32")
+        );
+        assert_eq!(e("2002:a00::/24").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(
+            e("2001:0:a9fe:a9fe::/64").as_deref(),
+            Some("169.254.169.254/32")
+        );
+        assert_eq!(e("::ffff:0:a00:5/128").as_deref(), Some("10.0.0.5/32"));
+        assert_eq!(e("64:ff9b::/96"), None);
+        assert_eq!(e("2002::/16"), None);
+        assert_eq!(e("10.0.0.0/8"), None);
+        assert_eq!(e("2606:4700::/32"), None);
     }
 
     #[test]
