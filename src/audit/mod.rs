@@ -111,13 +111,26 @@ fn bounded_owned(s: String, max: usize) -> String {
     }
 }
 
+/// `s` cut so that it takes at most `max` bytes *once JSON-escaped* (a control character
+/// escapes to six bytes, `"` and `\\` to two), with a note of how much was cut: a record's size
+/// is bounded by what it writes, not by what the guest sent.
 fn bounded(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+    let width = |c: char| match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    };
+    let mut escaped = 0;
+    let mut end = s.len();
+    for (i, c) in s.char_indices() {
+        escaped += width(c);
+        if escaped > max {
+            end = i;
+            break;
+        }
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    if end == s.len() {
+        return s.to_string();
     }
     format!("{}...[{} more bytes]", &s[..end], s.len() - end)
 }
@@ -125,15 +138,21 @@ fn bounded(s: &str, max: usize) -> String {
 /// A URL fit for the log: userinfo replaced by `[redacted]`, length bounded.
 /// Canonical URLs never carry userinfo; raw guest text might.
 pub fn redact_url(url: &str) -> String {
-    let redacted = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}://[redacted]{}", &rest[at..]),
+    // The authority starts after `scheme:` and any run of slashes or backslashes (the WHATWG
+    // parser reads `https:/u:p@host`, `https:\\u:p@host` and `https:u:p@host` as userinfo too).
+    let redacted = match url.split_once(':') {
+        Some((scheme, rest)) if !scheme.is_empty() && !scheme.contains(['/', '@']) => {
+            let slashes = rest.len() - rest.trim_start_matches(['/', '\\']).len();
+            let (lead, authority) = rest.split_at(slashes);
+            let end = authority
+                .find(['/', '?', '#', '\\'])
+                .unwrap_or(authority.len());
+            match authority[..end].rfind('@') {
+                Some(at) => format!("{scheme}:{lead}[redacted]{}", &authority[at..]),
                 None => url.to_string(),
             }
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     };
     bounded(&redacted, MAX_RAW_URL)
 }
@@ -301,6 +320,39 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn fields_are_bounded_by_their_escaped_size_and_userinfo_is_redacted_in_any_spelling() {
+        for raw in [
+            "\u{1}".repeat(5000),
+            "\\".repeat(5000),
+            "\"".repeat(5000),
+            "é".repeat(5000),
+        ] {
+            let cut = bounded(&raw, 2048);
+            let escaped = serde_json::to_string(&cut).unwrap();
+            assert!(
+                escaped.len() <= 2048 + 40,
+                "{} bytes escaped",
+                escaped.len()
+            );
+        }
+        for url in [
+            "https://u:SECRET@a.com/x",
+            "https:/u:SECRET@a.com/x",
+            "https:\\\\u:SECRET@a.com/x",
+            "https:u:SECRET@a.com/x",
+            "http://a:b@c:SECRET@a.com/",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("SECRET"), "{url} -> {shown}");
+            assert!(shown.contains("[redacted]@a.com"), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_url("https://a.com:8443/x@y"),
+            "https://a.com:8443/x@y"
+        );
     }
 
     #[test]
