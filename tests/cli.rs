@@ -250,7 +250,7 @@ fn explain_headers_are_judged() {
         "https://api.github.com/repos/a",
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--header \"no colon here\": expected 'Name: value'"));
+    assert!(stderr(&o).contains("--header \"(its value is not shown)\": expected 'Name: value'"));
 }
 
 #[test]
@@ -511,4 +511,31 @@ fn rules_on_embedding_forms_cover_the_ipv4_form() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Flags never echo a secret either: userinfo in an `--allow` URL, a `--header` value, and no
+/// Rust type name in a manifest error.
+#[test]
+fn flag_and_manifest_errors_do_not_echo_secrets_or_type_names() {
+    let o = urlcap(&["check", "--allow", "https://u:S3CRET@a.example.com/"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("S3CRET"), "{}", stderr(&o));
+    let o = urlcap(&[
+        "explain",
+        "--header",
+        "Authorization Bearer S3CRET",
+        "https://a.example.com/",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("S3CRET"), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(&manifest, "version = \"1\"\n").unwrap();
+    let o = urlcap(&["check", "--manifest", manifest.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("expected a whole number"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("i64"), "{}", stderr(&o));
 }

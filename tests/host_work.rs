@@ -131,12 +131,18 @@ async fn oversize_derivations_are_refused_fast() {
     let (m, log) = run_probe(
         dir.path(),
         &[],
-        &words("wide 20000 16 api wide 2 100000 api wide 32 512 api"),
+        &words("wide 20000 16 api wide 2 100000 api wide 32 512 api derive t api timeout_ms=18446744073709551615"),
     )
     .await;
     let stdout = support::text(&m.output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[3].starts_with(
+            "err invalid_attenuation timeout_ms and expires_in_ms are at most 365 days"
+        ),
+        "{stdout}"
+    );
     assert!(
         lines[0].starts_with("err invalid_attenuation 20000 path prefixes"),
         "{stdout}"

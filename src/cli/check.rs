@@ -48,10 +48,19 @@ pub fn describe(config: &Config) -> String {
     let egress = crate::egress::EgressConfig::default();
     let _ = writeln!(
         s,
-        "egress defaults: connect timeout {}, first-byte timeout {}, between-bytes timeout {}, no total timeout unless a grant sets one",
+        "egress defaults: connect timeout {}, first-byte timeout {}, between-bytes timeout {}, no total timeout unless a grant sets one; idle connections {} per origin, {} in all, closed after {}; at most {} informational (1xx) responses",
         humantime::format_duration(egress.connect_timeout),
         humantime::format_duration(egress.first_byte_timeout),
         humantime::format_duration(egress.idle_timeout),
+        egress.max_idle_per_origin,
+        egress.max_idle_total,
+        humantime::format_duration(egress.pool_idle_timeout),
+        crate::egress::MAX_INTERIM_RESPONSES,
+    );
+    let _ = writeln!(
+        s,
+        "request bounds: URLs at most {} bytes; at most 100 headers and 64 KiB of them; a native fetch's response buffered up to 64 MiB (or the sandbox's memory)",
+        crate::policy::MAX_URL_LEN,
     );
     let n = &config.network;
     let nets = |v: &[ipnet::IpNet]| {

@@ -54,8 +54,8 @@ pub fn run(
         let Some((name, value)) = h.split_once(':') else {
             return Err(ConfigError::flag(
                 "--header",
-                h,
-                "expected 'Name: value'",
+                "(its value is not shown)",
+                "expected 'Name: value', with a colon",
                 None,
             ));
         };

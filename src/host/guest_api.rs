@@ -68,6 +68,12 @@ fn check_attenuation_size(a: &t::Attenuation) -> Result<(), t::Error> {
             methods.len()
         )));
     }
+    let year_ms = 365 * 24 * 60 * 60 * 1000;
+    if a.timeout_ms.is_some_and(|t| t > year_ms) || a.expires_in_ms.is_some_and(|t| t > year_ms) {
+        return Err(invalid(
+            "timeout_ms and expires_in_ms are at most 365 days".into(),
+        ));
+    }
     let words = methods.iter().chain(&a.host).chain(&a.rate);
     if words.into_iter().any(|w| w.len() > MAX_ATTENUATION_WORD) {
         return Err(invalid(format!(

@@ -52,7 +52,8 @@ impl ConfigError {
     ) -> ConfigError {
         ConfigError::Flag {
             flag,
-            value: value.to_string(),
+            // Userinfo in a URL flag (`https://u:SECRET@host/`) is never echoed.
+            value: crate::audit::redact_url(value),
             message: message.into(),
             help,
         }

@@ -400,6 +400,15 @@ impl RawHeader {
     }
 }
 
+/// An environment variable's name as shells write them: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// "a string", "an integer"...: a TOML value's type, for messages that must not show it.
 fn a_type(value: &toml::Value) -> String {
     let t = value.type_str();
@@ -469,10 +478,16 @@ fn manifest_words(message: &str) -> String {
             .trim_start_matches(|c: char| c.is_ascii_alphanumeric());
     }
     out.push_str(rest);
-    out.replace(
+    let out = out.replace(
         "expected a table",
         "expected a table (`[section]` or `{ key = ... }`)",
-    )
+    );
+    // Rust's integer type names read as what they are to a manifest's author.
+    ["i64", "u64", "i32", "u32", "u16", "u8", "usize"]
+        .iter()
+        .fold(out, |text, ty| {
+            text.replace(&format!("expected {ty}"), "expected a whole number")
+        })
 }
 
 /// From serde's "unknown field `x`, expected one of `a`, `b`", say which valid key is nearest.
@@ -744,6 +759,13 @@ impl Ctx<'_> {
         };
         let raw = &raw;
         let mut value = match (&raw.env, &raw.file, &raw.value) {
+            (Some(var), None, None) if !is_env_name(var) => {
+                return self.err(
+                    span,
+                    format!("header {name:?}: `env` must name an environment variable (letters, digits and _), not hold the value (not shown)"),
+                    Some("e.g. authorization = { env = \"GITHUB_TOKEN\", prefix = \"Bearer \" }"),
+                )
+            }
             (Some(var), None, None) => match self.secrets.env(var) {
                 Some(v) if !v.is_empty() => v.into_bytes(),
                 Some(_) => {

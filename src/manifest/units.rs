@@ -99,6 +99,10 @@ mod tests {
         assert!(e.contains("to 365 days"), "{e}");
         assert!(duration(&Value::String("500000000000years".into())).is_err());
         assert_eq!(duration(&Value::String("365days".into())), Ok(MAX_DURATION));
+        let e = crate::policy::Rate::parse("1/400days").unwrap_err();
+        assert!(e.contains("at most 365 days"), "{e}");
+        assert!(crate::policy::Rate::parse("1/500000000000years").is_err());
+        assert!(crate::policy::Rate::parse("10/365days").is_ok());
     }
 
     #[test]

@@ -34,6 +34,11 @@ impl Rate {
         };
         let per =
             humantime::parse_duration(&per_text).map_err(|e| format!("rate unit {per:?}: {e}"))?;
+        if per > std::time::Duration::from_secs(365 * 24 * 60 * 60) {
+            return Err(format!(
+                "rate {raw:?} is out of range; its period is at most 365 days"
+            ));
+        }
         if count == 0 || per.is_zero() {
             return Err(format!(
                 "rate {raw:?} allows nothing; remove the grant instead"
