@@ -247,6 +247,37 @@ fn component_with_functions(functions: u32, locals: u32) -> Vec<u8> {
     component.finish()
 }
 
+/// A component whose one module holds `types` function types of `params` i32 parameters and
+/// one function nesting `nesting` empty blocks.
+fn component_with_shape(types: u32, params: usize, nesting: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        BlockType, CodeSection, Component, Function, FunctionSection, Instruction, Module,
+        ModuleSection, TypeSection, ValType,
+    };
+    let mut type_section = TypeSection::new();
+    type_section.ty().function([], []);
+    for _ in 0..types {
+        type_section.ty().function(vec![ValType::I32; params], []);
+    }
+    let mut funcs = FunctionSection::new();
+    funcs.function(0);
+    let mut f = Function::new([]);
+    for _ in 0..nesting {
+        f.instruction(&Instruction::Block(BlockType::Empty));
+    }
+    for _ in 0..nesting {
+        f.instruction(&Instruction::End);
+    }
+    f.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&f);
+    let mut module = Module::new();
+    module.section(&type_section).section(&funcs).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
 /// Hand each of `components` to `sandbox.run` from a probe, under a 64 MiB, 30 s sandbox.
 async fn spawn_each(dir: &Path, components: &[(&str, Vec<u8>)]) -> (Measured, String, String) {
     let guests = dir.join("g");
@@ -286,10 +317,27 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
         ("locals.wasm", component_with_functions(6, 45_000)),
         ("notacommand.wasm", component_with_functions(400, 1_000)),
         ("oversize.wasm", oversize.finish()),
+        // What a second hostile review compiled into gigabytes and minutes (nesting: memory
+        // quadratic in depth; types: a trampoline per wide signature).
+        ("nesting.wasm", component_with_shape(0, 0, 600)),
+        ("widetype.wasm", component_with_shape(1, 1_000, 1)),
+        ("manytypes.wasm", component_with_shape(3_000, 30, 1)),
     ];
     let (m, log, stdout) = spawn_each(dir.path(), &components).await;
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert!(
+        lines[3].contains("nests blocks more than 512 deep"),
+        "{stdout}"
+    );
+    assert!(
+        lines[4].contains("a function type has 1000 parameters and results"),
+        "{stdout}"
+    );
+    assert!(
+        lines[5].contains("parameters and results in all"),
+        "{stdout}"
+    );
     assert!(
         lines[0].starts_with("err invalid_component function 1 declares more than 4096 locals"),
         "{stdout}"
@@ -309,7 +357,7 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
         m.cpu
     );
     let refusals = log.matches("\"invalid_component\"").count();
-    assert_eq!(refusals, 3, "{log}");
+    assert_eq!(refusals, 6, "{log}");
 }
 
 /// Files under `dir`, recursively.

@@ -16,6 +16,17 @@ pub const MAX_CHILD_COMPONENT_BYTES: usize = 16 << 20;
 pub const MAX_FUNCTION_LOCALS: u64 = 4_096;
 /// Largest function body of a guest-supplied component, in bytes.
 pub const MAX_FUNCTION_BODY_BYTES: usize = 256 << 10;
+/// Deepest nesting of blocks, loops and ifs in one function: the compiler's SSA construction
+/// costs memory quadratic in it (600 levels took 2.2 GB).
+pub const MAX_BLOCK_NESTING: u32 = 512;
+/// Most parameters plus results of one core function or block type.
+pub const MAX_SIGNATURE_VALUES: usize = 32;
+/// Most parameters and results over all core function types (each gets compiled trampolines).
+pub const MAX_TOTAL_SIGNATURE_VALUES: usize = 64 << 10;
+/// Most functions over all core modules of a guest-supplied component.
+pub const MAX_FUNCTIONS: usize = 20_000;
+/// Most targets of one `br_table`.
+pub const MAX_BR_TABLE_TARGETS: u32 = 1 << 16;
 
 /// The first check, before anything else is spent on a component: its size.
 pub(crate) fn check_size(len: usize) -> Result<(), String> {
@@ -34,6 +45,7 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
     let mut depth = 0u32;
     let mut exports_run = false;
     let mut function = 0usize;
+    let mut signature_values = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| format!("not a valid component: {}", e.message()))?;
         match payload {
@@ -51,8 +63,32 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
                     exports_run |= export.name.name.starts_with("wasi:cli/run@0.2.");
                 }
             }
+            Payload::TypeSection(types) => {
+                for group in types {
+                    let group =
+                        group.map_err(|e| format!("not a valid component: {}", e.message()))?;
+                    for sub in group.types() {
+                        if let wasmparser::CompositeInnerType::Func(f) = &sub.composite_type.inner {
+                            let values = f.params().len() + f.results().len();
+                            if values > MAX_SIGNATURE_VALUES {
+                                return Err(format!("a function type has {values} parameters and results; at most {MAX_SIGNATURE_VALUES} in a nested sandbox"));
+                            }
+                            signature_values += values;
+                            if signature_values > MAX_TOTAL_SIGNATURE_VALUES {
+                                return Err(format!("the function types have more than {MAX_TOTAL_SIGNATURE_VALUES} parameters and results in all; too many for a nested sandbox"));
+                            }
+                        }
+                    }
+                }
+            }
             Payload::CodeSectionEntry(body) => {
                 function += 1;
+                if function > MAX_FUNCTIONS {
+                    return Err(format!(
+                        "more than {MAX_FUNCTIONS} functions; too many for a nested sandbox"
+                    ));
+                }
+                check_operators(function, &body)?;
                 let size = body.range().len();
                 if size > MAX_FUNCTION_BODY_BYTES {
                     return Err(format!(
@@ -79,6 +115,35 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
     }
     if !exports_run {
         return Err("the component does not export wasi:cli/run@0.2 (it is not a command)".into());
+    }
+    Ok(())
+}
+
+/// One function's block nesting and `br_table` sizes, read operator by operator.
+fn check_operators(function: usize, body: &wasmparser::FunctionBody<'_>) -> Result<(), String> {
+    use wasmparser::Operator;
+    let invalid =
+        |e: wasmparser::BinaryReaderError| format!("not a valid component: {}", e.message());
+    let mut reader = body.get_operators_reader().map_err(invalid)?;
+    let mut depth = 0u32;
+    while !reader.eof() {
+        match reader.read().map_err(invalid)? {
+            Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::Try { .. }
+            | Operator::TryTable { .. } => {
+                depth += 1;
+                if depth > MAX_BLOCK_NESTING {
+                    return Err(format!("function {function} nests blocks more than {MAX_BLOCK_NESTING} deep, the most a nested sandbox's functions may"));
+                }
+            }
+            Operator::End => depth = depth.saturating_sub(1),
+            Operator::BrTable { targets } if targets.len() > MAX_BR_TABLE_TARGETS => {
+                return Err(format!("function {function} has a br_table of {} targets; at most {MAX_BR_TABLE_TARGETS} in a nested sandbox", targets.len()));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

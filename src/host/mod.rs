@@ -471,7 +471,13 @@ impl Shared {
             depth,
             deadline,
             children: 0,
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http: {
+                // A guest's header maps are held by the host: no larger than the policy lets
+                // a request carry (64 KiB), instead of wasmtime's 128 KiB.
+                let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+                http.set_field_size_limit(64 << 10);
+                http
+            },
             http_hooks: UrlcapHttpHooks::new(spec.outbound.clone()),
         };
         let mut store = Store::new(command.engine(), state);
