@@ -25,7 +25,7 @@ use support::{Reply, Server, SharedBuf};
 use tokio::sync::Semaphore;
 use urlcap::audit::AuditLog;
 use urlcap::egress::{Client, EgressConfig, StaticResolver};
-use urlcap::host::{SandboxSpec, SandboxState, Stdio, WasmHost};
+use urlcap::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost};
 use urlcap::manifest::{Config, ProcessSecrets};
 use urlcap::outbound::Outbound;
 use urlcap::policy::{ManualClock, Policy};
@@ -407,12 +407,9 @@ fn expected_at_origin(case: Case) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// Run one cell and check everything it promises.
-async fn cell(api: Api, case: Case, depth: u32) {
-    let label = format!("{api:?} × depth {depth} × {case:?}");
-    let world = World::new(|a, o| cell_manifest(case, depth, a, o)).await;
-    let (inner_steps, inner_lines) = inner(&world, api, case, depth);
-    let steps = wrap(inner_steps, case, depth);
+/// Start the probe as sandbox `top` of `world` with `steps` (the guests' directory granted as
+/// /guests, a generous wall clock), on a task of its own; its captured output.
+fn start_top(world: &World, steps: Vec<String>) -> (tokio::task::JoinHandle<Outcome>, Stdio) {
     let (host, command) = host();
     let dir = Path::new(PROBE).parent().unwrap().display().to_string();
     let stdio = Stdio::capture(1 << 20);
@@ -424,6 +421,16 @@ async fn cell(api: Api, case: Case, depth: u32) {
         ..SandboxSpec::new(world.out.clone(), "top")
     };
     let run = tokio::spawn(async move { host.run(command, spec).await.unwrap() });
+    (run, stdio)
+}
+
+/// Run one cell and check everything it promises.
+async fn cell(api: Api, case: Case, depth: u32) {
+    let label = format!("{api:?} × depth {depth} × {case:?}");
+    let world = World::new(|a, o| cell_manifest(case, depth, a, o)).await;
+    let (inner_steps, inner_lines) = inner(&world, api, case, depth);
+    let steps = wrap(inner_steps, case, depth);
+    let (run, stdio) = start_top(&world, steps);
     if case.gated() {
         // Act on the host only once the guest is known to wait on the gated request.
         let mut waited = Duration::ZERO;
@@ -587,16 +594,8 @@ async fn both_apis_in_one_sandbox_spend_the_same_handle() {
         steps.extend(request(&world, Api::Native, "api", "GET", "/v1/fourth"));
         // Every level passes its `api` on unchanged (a fresh child of it).
         let steps = wrap(steps, Case::InjectedSecret, depth);
-        let (host, command) = host();
-        let dir = Path::new(PROBE).parent().unwrap().display().to_string();
-        let stdio = Stdio::capture(1 << 20);
-        let spec = SandboxSpec {
-            args: std::iter::once("probe".to_string()).chain(steps).collect(),
-            dirs: vec![(dir, "/guests".into())],
-            stdio: stdio.clone(),
-            ..SandboxSpec::new(world.out.clone(), "top")
-        };
-        let outcome = host.run(command, spec).await.unwrap();
+        let (run, stdio) = start_top(&world, steps);
+        let outcome = run.await.unwrap();
         let stdout = stdio.contents().0;
         assert_eq!(outcome.exit_code, 0, "depth {depth}: {stdout}");
         let prefix = "| ".repeat(depth as usize);

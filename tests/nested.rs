@@ -624,20 +624,21 @@ async fn random_trees_never_allow_what_an_ancestor_denies_and_audit_each_denial_
     );
 }
 
-/// Run the probe under a 15 s wall clock with a small child (`child` and its arguments,
-/// given `api`; `PORT` stands for the origin's port) whose request never gets an answer; the
-/// audit records as (event, sandbox) pairs, the records, and the origin's port. (Small
-/// children, so compiling them takes a small part of the limit even in a loaded debug build.)
-async fn killed_mid_request(
+/// `urlcap run` the probe with `api` granted on the server's port and `limits` (manifest
+/// lines), spawning one child: `child` is its program name (a guest in the probe's directory)
+/// and arguments, given `api`; `PORT` in them stands for the server's port. Returns the output
+/// and the audit records.
+async fn run_spawning(
+    server: &Server,
+    limits: &str,
     child: &[&str],
-) -> (Vec<(String, String)>, Vec<serde_json::Value>, u16) {
-    let server = Server::http(|_| Reply::SlowHead(Duration::from_secs(60))).await;
+) -> (std::process::Output, Vec<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("m.toml");
     std::fs::write(
         &manifest,
         format!(
-            "version = 1\n[limits]\ntimeout = \"15s\"\n[[authority]]\nname = \"api\"\n\
+            "version = 1\n[limits]\n{limits}\n[[authority]]\nname = \"api\"\n\
              origin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
             server.port()
         ),
@@ -665,17 +666,29 @@ async fn killed_mid_request(
     let port = server.port().to_string();
     args.extend(child.iter().map(|s| s.replace("PORT", &port)));
     let output = support::urlcap_bin(args).await;
+    let records = std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (output, records)
+}
+
+/// Run the probe under a 15 s wall clock with a small child (`child` and its arguments,
+/// given `api`; `PORT` stands for the origin's port) whose request never gets an answer; the
+/// audit records as (event, sandbox) pairs, the records, and the origin's port. (Small
+/// children, so compiling them takes a small part of the limit even in a loaded debug build.)
+async fn killed_mid_request(
+    child: &[&str],
+) -> (Vec<(String, String)>, Vec<serde_json::Value>, u16) {
+    let server = Server::http(|_| Reply::SlowHead(Duration::from_secs(60))).await;
+    let (output, records) = run_spawning(&server, "timeout = \"15s\"", child).await;
     assert_eq!(output.status.code(), Some(124), "{output:?}");
     assert_eq!(
         server.requests().len(),
         1,
         "the child's request was in flight"
     );
-    let log = std::fs::read_to_string(&audit).unwrap();
-    let records: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let events = records
         .iter()
         .map(|r| {
@@ -755,44 +768,12 @@ async fn a_parent_killed_on_its_wall_clock_still_audits_its_childs_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_childs_concurrent_requests_count_against_the_top_level_limit() {
     let server = Server::http(|_| Reply::SlowHead(Duration::from_secs(2))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("m.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "version = 1\n[limits]\nmax_concurrent_requests = 4\n[[authority]]\nname = \"api\"\n\
-             origin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
-            server.port()
-        ),
+    let (output, records) = run_spawning(
+        &server,
+        "max_concurrent_requests = 4",
+        &["whttp", "burst", "10", "http", "127.0.0.1:PORT", "/x"],
     )
-    .unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
-    let target = format!("127.0.0.1:{}", server.port());
-    let args: Vec<String> = [
-        "run",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--audit",
-        audit.to_str().unwrap(),
-        "--dir",
-        &format!("{guests}::/guests"),
-        PROBE,
-        "--",
-        "spawn",
-        "/guests/whttp.wasm",
-        "api:api",
-        "6",
-        "whttp",
-        "burst",
-        "10",
-        "http",
-        &target,
-        "/x",
-    ]
-    .map(String::from)
-    .to_vec();
-    let output = support::urlcap_bin(args).await;
+    .await;
     let stdout = support::text(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     let counts: Vec<usize> = stdout
@@ -810,14 +791,12 @@ async fn a_childs_concurrent_requests_count_against_the_top_level_limit() {
         ok,
         "only admitted requests reach the origin"
     );
-    let log = std::fs::read_to_string(&audit).unwrap();
-    let refused = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let refused = records
+        .iter()
         .filter(|r| r["reason"] == "concurrency_limit")
         .inspect(|r| assert!(r["sandbox"].as_str().unwrap().ends_with("/1"), "{r}"))
         .count();
-    assert_eq!(refused, limited, "{log}");
+    assert_eq!(refused, limited, "{records:?}");
 }
 
 /// Every distinct component a guest spawns is compiled, but only a bounded number stay
