@@ -1,10 +1,12 @@
 //! wasi:http conformance: the same unmodified guest (fixtures/guests/whttp, built only on the
 //! `wasip2` crate) behaves under `urlcap run` exactly as under `wasmtime run -S http -S
 //! inherit-network` (wasmtime-cli 48.0.8, whose wasi:http implementation urlcap embeds)
-//! wherever the grant covers the target — methods, timeouts, refused connections, TLS spoken
-//! to a plain server, a forbidden header refused at `fields`, hop-by-hop response headers, a
-//! request without an authority — and differs only where urlcap means to, each difference named
-//! below. wasmtime's own test programs are the reference for behaviour; this guest is ours.
+//! wherever the grant covers the target — methods (an unknown one too), bodies (1 MiB, a
+//! declared content-length that matches, one the body falls short of, one it overruns),
+//! timeouts, refused connections, TLS spoken to a plain server, a forbidden header refused at
+//! `fields`, hop-by-hop response headers, a request without an authority — and differs only
+//! where urlcap means to, each difference named below. (A name that does not resolve is
+//! checked in-process, `tests/faults.rs`: under the CLI it would ask the system's resolver.) wasmtime's own test programs are the reference for behaviour; this guest is ours.
 //!
 //! Needs the wasmtime CLI: `./scripts/test` installs it (once) and sets URLCAP_WASMTIME_CLI;
 //! run alone, this test fails (it never skips) and says so. Every target is on 127.0.0.1.
@@ -56,7 +58,7 @@ async fn an_unmodified_wasi_http_guest_behaves_as_under_wasmtime() {
         t => Reply::With(
             200,
             vec![("x-kept", "yes".into())],
-            format!("{} {t}", r.method).into_bytes(),
+            format!("{} {t} {}", r.method, r.body_len).into_bytes(),
         ),
     })
     .await;
@@ -65,6 +67,10 @@ async fn an_unmodified_wasi_http_guest_behaves_as_under_wasmtime() {
     let same: Vec<Vec<&str>> = vec![
         vec!["GET", "http", &here, "/v1/x", "show-headers"],
         vec!["POST", "http", &here, "/v1/x"],
+        vec!["POST", "http", &here, "/v1/big", "body=1048576"],
+        vec!["POST", "http", &here, "/v1/cl", "body=5", "cl=5"],
+        vec!["POST", "http", &here, "/v1/short", "body=5", "cl=10"],
+        vec!["POST", "http", &here, "/v1/long", "body=10", "cl=5"],
         vec!["DELETE", "http", &here, "/v1/x?q=1"],
         vec!["FOO", "http", &here, "/v1/x"],
         vec!["GET", "http", &here, "/v1/slow", "first-byte-ms=300"],
@@ -107,8 +113,10 @@ async fn an_unmodified_wasi_http_guest_behaves_as_under_wasmtime() {
     // And the outcomes are the ones the spec means (so the two are not merely alike).
     let joined = under_urlcap.join("\n");
     for expected in [
-        "ok 200 POST /v1/x",
-        "ok 200 FOO /v1/x",
+        "ok 200 POST /v1/x 0",
+        "ok 200 POST /v1/big 1048576",
+        "ok 200 POST /v1/cl 5",
+        "ok 200 FOO /v1/x 0",
         "err ErrorCode::ConnectionReadTimeout",
         "err ErrorCode::ConnectionRefused",
         "err ErrorCode::TlsProtocolError",
