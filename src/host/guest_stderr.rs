@@ -41,8 +41,10 @@ impl BesideAudit {
 }
 
 impl Lines {
+    /// Gather `bytes` into lines; the whole lines of one write go out in one write.
     fn write(&self, mut bytes: &[u8]) {
         let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
         while !bytes.is_empty() {
             let room = MAX_LINE - partial.len();
             let (line, rest, ended) = match bytes.iter().position(|&b| b == b'\n') {
@@ -52,26 +54,30 @@ impl Lines {
             };
             partial.extend_from_slice(line);
             if ended {
-                self.emit(&mut partial);
+                frame(&mut out, &mut partial);
             }
             bytes = rest;
         }
+        if !out.is_empty() {
+            self.audit.write_beside(&out);
+        }
     }
+}
 
-    fn emit(&self, partial: &mut Vec<u8>) {
-        let mut line = Vec::with_capacity(PREFIX.len() + partial.len() + 1);
-        line.extend_from_slice(PREFIX);
-        line.append(partial);
-        line.push(b'\n');
-        self.audit.write_beside(&line);
-    }
+/// Append `partial` to `out` as one prefixed line, and empty it.
+fn frame(out: &mut Vec<u8>, partial: &mut Vec<u8>) {
+    out.extend_from_slice(PREFIX);
+    out.append(partial);
+    out.push(b'\n');
 }
 
 impl Drop for Lines {
     fn drop(&mut self) {
         let mut partial = std::mem::take(self.partial.get_mut().unwrap_or_else(|p| p.into_inner()));
         if !partial.is_empty() {
-            self.emit(&mut partial);
+            let mut out = Vec::new();
+            frame(&mut out, &mut partial);
+            self.audit.write_beside(&out);
         }
     }
 }
