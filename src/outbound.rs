@@ -183,7 +183,7 @@ impl Outbound {
             Ok(collected) => Ok(Buffered {
                 status,
                 headers,
-                body: collected.to_bytes().to_vec(),
+                body: collected.to_bytes().into(),
             }),
             // The body's own denials were audited by its hook; only the host's cap is new here.
             Err(e) => {

@@ -174,8 +174,8 @@ async fn wasi_http_guests_cannot_flood_headers_or_urls() {
     let authority = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let long_path = format!("/v1/{}", "a".repeat(60 * 1024));
-    // wasmtime's own field limit (128 KiB in all) stops a guest adding 50,000 headers: it
-    // traps the guest, long before a request exists.
+    // The field size limit (64 KiB in all, set by urlcap on wasmtime's) stops a guest adding
+    // 50,000 headers: wasmtime traps the guest, long before a request exists.
     let flood: &[&[&str]] = &[&["GET", "http", &authority, "/v1/x", "headers=50000"]];
     let (status, lines, stderr, records) =
         urlcap_whttp(port, &dir.path().join("flood.jsonl"), flood).await;

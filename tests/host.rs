@@ -455,3 +455,37 @@ async fn a_sandbox_stops_when_its_audit_log_fails() {
     assert!(out.audit().has_failed());
     assert_eq!(buf.records().len(), 1, "the one record that fit");
 }
+
+/// What the host buffers of a response for a native fetch is bounded by what the guest's
+/// memory has left, not by its whole limit: a guest holding half of 32 MiB cannot make the host
+/// buffer a 20 MiB body for it (denied `response_body_too_large`, the guest goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_fetch_buffers_at_most_what_the_guest_has_left() {
+    let server = Server::http(|_| Reply::Script(vec![], vec![support::Step::Data(20 << 20)])).await;
+    let manifest = format!(
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{}\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+        server.port()
+    );
+    let (out, audit) = outbound(
+        &manifest,
+        Arc::new(StaticResolver::new()),
+        EgressConfig::default(),
+    );
+    let (outcome, lines, _) = run_probe(
+        Arc::new(out),
+        "t",
+        &["hold", "16", "fetch", "api", "GET", "/big", "list"],
+        Some(32 << 20),
+        None,
+    )
+    .await;
+    assert_eq!(outcome.exit_code, 0, "{outcome:?} {lines:?}");
+    assert_eq!(lines[0], "holding 16 MiB");
+    assert!(
+        lines[1].starts_with("err response_body_too_large"),
+        "{lines:?}"
+    );
+    let records = audit.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["reason"], "response_body_too_large");
+}

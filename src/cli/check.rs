@@ -59,7 +59,7 @@ pub fn describe(config: &Config) -> String {
     );
     let _ = writeln!(
         s,
-        "request bounds: URLs at most {} bytes; at most 100 headers and 64 KiB of them; a native fetch's response buffered up to 64 MiB (or the sandbox's memory)",
+        "request bounds: URLs at most {} bytes; at most 100 headers and 64 KiB of them; a native fetch's response buffered up to 64 MiB (or what the sandbox's memory has left)",
         crate::policy::MAX_URL_LEN,
     );
     let n = &config.network;

@@ -209,7 +209,12 @@ impl t::HostAuthority for SandboxState {
         req: t::Request,
     ) -> wasmtime::Result<Result<t::Response, t::Error>> {
         let authority = self.authority(&this)?;
-        let cap = self.response_cap;
+        // What the host buffers for the guest is bounded by what its memory has left, not by
+        // its whole limit.
+        let cap = self
+            .limiter
+            .remaining()
+            .map_or(self.response_cap, |left| left.min(self.response_cap));
         let result = self
             .outbound
             .fetch_buffered(
