@@ -517,9 +517,20 @@ fn rules_on_embedding_forms_cover_the_ipv4_form() {
 /// Rust type name in a manifest error.
 #[test]
 fn flag_and_manifest_errors_do_not_echo_secrets_or_type_names() {
-    let o = urlcap(&["check", "--allow", "https://u:S3CRET@a.example.com/"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(!stderr(&o).contains("S3CRET"), "{}", stderr(&o));
+    for spec in [
+        "https://u:S3CRET@a.example.com/",
+        "GET https:/u:S3CRET@a.example.com/",
+        "GET https:\\u:S3CRET@a.example.com/",
+        "GET https:u:S3CRET@a.example.com/",
+        "GET https:///u:S3CRET@a.example.com/",
+        "GET https://u:S3CRET@a.example.com?q",
+        "GET https://u:S3CRET@a.example.com/ extra",
+        "G@T https://u:S3CRET@a.example.com/",
+    ] {
+        let o = urlcap(&["check", "--allow", spec]);
+        assert_eq!(o.status.code(), Some(2), "{spec}");
+        assert!(!stderr(&o).contains("S3CRET"), "{spec}: {}", stderr(&o));
+    }
     let o = urlcap(&[
         "explain",
         "--header",

@@ -689,6 +689,27 @@ fn override_headers_are_judged_as_the_request_line_they_stand_for() {
             Some(Reason::InvalidHeader),
         ),
         (api, "Forwarded", "proto=http", Some(Reason::NoAuthority)),
+        // Spring and Vert.x search the value instead of parsing it (second review).
+        (
+            api,
+            "Forwarded",
+            "xhost=evil.example",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "Forwarded",
+            "for=\"x;host=evil.example\"",
+            Some(Reason::NoAuthority),
+        ),
+        (
+            api,
+            "Forwarded",
+            "for=xhost=evil.example",
+            Some(Reason::NoAuthority),
+        ),
+        (api, "X-Forwarded-Ssl", "off", Some(Reason::NoAuthority)),
+        (api, "X-Forwarded-Ssl", "on", None),
         // More of the same family: method, path, host, scheme, port.
         (
             api,
@@ -756,4 +777,16 @@ fn override_headers_are_judged_as_the_request_line_they_stand_for() {
     );
     let fine = req("POST", "https://api.example.com/x?_method=POST");
     assert_eq!(reason(policy.check(&fine)), None);
+    // Servers decode the name, and PHP reads `.`, `+` and space as `_` (second review).
+    for spelled in ["%5Fmethod", ".method", "+method", "_METHOD"] {
+        let denied = req(
+            "POST",
+            &format!("https://api.example.com/x?{spelled}=DELETE"),
+        );
+        assert_eq!(
+            reason(policy.check(&denied)),
+            Some(Reason::MethodNotAllowed),
+            "{spelled}"
+        );
+    }
 }

@@ -303,3 +303,37 @@ async fn hop_by_hop_response_headers_do_not_reach_the_guest() {
     }
     assert_eq!(lines[1], "ok 200 xxxxxxxxxx");
 }
+
+/// Refusals at `fields` cost the guest nothing, so they cannot cost the audit log without
+/// bound: the first 64 are recorded one by one, the rest counted in one record when the sandbox
+/// ends — none lost (second hostile review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_at_fields_are_recorded_then_counted() {
+    let server = Server::http(|_| Reply::Text("fine")).await;
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let one: Vec<&str> = vec!["GET", "http", &authority, "/v1/x", "connection:x"];
+    let groups: Vec<&[&str]> = (0..100).map(|_| one.as_slice()).collect();
+    let (lines, records) = run(port, &dir.path().join("a.jsonl"), &groups).await;
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("refused connection"))
+            .count(),
+        100
+    );
+    let refused: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["reason"] == "forbidden_header")
+        .collect();
+    assert_eq!(refused.len(), 65, "64 one by one, then one count");
+    assert!(
+        refused[64]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("36 more attempts"),
+        "{}",
+        refused[64]
+    );
+}

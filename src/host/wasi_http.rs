@@ -36,7 +36,14 @@ pub struct UrlcapHttpHooks {
     /// forbids), the rest urlcap forbids (`TE`, `Trailer`, `Proxy-*`), and every header a
     /// grant of this sandbox injects.
     forbidden: ForbiddenHeaderFilter,
+    /// Refusals at `fields` so far: the first [`MAX_FIELD_REFUSALS_AUDITED`] are recorded one
+    /// by one, the rest counted into one record when the sandbox ends (they cost the guest
+    /// nothing, no request and no grant, so they must not cost the log without bound).
+    refused_at_fields: u64,
 }
+
+/// Refusals at `fields` recorded one by one per sandbox.
+pub const MAX_FIELD_REFUSALS_AUDITED: u64 = 64;
 
 impl UrlcapHttpHooks {
     pub fn new(outbound: Arc<Outbound>) -> UrlcapHttpHooks {
@@ -51,6 +58,25 @@ impl UrlcapHttpHooks {
         UrlcapHttpHooks {
             outbound,
             forbidden,
+            refused_at_fields: 0,
+        }
+    }
+}
+
+impl Drop for UrlcapHttpHooks {
+    /// The refusals past the first [`MAX_FIELD_REFUSALS_AUDITED`], in one record: none is lost.
+    fn drop(&mut self) {
+        let more = self
+            .refused_at_fields
+            .saturating_sub(MAX_FIELD_REFUSALS_AUDITED);
+        if more > 0 {
+            let mut record = Record::new(
+                Event::RequestDenied,
+                self.outbound.sandbox(),
+                format!("{more} more attempts to set or remove headers only the host may set were refused at fields (only the first {MAX_FIELD_REFUSALS_AUDITED} are recorded one by one)"),
+            );
+            record.reason = Some(Reason::ForbiddenHeader);
+            self.outbound.audit().record(&record);
         }
     }
 }
@@ -105,13 +131,16 @@ impl WasiHttpHooks for UrlcapHttpHooks {
     fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
         let forbidden = (self.forbidden)(name);
         if forbidden {
-            let mut record = Record::new(
-                Event::RequestDenied,
-                self.outbound.sandbox(),
-                format!("the guest tried to set header {name:?}, which only the host may set; refused at fields"),
-            );
-            record.reason = Some(Reason::ForbiddenHeader);
-            self.outbound.audit().record(&record);
+            self.refused_at_fields += 1;
+            if self.refused_at_fields <= MAX_FIELD_REFUSALS_AUDITED {
+                let mut record = Record::new(
+                    Event::RequestDenied,
+                    self.outbound.sandbox(),
+                    format!("the guest tried to set or remove header {name:?}, which only the host may; refused at fields"),
+                );
+                record.reason = Some(Reason::ForbiddenHeader);
+                self.outbound.audit().record(&record);
+            }
         }
         forbidden
     }

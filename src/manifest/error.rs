@@ -52,12 +52,31 @@ impl ConfigError {
     ) -> ConfigError {
         ConfigError::Flag {
             flag,
-            // Userinfo in a URL flag (`https://u:SECRET@host/`) is never echoed.
-            value: crate::audit::redact_url(value),
-            message: message.into(),
+            // Userinfo in a URL flag (`https://u:SECRET@host/`) is never echoed, neither in
+            // the value shown nor quoted inside the message.
+            value: scrub(value, value),
+            message: scrub(&message.into(), value),
             help,
         }
     }
+}
+
+/// `text` with every word of `value` that holds a `@` (possibly userinfo) replaced by its
+/// redacted form, as written and as `{:?}` would quote it.
+fn scrub(text: &str, value: &str) -> String {
+    let mut out = text.to_string();
+    for word in value.split_whitespace().filter(|w| w.contains('@')) {
+        let redacted = crate::audit::redact_url(word);
+        let redacted = if redacted == word {
+            "[redacted]".to_string()
+        } else {
+            redacted
+        };
+        let quoted = format!("{word:?}");
+        let quoted = &quoted[1..quoted.len() - 1];
+        out = out.replace(quoted, &redacted).replace(word, &redacted);
+    }
+    out
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -281,8 +281,10 @@ pub fn normalize_rule(net: IpNet) -> IpNet {
     let addr = v6.network();
     let seg = addr.segments();
     let mapped = seg[..5] == [0; 5] && seg[5] == 0xffff;
-    let compatible = seg[..6] == [0; 6]
-        && !(v6.prefix_len() == 128 && (addr.is_unspecified() || addr.is_loopback()));
+    // A compatible rule whose network starts at `::` also covers `::` and `::1` (the
+    // unspecified and loopback addresses, judged as IPv6): rewriting it to IPv4 would drop them
+    // from a denial, or open 0.0.0.0/… with an exception, so it stays as written.
+    let compatible = seg[..6] == [0; 6] && (seg[6] != 0 || seg[7] > 1);
     if v6.prefix_len() < 96 || !(mapped || compatible) {
         return net;
     }
@@ -646,10 +648,13 @@ mod tests {
         assert_eq!(n("::/128"), "::/128");
         assert_eq!(n("64:ff9b::/96"), "64:ff9b::/96");
         assert_eq!(n("10.0.0.0/8"), "10.0.0.0/8");
-        // IPv4-compatible rules whose network is `::` too (hostile review).
-        assert_eq!(n("::/96"), "0.0.0.0/0");
-        assert_eq!(n("::0.0.0.0/104"), "0.0.0.0/8");
+        // A compatible rule covering `::` and `::1` stays IPv6, so a denial keeps them and an
+        // exception does not open IPv4 (second review).
+        assert_eq!(n("::/96"), "::/96");
+        assert_eq!(n("::/127"), "::/127");
+        assert_eq!(n("::0.0.0.0/104"), "::/104");
         assert_eq!(n("::10.0.0.0/104"), "10.0.0.0/8");
+        assert_eq!(n("::8.8.8.8/128"), "8.8.8.8/32");
     }
 
     /// A rule on an IPv4-embedding form also means the IPv4 rule (for denials), except on a

@@ -53,6 +53,8 @@ pub const HOST_OVERRIDE_HEADERS: &[&str] = &[
 /// Headers servers read as the request's scheme.
 pub const SCHEME_OVERRIDE_HEADERS: &[&str] =
     &["x-forwarded-proto", "x-forwarded-scheme", "x-url-scheme"];
+/// Headers servers read as "the request was https" when `on` (Rack, IIS).
+pub const TLS_FLAG_HEADERS: &[&str] = &["x-forwarded-ssl", "front-end-https"];
 /// Headers servers read as the request's port.
 pub const PORT_OVERRIDE_HEADERS: &[&str] = &["x-forwarded-port"];
 /// The query parameter servers read as the method of a POST.
@@ -78,6 +80,15 @@ pub(crate) fn refused_override(
             text(value).and_then(|v| v.split(',').try_for_each(|h| judge_host(grant, h.trim())))
         } else if is(SCHEME_OVERRIDE_HEADERS) {
             text(value).and_then(|v| v.split(',').try_for_each(|s| judge_scheme(url, s.trim())))
+        } else if is(TLS_FLAG_HEADERS) {
+            text(value).and_then(|v| {
+                let claimed = if v.eq_ignore_ascii_case("on") {
+                    "https"
+                } else {
+                    "http"
+                };
+                judge_scheme(url, claimed)
+            })
         } else if is(PORT_OVERRIDE_HEADERS) {
             text(value).and_then(|v| v.split(',').try_for_each(|p| judge_port(url, p.trim())))
         } else {
@@ -91,6 +102,13 @@ pub(crate) fn refused_override(
         let query = url.query()?;
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // As servers decode the name: percent-decoded, and `.`, `+` and space read as `_`
+            // (PHP), so `%5Fmethod`, `.method` and `+method` are `_method` too.
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            let key: String = key
+                .chars()
+                .map(|c| if matches!(c, '.' | '+' | ' ') { '_' } else { c })
+                .collect();
             if !key.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER) {
                 return None;
             }
@@ -207,6 +225,34 @@ fn judge_port(url: &CanonicalUrl, port: &str) -> Judged {
 /// `token "=" ( token / quoted-string )`. Every `host` and `proto` is judged; anything that
 /// does not parse is refused (a server may parse it another way).
 fn judge_forwarded(grant: &Grant, url: &CanonicalUrl, value: &str) -> Judged {
+    judge_forwarded_strictly(grant, url, value)?;
+    judge_forwarded_loosely(grant, url, value)
+}
+
+/// Some servers do not parse `Forwarded` at all but search it (Spring, Vert.x:
+/// `(?i:host)="?([^;,"]+)` anywhere): every `host=` and `proto=` anywhere in the value, inside
+/// quotes or as the end of a longer key, is judged too.
+fn judge_forwarded_loosely(grant: &Grant, url: &CanonicalUrl, value: &str) -> Judged {
+    let lower = value.to_ascii_lowercase();
+    for (key, judge) in [
+        (
+            "host=",
+            (|g: &Grant, _: &CanonicalUrl, v: &str| judge_host(g, v))
+                as fn(&Grant, &CanonicalUrl, &str) -> Judged,
+        ),
+        ("proto=", |_, u, v| judge_scheme(u, v)),
+    ] {
+        for (at, _) in lower.match_indices(key) {
+            let rest = value[at + key.len()..].trim_start_matches('"');
+            let end = rest.find([';', ',', '"']).unwrap_or(rest.len());
+            judge(grant, url, rest[..end].trim())?;
+        }
+    }
+    Ok(())
+}
+
+/// RFC 7239, parsed: see [`judge_forwarded`].
+fn judge_forwarded_strictly(grant: &Grant, url: &CanonicalUrl, value: &str) -> Judged {
     let malformed = || {
         (
             Reason::InvalidHeader,
