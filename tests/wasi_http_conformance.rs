@@ -41,6 +41,36 @@ async fn run(program: String, args: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// Run the guest with these request groups under `urlcap run` with `grants` (flags) and under
+/// `wasmtime run -S http -S inherit-network`; what each printed.
+async fn under_both(grants: &[&str], groups: &[Vec<&str>]) -> (Vec<String>, Vec<String>) {
+    let guest_args = support::whttp_groups(groups.iter().map(Vec::as_slice));
+    let mut urlcap_args: Vec<String> = ["run"]
+        .iter()
+        .chain(grants)
+        .map(|s| s.to_string())
+        .collect();
+    urlcap_args.extend(
+        [
+            "--allow-ip",
+            "127.0.0.1",
+            "--audit",
+            "/dev/null",
+            WHTTP,
+            "--",
+        ]
+        .map(String::from),
+    );
+    urlcap_args.extend(guest_args.iter().cloned());
+    let mut wasmtime_args: Vec<String> = ["run", "-S", "http", "-S", "inherit-network", WHTTP]
+        .map(String::from)
+        .to_vec();
+    wasmtime_args.extend(guest_args);
+    let under_urlcap = run(env!("CARGO_BIN_EXE_urlcap").to_string(), urlcap_args).await;
+    let under_wasmtime = run(wasmtime_cli(), wasmtime_args).await;
+    (under_urlcap, under_wasmtime)
+}
+
 /// A port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -82,30 +112,16 @@ async fn an_unmodified_wasi_http_guest_behaves_as_under_wasmtime() {
         vec!["GET", "http", "-", "/v1/x"],
     ];
     // urlcap's grants cover every target above (methods named, so FOO is granted too).
-    let mut urlcap_args: Vec<String> = [
-        "run",
-        "--allow",
-        &format!("FOO,GET,POST,DELETE http://{here}/"),
-        "--allow",
-        &format!("GET https://{here}/"),
-        "--allow",
-        &format!("GET http://{closed}/"),
-        "--allow-ip",
-        "127.0.0.1",
-        "--audit",
-        "/dev/null",
-        WHTTP,
-        "--",
-    ]
-    .map(String::from)
-    .to_vec();
-    urlcap_args.extend(support::whttp_groups(same.iter().map(Vec::as_slice)));
-    let mut wasmtime_args: Vec<String> = ["run", "-S", "http", "-S", "inherit-network", WHTTP]
-        .map(String::from)
-        .to_vec();
-    wasmtime_args.extend(support::whttp_groups(same.iter().map(Vec::as_slice)));
-    let under_urlcap = run(env!("CARGO_BIN_EXE_urlcap").to_string(), urlcap_args).await;
-    let under_wasmtime = run(wasmtime_cli(), wasmtime_args).await;
+    let grants = [
+        format!("FOO,GET,POST,DELETE http://{here}/"),
+        format!("GET https://{here}/"),
+        format!("GET http://{closed}/"),
+    ];
+    let flags: Vec<&str> = grants
+        .iter()
+        .flat_map(|g| ["--allow", g.as_str()])
+        .collect();
+    let (under_urlcap, under_wasmtime) = under_both(&flags, &same).await;
     assert_eq!(
         under_urlcap, under_wasmtime,
         "the same outcome wherever the grant covers the target"
@@ -149,26 +165,8 @@ async fn urlcap_differs_only_where_it_means_to() {
         // Outside the grant: wasmtime sends anything; urlcap denies (`path_not_allowed`).
         vec!["GET", "http", &here, "/admin"],
     ];
-    let mut urlcap_args: Vec<String> = [
-        "run",
-        "--allow",
-        &format!("http://{here}/v1/"),
-        "--allow-ip",
-        "127.0.0.1",
-        "--audit",
-        "/dev/null",
-        WHTTP,
-        "--",
-    ]
-    .map(String::from)
-    .to_vec();
-    urlcap_args.extend(support::whttp_groups(cases.iter().map(Vec::as_slice)));
-    let mut wasmtime_args: Vec<String> = ["run", "-S", "http", "-S", "inherit-network", WHTTP]
-        .map(String::from)
-        .to_vec();
-    wasmtime_args.extend(support::whttp_groups(cases.iter().map(Vec::as_slice)));
-    let under_urlcap = run(env!("CARGO_BIN_EXE_urlcap").to_string(), urlcap_args).await;
-    let under_wasmtime = run(wasmtime_cli(), wasmtime_args).await;
+    let grant = format!("http://{here}/v1/");
+    let (under_urlcap, under_wasmtime) = under_both(&["--allow", &grant], &cases).await;
     assert_eq!(
         under_urlcap,
         [
