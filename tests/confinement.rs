@@ -424,6 +424,17 @@ fn start_top(world: &World, steps: Vec<String>) -> (tokio::task::JoinHandle<Outc
     (run, stdio)
 }
 
+/// The lines the sandbox `depth` levels down printed (its parents prefix them with `| `),
+/// without its own children's lines or spawn reports.
+fn printed_at(stdout: &str, depth: u32) -> Vec<&str> {
+    let prefix = "| ".repeat(depth as usize);
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|l| !l.starts_with("| ") && !l.starts_with("spawned "))
+        .collect()
+}
+
 /// Run one cell and check everything it promises.
 async fn cell(api: Api, case: Case, depth: u32) {
     let label = format!("{api:?} × depth {depth} × {case:?}");
@@ -456,12 +467,7 @@ async fn cell(api: Api, case: Case, depth: u32) {
     );
 
     // What the guest under test printed.
-    let prefix = "| ".repeat(depth as usize);
-    let printed: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter(|l| !l.starts_with("| ") && !l.starts_with("spawned "))
-        .collect();
+    let printed = printed_at(&stdout, depth);
     if case == Case::RevokedBeforeSpawn && depth > 0 {
         let parent_prefix = "| ".repeat(depth as usize - 1);
         assert!(
@@ -598,12 +604,7 @@ async fn both_apis_in_one_sandbox_spend_the_same_handle() {
         let outcome = run.await.unwrap();
         let stdout = stdio.contents().0;
         assert_eq!(outcome.exit_code, 0, "depth {depth}: {stdout}");
-        let prefix = "| ".repeat(depth as usize);
-        let printed: Vec<&str> = stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix(prefix.as_str()))
-            .filter(|l| !l.starts_with("| ") && !l.starts_with("spawned "))
-            .collect();
+        let printed = printed_at(&stdout, depth);
         assert_eq!(printed.len(), 4, "depth {depth}: {stdout}");
         assert_eq!(printed[0], "ok 200 hi /v1/native");
         assert_eq!(printed[1], "ok 200 hi /v1/wasi");

@@ -63,13 +63,30 @@ impl CappedPipe {
     }
 }
 
-impl IsTerminal for CappedPipe {
+impl Accept for CappedPipe {
+    fn accept(&self, bytes: &[u8]) {
+        self.take_in(bytes);
+    }
+}
+
+/// Where a guest's output goes, byte for byte: the one thing an output stream of the host's
+/// must say. [`GuestOutput`] makes it a wasi stdout/stderr stream.
+pub trait Accept: Clone + Send + Sync + Unpin + 'static {
+    fn accept(&self, bytes: &[u8]);
+}
+
+/// A guest output stream that hands every write to an [`Accept`] at once: always ready, never
+/// a terminal, nothing to flush.
+#[derive(Clone)]
+pub struct GuestOutput<T>(pub T);
+
+impl<T: Accept> IsTerminal for GuestOutput<T> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for CappedPipe {
+impl<T: Accept> StdoutStream for GuestOutput<T> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -79,9 +96,9 @@ impl StdoutStream for CappedPipe {
     }
 }
 
-impl OutputStream for CappedPipe {
+impl<T: Accept> OutputStream for GuestOutput<T> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.take_in(&bytes);
+        self.0.accept(&bytes);
         Ok(())
     }
 
@@ -95,17 +112,17 @@ impl OutputStream for CappedPipe {
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for CappedPipe {
+impl<T: Accept> Pollable for GuestOutput<T> {
     async fn ready(&mut self) {}
 }
 
-impl tokio::io::AsyncWrite for CappedPipe {
+impl<T: Accept> tokio::io::AsyncWrite for GuestOutput<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.take_in(buf);
+        self.0.accept(buf);
         Poll::Ready(Ok(buf.len()))
     }
 

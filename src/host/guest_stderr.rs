@@ -6,12 +6,7 @@
 //! unterminated last line is written, terminated, when the sandbox ends.
 
 use crate::audit::AuditLog;
-use bytes::Bytes;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Longest guest line written as one; longer ones are cut into pieces of this size.
 const MAX_LINE: usize = 64 << 10;
@@ -82,57 +77,8 @@ impl Drop for Lines {
     }
 }
 
-impl IsTerminal for BesideAudit {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for BesideAudit {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for BesideAudit {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.lines.write(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(MAX_LINE)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for BesideAudit {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for BesideAudit {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.lines.write(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+impl super::capture::Accept for BesideAudit {
+    fn accept(&self, bytes: &[u8]) {
+        self.lines.write(bytes);
     }
 }

@@ -442,10 +442,13 @@ impl Shared {
             }
             Stdio::InheritBesideAudit(audit) => {
                 wasi.inherit_stdout()
-                    .stderr(guest_stderr::BesideAudit::new(audit.clone()));
+                    .stderr(capture::GuestOutput(guest_stderr::BesideAudit::new(
+                        audit.clone(),
+                    )));
             }
             Stdio::Capture(out, err) => {
-                wasi.stdout(out.clone()).stderr(err.clone());
+                wasi.stdout(capture::GuestOutput(out.clone()))
+                    .stderr(capture::GuestOutput(err.clone()));
             }
         }
         let memory_limit = spec
