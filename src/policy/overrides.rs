@@ -104,12 +104,18 @@ pub(crate) fn refused_override(
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             // As servers decode the name: percent-decoded, and `.`, `+` and space read as `_`
             // (PHP), so `%5Fmethod`, `.method` and `+method` are `_method` too.
-            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
-            let key: String = key
-                .chars()
-                .map(|c| if matches!(c, '.' | '+' | ' ') { '_' } else { c })
-                .collect();
-            if !key.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER) {
+            let is_method = if key.contains(['%', '.', '+', ' ']) {
+                let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+                let key: String = key
+                    .chars()
+                    .map(|c| if matches!(c, '.' | '+' | ' ') { '_' } else { c })
+                    .collect();
+                key.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+            } else {
+                // The usual query: no allocation on every request.
+                key.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+            };
+            if !is_method {
                 return None;
             }
             let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
