@@ -733,6 +733,7 @@ fn audit_throughput(rows: &mut Vec<Row>) {
         for _ in 0..N {
             log.record(&record);
         }
+        log.flush();
         rates.push(N as f64 / start.elapsed().as_secs_f64());
     }
     let rate = median(rates);

@@ -111,7 +111,7 @@ impl Outbound {
         &self.handles
     }
 
-    pub fn audit(&self) -> &AuditLog {
+    pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
     }
 
@@ -255,7 +255,9 @@ impl Outbound {
                     .on(&reference);
                     record.method = Some(method.to_string());
                     record.url = Some(url.clone());
-                    self.audit.record(&record);
+                    // Logged allowed requests are written before the guest sees the response,
+                    // so a log that fails allows nothing after the request it could not record.
+                    self.audit.record_written(&record).await;
                 }
                 let (audit, sandbox, method) =
                     (self.audit.clone(), self.sandbox.clone(), method.to_string());

@@ -388,14 +388,19 @@ async fn a_memory_bomb_is_stopped_and_a_trap_is_isolated() {
 struct FillsUp {
     records: usize,
     buf: SharedBuf,
+    /// How long each write takes (a slow disk).
+    slow: std::time::Duration,
 }
 
 impl std::io::Write for FillsUp {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.slow);
         if self.records == 0 {
             return Err(std::io::Error::other("no space left on device"));
         }
-        self.records -= b.iter().filter(|&&c| c == b'\n').count();
+        self.records = self
+            .records
+            .saturating_sub(b.iter().filter(|&&c| c == b'\n').count());
         self.buf.write(b)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -404,9 +409,16 @@ impl std::io::Write for FillsUp {
 }
 
 /// When the audit log stops taking records mid-run, the sandbox is stopped with the audit
-/// status and nothing after the failed record is sent.
+/// status and nothing after the failed record is sent: written in place, and written by the
+/// log's own thread (which a logged allowed request waits for before the guest goes on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_stops_when_its_audit_log_fails() {
+    for threaded in [false, true] {
+        a_sandbox_stops_when_its_audit_log_fails_(threaded).await;
+    }
+}
+
+async fn a_sandbox_stops_when_its_audit_log_fails_(threaded: bool) {
     use urlcap::audit::AuditLog;
     use urlcap::egress::Client;
     use urlcap::manifest::{Config, ProcessSecrets};
@@ -419,10 +431,16 @@ async fn a_sandbox_stops_when_its_audit_log_fails() {
     let config = Config::parse(&manifest, std::path::Path::new("t.toml"), &ProcessSecrets).unwrap();
     let policy = config.policy(Arc::new(urlcap::policy::SystemClock::new()));
     let buf = SharedBuf::default();
-    let log = AuditLog::new(Box::new(FillsUp {
+    let sink = Box::new(FillsUp {
         records: 1,
         buf: buf.clone(),
-    }))
+        slow: std::time::Duration::from_millis(if threaded { 200 } else { 0 }),
+    });
+    let log = if threaded {
+        AuditLog::threaded(sink).unwrap()
+    } else {
+        AuditLog::new(sink)
+    }
     .with_allowed(true);
     let out = Arc::new(Outbound::new(
         policy.preopens(),
@@ -450,7 +468,7 @@ async fn a_sandbox_stops_when_its_audit_log_fails() {
     assert_eq!(
         targets,
         ["/a", "/b"],
-        "the request whose record failed was the last sent"
+        "the request whose record failed was the last sent (threaded: {threaded})"
     );
     assert!(out.audit().has_failed());
     assert_eq!(buf.records().len(), 1, "the one record that fit");

@@ -454,3 +454,92 @@ async fn a_spawn_passes_a_bounded_number_of_handles() {
     );
     within_bounds("many preopens", &m, &log, 64 << 10);
 }
+
+/// An audit reader that stops reading (`urlcap run … 2>&1 | stuck`) cannot hold a guest past
+/// its wall clock or make the host queue records without bound: the guest that floods denials
+/// waits for the sink (an await its 2 s limit ends), the log counts as failed once its sink
+/// has taken nothing for 10 s, and `urlcap run` exits 74 instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_audit_reader_cannot_hold_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n[limits]\ntimeout = \"2s\"\n\
+         [[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:9\"\npaths = [\"/v1/\"]\n\
+         allow_ips = [\"127.0.0.1/32\"]\n",
+    )
+    .unwrap();
+    let mut args: Vec<String> = ["run", "--manifest"].map(String::from).to_vec();
+    args.push(manifest.display().to_string());
+    args.extend([PROBE.to_string(), "--".into()]);
+    args.extend(words("deny 100000000 api /admin"));
+    let m = support::urlcap_measured_stderr_unread(args.clone()).await;
+    assert!(
+        m.wall < std::time::Duration::from_secs(90),
+        "still running after {:?} (killed)",
+        m.wall
+    );
+    assert_eq!(
+        m.output.status.code(),
+        Some(urlcap::host::EXIT_AUDIT),
+        "{:?}",
+        m.output.status
+    );
+    let shown = String::from_utf8_lossy(&m.output.stderr);
+    eprintln!(
+        "wall {:?}, peak RSS {} KiB, CPU {:?}",
+        m.wall, m.max_rss_kib, m.cpu
+    );
+    assert!(
+        shown.lines().next().is_some_and(|l| l.starts_with('{')),
+        "the pipe holds whole records: {}",
+        &shown[..shown.len().min(300)]
+    );
+    assert!(
+        m.max_rss_kib < MAX_HOST_RSS_KIB,
+        "host peak RSS {} KiB",
+        m.max_rss_kib
+    );
+
+    // With --audit-fail-open the guest stops waiting for the stalled sink, ends on its wall
+    // clock (124), and what could not be queued is counted, not held.
+    args.insert(1, "--audit-fail-open".into());
+    let m = support::urlcap_measured_stderr_unread(args).await;
+    assert!(m.wall < std::time::Duration::from_secs(90), "{:?}", m.wall);
+    assert_eq!(m.output.status.code(), Some(124), "{:?}", m.output.status);
+    assert!(m.max_rss_kib < MAX_HOST_RSS_KIB, "{} KiB", m.max_rss_kib);
+}
+
+/// What a wasi:http guest makes the host hold outside its memory — header maps, and bodies of
+/// requests it never sends — is bounded by its memory limit: each resource holds at most
+/// 64 KiB, and a sandbox may hold at most its memory limit / 64 KiB of them. A guest hoarding
+/// requests (each with a 60 KiB header and a body filled as far as the host takes it) under
+/// 64 MiB is stopped with a clear message; before these bounds it took the host past 3 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_held_wasi_http_state_is_bounded_by_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n[limits]\ntimeout = \"20s\"\nmemory = \"64MiB\"\n\
+         [[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:9\"\nallow_ips = [\"127.0.0.1/32\"]\n",
+    )
+    .unwrap();
+    let mut args: Vec<String> = ["run", "--manifest"].map(String::from).to_vec();
+    args.push(manifest.display().to_string());
+    args.extend([env!("URLCAP_GUEST_WHTTP").to_string(), "--".into()]);
+    args.extend(words("hoard 100000"));
+    let m = urlcap_measured(args).await;
+    let err = String::from_utf8_lossy(&m.output.stderr);
+    assert_eq!(m.output.status.code(), Some(134), "{err}");
+    assert!(
+        err.contains("held more resources at once (streams, requests, header maps) than the host keeps for its memory limit (1024)"),
+        "{err}"
+    );
+    assert!(
+        m.max_rss_kib < MAX_HOST_RSS_KIB,
+        "host peak RSS {} KiB",
+        m.max_rss_kib
+    );
+}

@@ -869,3 +869,61 @@ async fn a_childs_output_past_its_cap_is_cut_with_a_marker() {
         .sum();
     assert_eq!(kept, 1 << 20, "exactly the first MiB is kept");
 }
+
+/// wasmtime cannot cancel a compile, so one whose sandbox's wall clock ended the spawn runs
+/// on — but it keeps its compile slot until it ends: six sandboxes spawning six distinct
+/// components at once, each cut off by its 300 ms limit, never make the host compile more than
+/// `MAX_CONCURRENT_COMPILES` at a time, and every compile ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_compiles_keep_their_slot_until_they_end() {
+    let host = WasmHost::new().unwrap();
+    let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
+    let probe = std::fs::read(PROBE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for i in 0..6u8 {
+        let mut bytes = probe.clone();
+        bytes.extend([0, 3, 1, b'v', i]);
+        std::fs::write(dir.path().join(format!("p{i}.wasm")), bytes).unwrap();
+        let (out, _audit) = setup("version = 1\n");
+        let stdio = Stdio::capture(1 << 20);
+        let spec = SandboxSpec {
+            args: ["probe", "spawn", &format!("/g/p{i}.wasm"), "-", "1", "list"]
+                .map(String::from)
+                .to_vec(),
+            dirs: vec![(dir.path().display().to_string(), "/g".into())],
+            stdio: stdio.clone(),
+            timeout: Some(Duration::from_millis(300)),
+            ..SandboxSpec::new(out, &format!("p{i}"))
+        };
+        let (host, command) = (host.clone(), command.clone());
+        runs.push(tokio::spawn(async move {
+            let outcome = host.run(&command, spec).await.unwrap();
+            (outcome, stdio.contents().0)
+        }));
+    }
+    let mut most = 0;
+    let watched = std::time::Instant::now();
+    while !runs.iter().all(|r| r.is_finished()) || host.compiles_running() > 0 {
+        most = most.max(host.compiles_running());
+        assert!(
+            watched.elapsed() < Duration::from_secs(300),
+            "compiles still running"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        most <= urlcap::host::MAX_CONCURRENT_COMPILES,
+        "{most} compiles at once"
+    );
+    assert!(most >= 1, "something compiled");
+    for run in runs {
+        let (outcome, stdout) = run.await.unwrap();
+        // Each parent ran out of time waiting for its child's compile (a refusal the guest
+        // printed), or was itself stopped at 300 ms.
+        assert!(
+            stdout.starts_with("err nesting_limit") || outcome.exit_code == 124,
+            "{outcome:?} {stdout}"
+        );
+    }
+}

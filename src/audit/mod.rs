@@ -11,9 +11,11 @@ use crate::policy::{AuthorityRef, Denial, Reason};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+pub mod writer;
 
 /// Longest raw URL text kept in a record.
 const MAX_RAW_URL: usize = 2048;
@@ -157,49 +159,134 @@ pub fn redact_url(url: &str) -> String {
     bounded(&redacted, MAX_RAW_URL)
 }
 
-/// Where records go: a file, stderr, or any writer. Writes are whole lines under one lock, so
-/// concurrent guests never interleave records.
+/// Where records go: a file, stderr, or any writer. Records are written whole and in order, so
+/// concurrent guests never interleave them. A sink that can block (stderr, a file, a pipe) is
+/// written by a thread of its own ([`writer`]), so that a reader who stops reading can never
+/// hold a guest past its wall clock; an in-memory sink is written in place.
 pub struct AuditLog {
-    sink: Mutex<Box<dyn Write + Send>>,
+    health: Arc<Health>,
+    sink: Sink,
+    log_allowed: bool,
+}
+
+enum Sink {
+    /// Written under a lock by whoever records: for sinks that never block.
+    InPlace(Mutex<Box<dyn Write + Send>>),
+    /// Queued for the writer thread, which hands the sink back when it ends.
+    Queued {
+        queue: Arc<writer::Queue>,
+        thread: Mutex<Option<std::thread::JoinHandle<Box<dyn Write + Send>>>>,
+    },
+}
+
+/// What the log knows of its own state, shared with its writer thread.
+struct Health {
     dropped: AtomicU64,
     written: AtomicU64,
-    log_allowed: bool,
     /// Fail closed (the default): once a record cannot be written, [`AuditLog::has_failed`]
     /// says so, and the host denies every request and stops its sandboxes.
-    fail_closed: bool,
-    failed: std::sync::atomic::AtomicBool,
+    fail_closed: AtomicBool,
+    failed: AtomicBool,
     on_failure: tokio::sync::Notify,
 }
 
+impl Health {
+    fn lost(&self, records: u64) {
+        let first = self.dropped.fetch_add(records, Ordering::Relaxed) == 0;
+        if self.fail_closed.load(Ordering::Relaxed) {
+            self.failed.store(true, Ordering::SeqCst);
+            self.on_failure.notify_waiters();
+        } else if first {
+            warn("urlcap: warning: an audit record could not be written; continuing (audit fails open)");
+        }
+    }
+}
+
+/// Say `line` on stderr, but wait for it at most a moment: stderr may be the audit sink that
+/// stopped taking records (its writer thread then holds it), and a warning must never hang
+/// the process.
+pub fn warn(line: &str) {
+    let line = format!("{line}\n");
+    let (said, heard) = std::sync::mpsc::channel();
+    let spoke = std::thread::Builder::new()
+        .name("urlcap-warn".into())
+        .spawn(move || {
+            let _ = io::stderr().write_all(line.as_bytes());
+            let _ = said.send(());
+        });
+    if spoke.is_ok() {
+        let _ = heard.recv_timeout(Duration::from_millis(500));
+    }
+}
+
+impl writer::Outcome for Health {
+    fn written(&self, records: u64) {
+        self.written.fetch_add(records, Ordering::Relaxed);
+    }
+    fn failed(&self, records: u64) {
+        if records > 0 {
+            self.lost(records);
+        }
+    }
+}
+
 impl AuditLog {
+    /// A log written in place, by whoever records: for a sink that never blocks (memory, a
+    /// channel). A sink that can block belongs in [`AuditLog::threaded`].
     pub fn new(sink: Box<dyn Write + Send>) -> AuditLog {
+        AuditLog::with_sink(Sink::InPlace(Mutex::new(sink)))
+    }
+
+    /// A log written by a thread of its own, for a sink that can block.
+    pub fn threaded(mut sink: Box<dyn Write + Send>) -> io::Result<AuditLog> {
+        let queue = Arc::new(writer::Queue::new());
+        let log = AuditLog::with_sink(Sink::Queued {
+            queue: queue.clone(),
+            thread: Mutex::new(None),
+        });
+        let health = log.health.clone();
+        let thread = std::thread::Builder::new()
+            .name("urlcap-audit".into())
+            .spawn(move || {
+                queue.run(&mut *sink, &*health);
+                sink
+            })?;
+        if let Sink::Queued { thread: slot, .. } = &log.sink {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        }
+        Ok(log)
+    }
+
+    fn with_sink(sink: Sink) -> AuditLog {
         AuditLog {
-            sink: Mutex::new(sink),
-            dropped: AtomicU64::new(0),
-            written: AtomicU64::new(0),
+            health: Arc::new(Health {
+                dropped: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                fail_closed: AtomicBool::new(true),
+                failed: AtomicBool::new(false),
+                on_failure: tokio::sync::Notify::new(),
+            }),
+            sink,
             log_allowed: false,
-            fail_closed: true,
-            failed: std::sync::atomic::AtomicBool::new(false),
-            on_failure: tokio::sync::Notify::new(),
         }
     }
 
     /// Keep running when a record cannot be written (counted, and said on stderr) instead of
     /// stopping: for users who would rather lose records than stop the guest.
-    pub fn fail_open(mut self) -> AuditLog {
-        self.fail_closed = false;
+    pub fn fail_open(self) -> AuditLog {
+        self.health.fail_closed.store(false, Ordering::Relaxed);
         self
     }
 
     /// Has a record failed to be written while the log fails closed? From then on nothing
     /// more may be allowed.
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
+        self.health.failed.load(Ordering::SeqCst)
     }
 
     /// Resolves once the log has failed (at once if it already has).
     pub async fn failure(&self) {
-        let notified = self.on_failure.notified();
+        let notified = self.health.on_failure.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
         if self.has_failed() {
@@ -208,27 +295,17 @@ impl AuditLog {
         notified.await
     }
 
-    fn write_failed(&self) {
-        let first = self.dropped.fetch_add(1, Ordering::Relaxed) == 0;
-        if self.fail_closed {
-            self.failed.store(true, Ordering::SeqCst);
-            self.on_failure.notify_waiters();
-        } else if first {
-            eprintln!("urlcap: warning: an audit record could not be written; continuing (audit fails open)");
-        }
-    }
-
     /// Append to `path`, creating it if needed.
     pub fn to_file(path: &Path) -> io::Result<AuditLog> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(AuditLog::new(Box::new(file)))
+        AuditLog::threaded(Box::new(file))
     }
 
-    pub fn stderr() -> AuditLog {
-        AuditLog::new(Box::new(io::stderr()))
+    pub fn stderr() -> io::Result<AuditLog> {
+        AuditLog::threaded(Box::new(io::stderr()))
     }
 
     /// Also record allowed requests (`request.allowed`).
@@ -241,55 +318,182 @@ impl AuditLog {
         self.log_allowed
     }
 
-    /// Write one record. A full sink blocks; a failing one is counted, never ignored.
+    /// Write one record (or queue it for the writer). A failing sink is counted, never ignored.
     pub fn record(&self, record: &Record) {
+        self.append(record);
+    }
+
+    /// Write one record and return once it is written (or counted as lost): what a request
+    /// that is allowed only while the log works waits for before it goes on.
+    pub async fn record_written(&self, record: &Record) {
+        if let Some(number) = self.append(record) {
+            self.wait_for(|queue| queue.settled(number)).await;
+        }
+    }
+
+    /// Append `record`; its number in the queue if it was queued.
+    fn append(&self, record: &Record) -> Option<u64> {
         if record.event == Event::RequestAllowed && !self.log_allowed {
-            return;
+            return None;
         }
         let line = record.to_line();
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        match sink.write_all(&line).and_then(|()| sink.flush()) {
-            Ok(()) => {
-                self.written.fetch_add(1, Ordering::Relaxed);
+        match &self.sink {
+            Sink::InPlace(sink) => {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                match sink.write_all(&line).and_then(|()| sink.flush()) {
+                    Ok(()) => {
+                        self.health.written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        drop(sink);
+                        self.health.lost(1);
+                    }
+                }
+                None
             }
-            Err(_) => {
-                drop(sink);
-                self.write_failed();
+            Sink::Queued { queue, .. } => {
+                let number = queue.push(&line, true);
+                if number.is_none() {
+                    self.health.lost(1);
+                }
+                number
             }
         }
     }
 
     /// Write bytes that are not a record (a guest's framed stderr line) to the sink, whole,
-    /// under the same lock as records, so neither can land inside the other.
+    /// in the same order as records, so neither can land inside the other.
     pub fn write_beside(&self, bytes: &[u8]) {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = sink.write_all(bytes).and_then(|()| sink.flush());
+        match &self.sink {
+            Sink::InPlace(sink) => {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = sink.write_all(bytes).and_then(|()| sink.flush());
+            }
+            Sink::Queued { queue, .. } => {
+                let _ = queue.push(bytes, false);
+            }
+        }
+    }
+
+    /// Are guests running ahead of the sink? Then each waits for [`AuditLog::room`] at its
+    /// next epoch tick, so what a guest makes the log hold is bounded.
+    pub fn backlogged(&self) -> bool {
+        match &self.sink {
+            Sink::InPlace(_) => false,
+            Sink::Queued { queue, .. } => {
+                queue.backlogged() && (self.fails_closed() || !queue.stalled())
+            }
+        }
+    }
+
+    fn fails_closed(&self) -> bool {
+        self.health.fail_closed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the backlog has drained below the mark (or the log has failed, or with
+    /// `--audit-fail-open` the sink has stalled). Only an `await`: a guest's wall clock ends it.
+    pub async fn room(&self) {
+        self.wait_for(|queue| !queue.backlogged()).await
+    }
+
+    /// Wait until `done(queue)` holds, the log fails, or the sink stalls (which fails the log
+    /// when it fails closed). In-place logs are never waited for.
+    async fn wait_for(&self, done: impl Fn(&writer::Queue) -> bool) {
+        let Sink::Queued { queue, .. } = &self.sink else {
+            return;
+        };
+        loop {
+            let moved = queue.moved.notified();
+            let mut moved = std::pin::pin!(moved);
+            moved.as_mut().enable();
+            if done(queue) || self.has_failed() {
+                return;
+            }
+            if queue.stalled() {
+                if self.fails_closed() {
+                    self.health.failed.store(true, Ordering::SeqCst);
+                    self.health.on_failure.notify_waiters();
+                }
+                return;
+            }
+            // The writer says when it moves; a stall is looked for once a second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), moved).await;
+        }
     }
 
     /// Records written so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.health.written.load(Ordering::Relaxed)
     }
 
     /// Records that could not be written so far.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.health.dropped.load(Ordering::Relaxed)
     }
 
-    /// Flush, and if anything was lost, say so in a last record and on stderr.
+    /// Wait until everything recorded so far is written (or the sink has stalled).
+    pub fn flush(&self) {
+        if let Sink::Queued { queue, .. } = &self.sink {
+            queue.drain();
+        }
+    }
+
+    /// Write everything still queued, and if anything was lost, say so in a last record and
+    /// on stderr. A sink that has stalled is waited for at most [`writer::STALL_LIMIT`].
     pub fn finish(&self, sandbox: &str) -> io::Result<()> {
+        let mut sink_back = None;
+        if let Sink::Queued { queue, thread } = &self.sink {
+            let stuck = queue.close_and_drain();
+            if stuck > 0 {
+                self.health.lost(stuck);
+            }
+            let thread = thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+            // A writer still stuck in `write` is left behind; the process is ending.
+            if stuck == 0 {
+                sink_back = thread.and_then(|t| t.join().ok());
+            }
+        }
         let dropped = self.dropped();
         if dropped > 0 {
-            let record = Record::new(
-                Event::AuditDropped,
-                sandbox,
-                format!("{dropped} audit records could not be written"),
-            );
-            eprintln!("urlcap: warning: {dropped} audit records could not be written");
-            let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-            sink.write_all(&record.to_line())?;
+            warn(&format!(
+                "urlcap: warning: {dropped} audit records could not be written"
+            ));
         }
-        self.sink.lock().unwrap_or_else(|p| p.into_inner()).flush()
+        let write_last = |sink: &mut dyn Write| -> io::Result<()> {
+            if dropped > 0 {
+                let record = Record::new(
+                    Event::AuditDropped,
+                    sandbox,
+                    format!("{dropped} audit records could not be written"),
+                );
+                sink.write_all(&record.to_line())?;
+            }
+            sink.flush()
+        };
+        match (&self.sink, sink_back) {
+            (Sink::InPlace(sink), _) => {
+                write_last(&mut **sink.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+            (Sink::Queued { .. }, Some(mut sink)) => write_last(&mut *sink),
+            (Sink::Queued { .. }, None) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the audit sink stopped taking records",
+            )),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// A log dropped without [`AuditLog::finish`] still writes what it queued (bounded by a
+    /// stall), so an embedder that forgets loses nothing it could have kept.
+    fn drop(&mut self) {
+        if let Sink::Queued { queue, thread } = &self.sink {
+            if queue.close_and_drain() == 0 {
+                if let Some(t) = thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = t.join();
+                }
+            }
+        }
     }
 }
 
@@ -411,6 +615,30 @@ mod tests {
         assert_eq!(redact_url("http://a.com/x@y"), "http://a.com/x@y");
         let long = format!("http://a.com/{}", "a".repeat(10_000));
         assert!(redact_url(&long).len() < 2200);
+    }
+
+    #[test]
+    fn a_threaded_log_writes_in_order_and_counts_what_its_sink_refused() {
+        let buf = Shared::default();
+        let log = AuditLog::threaded(Box::new(buf.clone())).unwrap();
+        for i in 0..1000 {
+            log.record(&Record::new(Event::SandboxSpawned, &format!("s{i}"), "a"));
+            log.write_beside(b"guest: x\n");
+        }
+        log.finish("s").unwrap();
+        assert_eq!(log.written(), 1000);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let records: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+        assert_eq!(records.len(), 1000);
+        assert!(records[999].contains("\"s999\""), "in order");
+        assert_eq!(text.lines().count(), 2000);
+
+        let broken = AuditLog::threaded(Box::new(Broken)).unwrap();
+        broken.record(&Record::new(Event::SandboxSpawned, "s", "a"));
+        broken.flush();
+        assert_eq!(broken.dropped(), 1);
+        assert!(broken.has_failed(), "it fails closed");
+        assert!(broken.finish("s").is_err());
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn run_inner(
         .collect::<Result<Vec<_>, _>>()?;
     let wasm = std::fs::read(&args.guest).map_err(|e| format!("{}: {e}", args.guest.display()))?;
     let audit = match args.audit.as_deref() {
-        None | Some("-") => AuditLog::stderr(),
+        None | Some("-") => AuditLog::stderr().map_err(|e| format!("audit log: {e}"))?,
         Some(path) => AuditLog::to_file(std::path::Path::new(path))
             .map_err(|e| format!("--audit {path}: {e}"))?,
     };
@@ -169,15 +169,23 @@ fn run_inner(
     // wasmtime; do not wait for it (its size and shape were capped before it started).
     rt.shutdown_background();
     let finished = audit.finish(&sandbox);
+    // When the audit log is on stderr and stopped taking records, stderr is that stalled
+    // sink: what is left to say is said only if it can be said without waiting.
+    let mut say = |line: String| {
+        if audit_on_stderr && finished.is_err() {
+            crate::audit::warn(&line);
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    };
     if let Some(message) = &outcome.message {
-        let _ = writeln!(err, "urlcap: {message}");
+        say(format!("urlcap: {message}"));
     }
     if audit.has_failed() || (finished.is_err() && !args.audit_fail_open) {
-        let _ = writeln!(
-            err,
+        say(format!(
             "urlcap: error: the audit log could not be written ({} records lost); the run was stopped",
             audit.dropped()
-        );
+        ));
         return Ok(crate::host::EXIT_AUDIT);
     }
     Ok(outcome.exit_code)

@@ -407,10 +407,22 @@ impl SandboxState {
                 ),
             )));
         }
-        let compile = tokio::task::spawn_blocking({
+        // Waiting for a compile slot counts against the wall clock too; the slot goes with the
+        // compile, which keeps it until it really ends, even if this spawn stopped waiting.
+        let compile = {
             let (shared, wasm) = (shared.clone(), std::sync::Arc::<[u8]>::from(component));
-            move || shared.nested_command_for(wasm)
-        });
+            async move {
+                if let Some(command) = shared.nested_cached(&wasm) {
+                    return Ok(Ok(command));
+                }
+                let slot = shared.compile_slot().await;
+                tokio::task::spawn_blocking(move || {
+                    let _held_until_compiled = slot;
+                    shared.nested_command_for(wasm)
+                })
+                .await
+            }
+        };
         let compiled = match timeout {
             None => compile.await,
             Some(left) => match tokio::time::timeout(left, compile).await {
@@ -418,7 +430,7 @@ impl SandboxState {
                 Err(_) => {
                     return Ok(Err(refusal(
                         Reason::NestingLimit,
-                        "the component did not compile within this sandbox's remaining time".into(),
+                        format!("the component did not compile within this sandbox's remaining time (the host compiles at most {} guest components at once)", super::MAX_CONCURRENT_COMPILES),
                     )))
                 }
             },

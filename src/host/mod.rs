@@ -23,7 +23,7 @@ pub use wasi_http::{error_code, UrlcapHttpHooks};
 
 use crate::outbound::Outbound;
 use crate::policy::Authority;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -253,7 +253,18 @@ pub(crate) struct Shared {
     nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>>,
     max_depth: u32,
     ticker_stop: Arc<AtomicBool>,
+    /// Guest-supplied components compiling at once, host-wide: see [`MAX_CONCURRENT_COMPILES`].
+    compile_slots: Arc<tokio::sync::Semaphore>,
+    /// Guest-supplied components compiling now (whether or not anyone still waits for them).
+    compiling: AtomicUsize,
 }
+
+/// Most guest-supplied components compiling at once in one host. wasmtime cannot cancel a
+/// compile, so one that outlives the sandbox that asked for it (its wall clock ended the
+/// spawn) runs on to its end — bounded by the admission caps — and keeps its slot until then:
+/// a guest that keeps spawning and abandoning compiles makes the host compile at most this
+/// many at a time, and its next spawn waits for a slot within its own wall clock.
+pub const MAX_CONCURRENT_COMPILES: usize = 2;
 
 /// Most host-supplied components kept linked, and their total bytes.
 const HOST_CACHE: (usize, usize) = (64, 512 << 20);
@@ -333,6 +344,8 @@ impl WasmHost {
             commands: compiled::CompiledCache::new(HOST_CACHE.0, HOST_CACHE.1),
             nested: std::sync::OnceLock::new(),
             nested_commands: compiled::CompiledCache::new(NESTED_CACHE.0, NESTED_CACHE.1),
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES)),
+            compiling: AtomicUsize::new(0),
             nested_weak,
             max_depth,
             ticker_stop,
@@ -369,6 +382,12 @@ impl WasmHost {
         self.shared.nested_commands.size()
     }
 
+    /// Guest-supplied components compiling now, including those whose sandbox stopped waiting
+    /// (never more than [`MAX_CONCURRENT_COMPILES`]).
+    pub fn compiles_running(&self) -> usize {
+        self.shared.compiling.load(Ordering::SeqCst)
+    }
+
     /// Run a prepared command component in a new top-level sandbox.
     pub async fn run(
         &self,
@@ -393,6 +412,14 @@ impl Shared {
             return Ok(command);
         }
         admission::vet_child_component(&wasm)?;
+        self.compiling.fetch_add(1, Ordering::SeqCst);
+        struct Done<'a>(&'a AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.compiling);
         let (engine, linker) = self
             .nested
             .get_or_init(|| {
@@ -413,6 +440,20 @@ impl Shared {
             .map_err(first_line)?;
         self.nested_commands.insert(wasm, command.clone());
         Ok(command)
+    }
+
+    /// The linked command for a guest-supplied component, if it is in the bounded cache.
+    pub(crate) fn nested_cached(&self, wasm: &[u8]) -> Option<CommandPre<SandboxState>> {
+        self.nested_commands.get(wasm)
+    }
+
+    /// A slot to compile a guest-supplied component in, held until that compile ends.
+    pub(crate) async fn compile_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.compile_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the compile slots are never closed")
     }
 
     pub(crate) fn max_depth(&self) -> u32 {
@@ -459,7 +500,11 @@ impl Shared {
 
         let state = SandboxState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(resource_capacity(memory_limit));
+                table
+            },
             limiter: Limiter {
                 memory_limit,
                 memory_used: 0,
@@ -475,10 +520,8 @@ impl Shared {
             deadline,
             children: 0,
             http: {
-                // A guest's header maps are held by the host: no larger than the policy lets
-                // a request carry (64 KiB), instead of wasmtime's 128 KiB.
                 let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
-                http.set_field_size_limit(64 << 10);
+                http.set_field_size_limit(wasi_http::FIELD_SIZE_LIMIT);
                 http
             },
             http_hooks: UrlcapHttpHooks::new(spec.outbound.clone()),
@@ -486,12 +529,20 @@ impl Shared {
         let mut store = Store::new(command.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // A guest that computes is looked at every epoch tick: past its wall clock, or once
-        // the audit log has failed (it fails closed), it is interrupted.
-        let (outbound, stop_at) = (spec.outbound.clone(), deadline);
+        // the audit log has failed (it fails closed), it is interrupted; while the audit log's
+        // sink lags behind what guests record, it waits (an await its wall clock ends), so the
+        // records a guest makes the host hold are bounded.
+        let (audit, stop_at) = (spec.outbound.audit().clone(), deadline);
         store.epoch_deadline_callback(move |_| {
             let late = stop_at.is_some_and(|d| tokio::time::Instant::now() >= d);
-            Ok(if late || outbound.audit().has_failed() {
+            Ok(if late || audit.has_failed() {
                 wasmtime::UpdateDeadline::Interrupt
+            } else if audit.backlogged() {
+                let audit = audit.clone();
+                wasmtime::UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move { audit.room().await }),
+                )
             } else {
                 wasmtime::UpdateDeadline::Continue(1)
             })
@@ -520,7 +571,7 @@ impl Shared {
             },
             Err(e) => {
                 let memory_hit = spec.memory.filter(|_| store.data().limiter.limit_hit);
-                outcome_of_error(e, spec.timeout, memory_hit)
+                outcome_of_error(e, spec.timeout, spec.memory, memory_hit)
             }
         })
     }
@@ -534,6 +585,17 @@ impl Outcome {
             None => format!("exit status {}", self.exit_code),
         }
     }
+}
+
+/// How many resources (wasi streams, pollables, `fields`, requests, bodies…) a sandbox may
+/// hold at once. The host keeps each one's state for the guest, outside the guest's memory:
+/// at most 64 KiB each (a `fields` map is capped at [`wasi_http::FIELD_SIZE_LIMIT`], an unsent
+/// body at two writes of [`wasi_http::OUTGOING_BODY_CHUNK`]), so a guest can make the host hold
+/// at most its own memory limit again. At least 256 (a wasi:http guest uses a few dozen at
+/// once); without a memory limit, wasmtime's default of a million.
+pub fn resource_capacity(memory_limit: Option<usize>) -> usize {
+    const HELD_PER_RESOURCE: usize = 64 << 10;
+    memory_limit.map_or(1_000_000, |m| (m / HELD_PER_RESOURCE).clamp(256, 1_000_000))
 }
 
 /// How a run ended: it returned, its deadline passed, or the audit log failed.
@@ -598,6 +660,7 @@ fn timeout_outcome(limit: Duration) -> Outcome {
 fn outcome_of_error(
     e: wasmtime::Error,
     timeout: Option<Duration>,
+    memory_limit: Option<u64>,
     memory_hit: Option<u64>,
 ) -> Outcome {
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
@@ -608,6 +671,20 @@ fn outcome_of_error(
     }
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
         return timeout_outcome(timeout.unwrap_or_default());
+    }
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    }) {
+        return Outcome {
+            exit_code: EXIT_TRAP,
+            message: Some(format!(
+                "guest stopped: it held more resources at once (streams, requests, header maps) than the host keeps for its memory limit ({})",
+                resource_capacity(memory_limit.map(|m| usize::try_from(m).unwrap_or(usize::MAX)))
+            )),
+        };
     }
     if let Some(limit) = memory_hit {
         return Outcome {

@@ -123,7 +123,21 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+/// The most one `write` to a request body may carry. wasmtime holds up to two writes of an
+/// unsent body (1 MiB each by default, so 2 MiB a body), so this bounds what one body the
+/// guest never sends makes the host hold to 64 KiB, the size of a `fields` map
+/// ([`FIELD_SIZE_LIMIT`]): see `host::resource_capacity`.
+pub const OUTGOING_BODY_CHUNK: usize = 32 << 10;
+
+/// The most one `fields` map may hold: no larger than the policy lets a request carry, instead
+/// of wasmtime's 128 KiB.
+pub const FIELD_SIZE_LIMIT: usize = 64 << 10;
+
 impl WasiHttpHooks for UrlcapHttpHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK
+    }
+
     /// A guest's `fields.set` / `append` / `from-list` of a forbidden header is refused with
     /// `header-error.forbidden`, as wasmtime does, and audited (`forbidden_header`; method and
     /// URL are not known yet). Responses reach this only after `send_request` stripped every

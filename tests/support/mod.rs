@@ -521,6 +521,8 @@ pub struct Measured {
     pub max_rss_kib: u64,
     /// User + system CPU time of the process.
     pub cpu: Duration,
+    /// Wall-clock time from spawn to exit.
+    pub wall: Duration,
 }
 
 /// Run the `urlcap` binary with `args` and measure its peak memory and CPU time (wait4).
@@ -529,11 +531,23 @@ pub async fn urlcap_measured(args: Vec<String>) -> Measured {
 }
 
 /// [`urlcap_measured`] with these environment variables added.
-#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
 pub async fn urlcap_measured_env(args: Vec<String>, envs: Vec<(String, String)>) -> Measured {
+    measured(args, envs, true).await
+}
+
+/// [`urlcap_measured`] with a stderr nobody reads while the process runs (a reader that
+/// stopped reading): what the pipe holds is read once the process has exited. A process
+/// that has not exited after 180 s is killed (its `wall` then says so).
+pub async fn urlcap_measured_stderr_unread(args: Vec<String>) -> Measured {
+    measured(args, Vec::new(), false).await
+}
+
+#[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
+async fn measured(args: Vec<String>, envs: Vec<(String, String)>, read_stderr: bool) -> Measured {
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
+        let started = std::time::Instant::now();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
             .args(args)
             .envs(envs)
@@ -542,25 +556,47 @@ pub async fn urlcap_measured_env(args: Vec<String>, envs: Vec<(String, String)>)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let pid = child.id() as libc::pid_t;
         let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let out = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            out.read_to_end(&mut v).unwrap();
-            v
-        });
-        let err = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            err.read_to_end(&mut v).unwrap();
-            v
+        let read_all = |mut from: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                from.read_to_end(&mut v).unwrap();
+                v
+            })
+        };
+        let out = read_all(Box::new(out));
+        let (err_now, err_later) = if read_stderr {
+            (Some(read_all(Box::new(err))), None)
+        } else {
+            (None, Some(err))
+        };
+        let (exited, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if watch.recv_timeout(Duration::from_secs(180)).is_err() {
+                // SAFETY: kill sends a signal to our own child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         });
         let mut status = 0;
         // Reaped here by wait4, for its rusage; `Child::wait` would only repeat it.
         // SAFETY: wait4 reaps our own child and fills the zeroed rusage it is given.
         let usage = unsafe {
             let mut usage: libc::rusage = std::mem::zeroed();
-            let pid = child.id() as libc::pid_t;
             assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
             usage
+        };
+        let wall = started.elapsed();
+        let _ = exited.send(());
+        watchdog.join().unwrap();
+        let stderr = match (err_now, err_later) {
+            (Some(reader), _) => reader.join().unwrap(),
+            (None, Some(mut err)) => {
+                let mut v = Vec::new();
+                err.read_to_end(&mut v).unwrap();
+                v
+            }
+            (None, None) => unreachable!(),
         };
         let time = |t: libc::timeval| {
             Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
@@ -569,10 +605,11 @@ pub async fn urlcap_measured_env(args: Vec<String>, envs: Vec<(String, String)>)
             output: std::process::Output {
                 status: std::process::ExitStatus::from_raw(status),
                 stdout: out.join().unwrap(),
-                stderr: err.join().unwrap(),
+                stderr,
             },
             max_rss_kib: usage.ru_maxrss as u64,
             cpu: time(usage.ru_utime) + time(usage.ru_stime),
+            wall,
         }
     })
     .await
