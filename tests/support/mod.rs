@@ -557,7 +557,7 @@ async fn measured(args: Vec<String>, envs: Vec<(String, String)>, read_stderr: b
             .spawn()
             .unwrap();
         let pid = child.id() as libc::pid_t;
-        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let read_all = |mut from: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut v = Vec::new();
