@@ -27,9 +27,94 @@ pub const MAX_LIVE_HANDLE_BYTES: usize = 16 << 20;
 /// Longest host name, rate or method text a derivation may carry.
 const MAX_ATTENUATION_WORD: usize = 255;
 
+/// The policy's reasons are the WIT `reason` enum's cases, one for one: both matches are
+/// exhaustive, so a reason added on one side only does not compile, and
+/// `tests::the_wit_reason_enum_lists_every_code_in_order` checks the names and their order.
+impl From<Reason> for t::Reason {
+    fn from(reason: Reason) -> t::Reason {
+        use t::Reason as W;
+        match reason {
+            Reason::MalformedUrl => W::MalformedUrl,
+            Reason::ControlCharacter => W::ControlCharacter,
+            Reason::Userinfo => W::Userinfo,
+            Reason::UnsupportedScheme => W::UnsupportedScheme,
+            Reason::InvalidPort => W::InvalidPort,
+            Reason::InvalidHost => W::InvalidHost,
+            Reason::NonCanonicalPath => W::NonCanonicalPath,
+            Reason::InvalidMethod => W::InvalidMethod,
+            Reason::InvalidHeader => W::InvalidHeader,
+            Reason::HeadersTooLarge => W::HeadersTooLarge,
+            Reason::ForbiddenHeader => W::ForbiddenHeader,
+            Reason::NoAuthority => W::NoAuthority,
+            Reason::PathNotAllowed => W::PathNotAllowed,
+            Reason::MethodNotAllowed => W::MethodNotAllowed,
+            Reason::RequestBodyTooLarge => W::RequestBodyTooLarge,
+            Reason::BudgetExhausted => W::BudgetExhausted,
+            Reason::RateLimited => W::RateLimited,
+            Reason::Expired => W::Expired,
+            Reason::Revoked => W::Revoked,
+            Reason::IpDenied => W::IpDenied,
+            Reason::DnsFailure => W::DnsFailure,
+            Reason::ConnectFailed => W::ConnectFailed,
+            Reason::TlsFailure => W::TlsFailure,
+            Reason::Timeout => W::Timeout,
+            Reason::ResponseBodyTooLarge => W::ResponseBodyTooLarge,
+            Reason::UpstreamError => W::UpstreamError,
+            Reason::ConcurrencyLimit => W::ConcurrencyLimit,
+            Reason::InvalidComponent => W::InvalidComponent,
+            Reason::NestingLimit => W::NestingLimit,
+            Reason::AttenuationWidens => W::AttenuationWidens,
+            Reason::InvalidAttenuation => W::InvalidAttenuation,
+            Reason::AuditUnavailable => W::AuditUnavailable,
+            Reason::HandleLimit => W::HandleLimit,
+        }
+    }
+}
+
+impl From<t::Reason> for Reason {
+    fn from(reason: t::Reason) -> Reason {
+        use t::Reason as W;
+        match reason {
+            W::MalformedUrl => Reason::MalformedUrl,
+            W::ControlCharacter => Reason::ControlCharacter,
+            W::Userinfo => Reason::Userinfo,
+            W::UnsupportedScheme => Reason::UnsupportedScheme,
+            W::InvalidPort => Reason::InvalidPort,
+            W::InvalidHost => Reason::InvalidHost,
+            W::NonCanonicalPath => Reason::NonCanonicalPath,
+            W::InvalidMethod => Reason::InvalidMethod,
+            W::InvalidHeader => Reason::InvalidHeader,
+            W::HeadersTooLarge => Reason::HeadersTooLarge,
+            W::ForbiddenHeader => Reason::ForbiddenHeader,
+            W::NoAuthority => Reason::NoAuthority,
+            W::PathNotAllowed => Reason::PathNotAllowed,
+            W::MethodNotAllowed => Reason::MethodNotAllowed,
+            W::RequestBodyTooLarge => Reason::RequestBodyTooLarge,
+            W::BudgetExhausted => Reason::BudgetExhausted,
+            W::RateLimited => Reason::RateLimited,
+            W::Expired => Reason::Expired,
+            W::Revoked => Reason::Revoked,
+            W::IpDenied => Reason::IpDenied,
+            W::DnsFailure => Reason::DnsFailure,
+            W::ConnectFailed => Reason::ConnectFailed,
+            W::TlsFailure => Reason::TlsFailure,
+            W::Timeout => Reason::Timeout,
+            W::ResponseBodyTooLarge => Reason::ResponseBodyTooLarge,
+            W::UpstreamError => Reason::UpstreamError,
+            W::ConcurrencyLimit => Reason::ConcurrencyLimit,
+            W::InvalidComponent => Reason::InvalidComponent,
+            W::NestingLimit => Reason::NestingLimit,
+            W::AttenuationWidens => Reason::AttenuationWidens,
+            W::InvalidAttenuation => Reason::InvalidAttenuation,
+            W::AuditUnavailable => Reason::AuditUnavailable,
+            W::HandleLimit => Reason::HandleLimit,
+        }
+    }
+}
+
 fn guest_error(d: Denial) -> t::Error {
     t::Error {
-        reason: d.reason.code().to_string(),
+        reason: d.reason.into(),
         detail: d.detail,
     }
 }
@@ -40,7 +125,7 @@ fn invalid(detail: String) -> t::Error {
 
 fn refusal_error(reason: Reason, detail: String) -> t::Error {
     t::Error {
-        reason: reason.code().to_string(),
+        reason: reason.into(),
         detail,
     }
 }
@@ -155,7 +240,7 @@ impl SandboxState {
         if let Some(reference) = on {
             record = record.on(reference);
         }
-        record.reason = Reason::from_code(&e.reason);
+        record.reason = Some(e.reason.into());
         self.outbound.audit().record(&record);
     }
 
@@ -533,6 +618,33 @@ impl Drop for ExitRecord {
                 "exit status {}: guest stopped: an enclosing sandbox's wall-clock limit was reached while it ran",
                 super::EXIT_TIMEOUT
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WIT file's `reason` cases are the policy's codes, in the same order, kebab-cased.
+    #[test]
+    fn the_wit_reason_enum_lists_every_code_in_order() {
+        let wit = include_str!("../../wit/urlcap-http.wit");
+        let body = wit
+            .split_once("enum reason {")
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .expect("wit/urlcap-http.wit declares `enum reason`")
+            .0;
+        let cases: Vec<String> = body
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .map(|l| l.trim_end_matches(',').replace('-', "_"))
+            .collect();
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(cases, codes);
+        for &reason in Reason::ALL {
+            assert_eq!(Reason::from(t::Reason::from(reason)), reason);
         }
     }
 }

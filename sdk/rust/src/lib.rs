@@ -4,7 +4,7 @@
 //! Build your component for `wasm32-wasip2`; run it with `urlcap run --allow ... guest.wasm`.
 //!
 //! ```no_run
-//! use urlcap_guest::{authority, Attenuation};
+//! use urlcap_guest::{authority, Attenuation, Reason};
 //!
 //! let api = authority("api").expect("the host preopened `api`");
 //! let response = api.get("/v1/items?page=2")?;
@@ -13,7 +13,7 @@
 //! // Hand a plugin less than you have: read-only, one path, five requests.
 //! let narrow = api.derive(&Attenuation::new().paths(["/v1/public/"]).methods(["GET"]).max_requests(5))?;
 //! match narrow.get("/v1/admin") {
-//!     Err(e) if e.reason == "path_not_allowed" => println!("denied as expected: {e}"),
+//!     Err(e) if e.reason == Reason::PathNotAllowed => println!("denied as expected: {e}"),
 //!     other => panic!("{other:?}"),
 //! }
 //! narrow.revoke();
@@ -29,11 +29,38 @@ mod bindings {
 use bindings::urlcap::http::{preopens, sandbox, types};
 use std::fmt;
 
-/// A refusal from the host, with the same reason code the host's audit log records.
+/// Why the host refused: one of its stable reason codes (the WIT `reason` enum). It displays
+/// as the snake_case code the host's audit log records for the same event.
+pub use types::Reason;
+
+impl Reason {
+    /// The stable snake_case code, as in the host's audit log (`path_not_allowed`).
+    pub fn code(&self) -> String {
+        // The case's Rust name (`Reason::PathNotAllowed`), snake_cased.
+        let debug = format!("{self:?}");
+        let name = debug.rsplit("::").next().unwrap_or(&debug);
+        let mut code = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                code.push('_');
+            }
+            code.push(c.to_ascii_lowercase());
+        }
+        code
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.code())
+    }
+}
+
+/// A refusal from the host, with the same reason the host's audit log records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
-    /// Stable snake_case code, e.g. `path_not_allowed`, `ip_denied`, `timeout`.
-    pub reason: String,
+    pub reason: Reason,
+    /// A human-readable explanation (not a contract: match on `reason`).
     pub detail: String,
 }
 
