@@ -23,11 +23,12 @@ use support::{outbound, Reply, Server, Step};
 use urlcap::audit::{AuditLog, Record};
 use urlcap::egress::{EgressConfig, StaticResolver};
 use urlcap::host::{SandboxSpec, Stdio, WasmHost};
-use urlcap::outbound::Outbound;
+use urlcap::manifest::{Config, ProcessSecrets};
 use urlcap::policy::{
     grant_from_spec_url, Attenuation, Denial, Grant, IpRules, Method, MethodSet, Policy, Reason,
     Request, SystemClock,
 };
+use urlcap::{Guest, Sandbox};
 
 const PROBE: &str = env!("URLCAP_GUEST_PROBE");
 const HELLO: &str = env!("URLCAP_GUEST_HELLO");
@@ -131,11 +132,8 @@ fn guest_vs_native(rows: &mut Vec<Row>) {
     const PER_ROUND: u32 = 300;
     let (rt, server) = loopback_origin(2);
     let port = server.port();
-    let out = Arc::new(loopback_outbound(port));
-    let host = WasmHost::new().unwrap();
-    let command = host
-        .prepare(&host.compile(&std::fs::read(PROBE).unwrap()).unwrap())
-        .unwrap();
+    let sandbox = loopback_sandbox(port);
+    let command = sandbox.compile(&std::fs::read(PROBE).unwrap()).unwrap();
     let bare = bare_client();
     let uri: http::Uri = format!("http://127.0.0.1:{port}/v1/x").parse().unwrap();
     let mut ratios = Vec::new();
@@ -144,15 +142,15 @@ fn guest_vs_native(rows: &mut Vec<Row>) {
         for round in 0..=ROUNDS {
             let native = native_gets(&bare, &uri, PER_ROUND as usize).await;
             let stdio = Stdio::capture(1 << 16);
-            let spec = SandboxSpec {
+            let guest = Guest {
                 args: ["probe", "repeat", &PER_ROUND.to_string(), "api", "/v1/x"]
                     .map(String::from)
                     .to_vec(),
                 stdio: stdio.clone(),
-                ..SandboxSpec::new(out.clone(), "bench")
+                ..Guest::named("probe")
             };
             let start = Instant::now();
-            let outcome = host.run(&command, spec).await.unwrap();
+            let outcome = sandbox.run(&command, guest).await.unwrap();
             let guest = start.elapsed();
             assert_eq!(outcome.exit_code, 0, "{:?} {:?}", outcome, stdio.contents());
             if round > 0 {
@@ -170,15 +168,17 @@ fn guest_vs_native(rows: &mut Vec<Row>) {
     ));
 }
 
-/// The outbound path for one loopback authority `api` on `port` (audit to a sink).
-fn loopback_outbound(port: u16) -> Outbound {
+/// A sandbox granted one loopback authority `api` on `port` (audit to a sink), as `urlcap run`
+/// builds it.
+fn loopback_sandbox(port: u16) -> Sandbox {
     let manifest = format!("version = 1\n[[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\n");
-    outbound(
-        &manifest,
-        Arc::new(StaticResolver::new()),
-        EgressConfig::default(),
-    )
-    .0
+    let config = Config::parse(&manifest, Path::new("bench.toml"), &ProcessSecrets).unwrap();
+    Sandbox::builder(config)
+        .audit(Arc::new(AuditLog::new(Box::new(std::io::sink()))))
+        .resolver(Arc::new(StaticResolver::new()))
+        .id("bench")
+        .build()
+        .unwrap()
 }
 /// Wall time of one child process, and its peak RSS in KiB when GNU time is installed.
 ///
@@ -749,29 +749,25 @@ fn audit_throughput(rows: &mut Vec<Row>) {
 fn concurrent_guests(rows: &mut Vec<Row>) {
     const PER_GUEST: usize = 3_000;
     let (rt, server) = loopback_origin(2);
-    let out = Arc::new(loopback_outbound(server.port()));
-    let host = WasmHost::new().unwrap();
-    let command = Arc::new(
-        host.prepare(&host.compile(&std::fs::read(PROBE).unwrap()).unwrap())
-            .unwrap(),
-    );
+    let sandbox = Arc::new(loopback_sandbox(server.port()));
+    let command = Arc::new(sandbox.compile(&std::fs::read(PROBE).unwrap()).unwrap());
     let mut results = Vec::new();
     for guests in [1usize, 2, 8, 64] {
         let per_guest = PER_GUEST / guests.min(8);
         let start = Instant::now();
         rt.block_on(async {
             let tasks: Vec<_> = (0..guests)
-                .map(|g| {
-                    let (host, command, out) = (host.clone(), command.clone(), out.clone());
+                .map(|_| {
+                    let (sandbox, command) = (sandbox.clone(), command.clone());
                     tokio::spawn(async move {
-                        let spec = SandboxSpec {
+                        let guest = Guest {
                             args: ["probe", "repeat", &per_guest.to_string(), "api", "/v1/x"]
                                 .map(String::from)
                                 .to_vec(),
                             stdio: Stdio::capture(1 << 16),
-                            ..SandboxSpec::new(out, &format!("g{g}"))
+                            ..Guest::named("probe")
                         };
-                        host.run(&command, spec).await.unwrap()
+                        sandbox.run(&command, guest).await.unwrap()
                     })
                 })
                 .collect();

@@ -10,14 +10,16 @@
 
 pub mod audit;
 pub mod cli;
-pub mod demo;
 pub mod egress;
 pub mod fuzz;
 pub mod host;
 pub mod manifest;
 pub mod outbound;
 pub mod policy;
+pub mod sandbox;
 pub mod secret;
+
+pub use sandbox::{Guest, Sandbox};
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../README.md")]

@@ -187,7 +187,9 @@ async fn demo_shows_allowed_and_denied_requests_and_their_audit_lines() {
         "-> attenuation_widens",
         "-> budget_exhausted",
         "-> revoked",
-        "The audit log (11 records",
+        "The audit log (13 records",
+        "\"event\":\"sandbox.spawned\"",
+        "\"event\":\"sandbox.exited\"",
         "\"event\":\"authority.revoked\"",
         "guest exit status: 0",
     ] {

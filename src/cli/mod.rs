@@ -1,6 +1,7 @@
 //! The `urlcap` command line. Thin: parse flags, call the library, print, choose an exit code.
 
 mod check;
+mod demo;
 mod explain;
 mod run;
 

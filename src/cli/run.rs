@@ -1,11 +1,9 @@
 //! `urlcap run` and `urlcap demo`.
 
 use super::{GrantArgs, EXIT_USAGE};
-use crate::audit::{AuditLog, Event, Record};
-use crate::egress::{Client, EgressConfig, SystemResolver};
-use crate::host::{SandboxSpec, Stdio, WasmHost};
-use crate::outbound::Outbound;
-use crate::policy::SystemClock;
+use crate::audit::AuditLog;
+use crate::host::Stdio;
+use crate::{Guest, Sandbox};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -104,67 +102,29 @@ fn run_inner(
         audit
     });
     let audit_on_stderr = matches!(args.audit.as_deref(), None | Some("-"));
-    let sandbox = format!("sb-{}", std::process::id());
+    let sandbox = Sandbox::builder(config).audit(audit.clone()).build()?;
+    let command = sandbox
+        .compile(&wasm)
+        .map_err(|e| format!("{}: not a runnable component: {e}", args.guest.display()))?;
+    let name = args
+        .guest
+        .file_name()
+        .map_or("guest".into(), |n| n.to_string_lossy().into_owned());
+    let guest = Guest {
+        args: std::iter::once(name)
+            .chain(args.args.iter().cloned())
+            .collect(),
+        env,
+        dirs,
+        stdio: if audit_on_stderr {
+            Stdio::InheritBesideAudit(audit.clone())
+        } else {
+            Stdio::Inherit
+        },
+    };
     let rt = runtime()?;
-    let outcome = rt.block_on(async {
-        let policy = Arc::new(config.policy(Arc::new(SystemClock::new())));
-        let egress = EgressConfig {
-            max_in_flight: config
-                .limits
-                .max_concurrent_requests
-                .map_or(crate::egress::DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
-            ..EgressConfig::default()
-        };
-        let outbound = Arc::new(Outbound::new(
-            policy.preopens(),
-            Client::new(egress, Arc::new(SystemResolver)),
-            audit.clone(),
-            &sandbox,
-        ));
-        let host = WasmHost::with_max_depth(
-            config
-                .limits
-                .max_nesting_depth
-                .unwrap_or(crate::host::DEFAULT_MAX_DEPTH),
-        )?;
-        let command =
-            host.prepare(&host.compile(&wasm).map_err(|e| {
-                format!("{}: not a runnable component: {e}", args.guest.display())
-            })?)?;
-        let name = args
-            .guest
-            .file_name()
-            .map_or("guest".into(), |n| n.to_string_lossy().into_owned());
-        audit.record(&Record::new(
-            Event::SandboxSpawned,
-            &sandbox,
-            format!("run {name}"),
-        ));
-        let spec = SandboxSpec {
-            args: std::iter::once(name)
-                .chain(args.args.iter().cloned())
-                .collect(),
-            env,
-            dirs,
-            memory: config.limits.memory,
-            timeout: config.limits.timeout,
-            stdio: if audit_on_stderr {
-                Stdio::InheritBesideAudit(audit.clone())
-            } else {
-                Stdio::Inherit
-            },
-            ..SandboxSpec::new(outbound, &sandbox)
-        };
-        // As a task rather than inside block_on: wake-ups from the guest's host calls then stay
-        // on the scheduler's local queue instead of writing the driver's eventfd (three fewer
-        // syscalls per wasi:http request).
-        let outcome = tokio::spawn(async move { host.run(&command, spec).await })
-            .await
-            .map_err(|e| format!("the guest's task failed: {e}"))??;
-        let detail = outcome.summary();
-        audit.record(&Record::new(Event::SandboxExited, &sandbox, detail));
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(outcome)
-    })?;
+    let outcome = rt.block_on(sandbox.run(&command, guest))?;
+    let sandbox = sandbox.id().to_string();
     // A nested component still compiling when the sandbox ended cannot be stopped inside
     // wasmtime; do not wait for it (its size and shape were capped before it started).
     rt.shutdown_background();
@@ -194,7 +154,7 @@ fn run_inner(
 pub fn demo(err: &mut dyn Write) -> u8 {
     let result = runtime()
         .map_err(|e| e.into())
-        .and_then(|rt| rt.block_on(crate::demo::run(&mut std::io::stdout())));
+        .and_then(|rt| rt.block_on(super::demo::run(&mut std::io::stdout())));
     match result {
         Ok(code) => exit_code(code),
         Err(e) => {

@@ -2,11 +2,10 @@
 //! and offline.
 
 use crate::audit::AuditLog;
-use crate::egress::{Client, EgressConfig, StaticResolver};
-use crate::host::{SandboxSpec, Stdio, WasmHost};
+use crate::egress::StaticResolver;
+use crate::host::Stdio;
 use crate::manifest::{Config, ProcessSecrets};
-use crate::outbound::Outbound;
-use crate::policy::SystemClock;
+use crate::{Guest, Sandbox};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::io::Write;
@@ -14,10 +13,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The demo guest, built from fixtures/guests/demo and shipped inside the binary.
-pub static DEMO_GUEST: &[u8] = include_bytes!(env!("URLCAP_GUEST_DEMO"));
+static DEMO_GUEST: &[u8] = include_bytes!(env!("URLCAP_GUEST_DEMO"));
 
 /// The demo's manifest (policy/demo.toml); `{PORT}` becomes the demo origin's port.
-pub const DEMO_MANIFEST: &str = include_str!("../policy/demo.toml");
+const DEMO_MANIFEST: &str = include_str!("../../policy/demo.toml");
 
 /// The demo origin's answers.
 async fn origin(
@@ -76,7 +75,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
     let config = Config::parse(&manifest, Path::new("policy/demo.toml"), &ProcessSecrets)?;
     writeln!(out, "urlcap demo: an origin on 127.0.0.1:{port}; api.demo.test and internal.demo.test resolve to 127.0.0.1.")?;
     writeln!(out, "The guest runs under policy/demo.toml:\n")?;
-    for line in crate::cli::describe_config(&config).lines() {
+    for line in super::describe_config(&config).lines() {
         writeln!(out, "  | {line}")?;
     }
     writeln!(out)?;
@@ -87,25 +86,22 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
         resolver.set(name, &["127.0.0.1".parse().expect("a literal address")]);
     }
     let audit_text = Captured::default();
-    let audit = Arc::new(AuditLog::new(Box::new(audit_text.clone())));
-    let policy = Arc::new(config.policy(Arc::new(SystemClock::new())));
-    let outbound = Arc::new(Outbound::new(
-        policy.preopens(),
-        Client::new(EgressConfig::default(), resolver),
-        audit.clone(),
-        "demo",
-    ));
-    let host = WasmHost::new()?;
-    let command = host.prepare(&host.compile(DEMO_GUEST)?)?;
+    let sandbox = Sandbox::builder(config)
+        .audit(Arc::new(AuditLog::new(Box::new(audit_text.clone()))))
+        .resolver(resolver)
+        .id("demo")
+        .build()?;
+    let command = sandbox.compile(DEMO_GUEST)?;
     let stdio = Stdio::capture(1 << 20);
-    let spec = SandboxSpec {
-        args: vec!["demo".into()],
-        memory: config.limits.memory,
-        timeout: config.limits.timeout,
-        stdio: stdio.clone(),
-        ..SandboxSpec::new(outbound, "demo")
-    };
-    let outcome = host.run(&command, spec).await?;
+    let outcome = sandbox
+        .run(
+            &command,
+            Guest {
+                stdio: stdio.clone(),
+                ..Guest::named("demo")
+            },
+        )
+        .await?;
     server.abort();
     let (guest_out, guest_err) = stdio.contents();
     write!(out, "{guest_out}")?;
@@ -115,7 +111,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
     if let Some(message) = &outcome.message {
         writeln!(out, "urlcap: {message}")?;
     }
-    audit.finish("demo")?;
+    sandbox.audit().finish("demo")?;
     let lines = String::from_utf8_lossy(&audit_text.0.lock().unwrap_or_else(|p| p.into_inner()))
         .into_owned();
     writeln!(

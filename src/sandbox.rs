@@ -1,0 +1,224 @@
+//! The one way to run guests under a [`Config`]: `urlcap run`, `urlcap demo`, the benches and
+//! embedders all build a [`Sandbox`] here, so the wiring — policy, egress client, choke point,
+//! engine, limits, audit — is written once and cannot disagree between them.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use urlcap::manifest::{Config, ProcessSecrets};
+//! let config = Config::parse(
+//!     "version = 1\n[[authority]]\nname = \"api\"\norigin = \"https://api.example.com\"\n",
+//!     std::path::Path::new("inline.toml"),
+//!     &ProcessSecrets,
+//! )?;
+//! let sandbox = urlcap::Sandbox::builder(config).build()?;
+//! let guest = sandbox.compile(&std::fs::read("guest.wasm")?)?;
+//! let outcome = sandbox.run(&guest, urlcap::Guest::named("guest")).await?;
+//! sandbox.audit().finish(sandbox.id())?;
+//! std::process::exit(outcome.exit_code);
+//! # }
+//! ```
+
+use crate::audit::{AuditLog, Event, Record};
+use crate::egress::{Client, EgressConfig, Resolve, SystemResolver};
+use crate::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost, DEFAULT_MAX_DEPTH};
+use crate::manifest::{Config, SandboxLimits};
+use crate::outbound::Outbound;
+use crate::policy::{Clock, Policy, SystemClock};
+use std::sync::Arc;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// Any error of the plumbing (not of the guest: that is its [`Outcome`]).
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A compiled, linked guest, ready to run any number of times.
+pub type Command = CommandPre<SandboxState>;
+
+/// How a [`Sandbox`] is put together; every part not set has the default `urlcap run` uses.
+pub struct Builder {
+    config: Config,
+    audit: Option<Arc<AuditLog>>,
+    resolver: Arc<dyn Resolve>,
+    clock: Arc<dyn Clock>,
+    egress: Option<EgressConfig>,
+    id: String,
+}
+
+impl Builder {
+    /// Where audit records go (default: stderr, written by the log's own thread).
+    pub fn audit(mut self, audit: Arc<AuditLog>) -> Builder {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// How host names resolve (default: the system resolver). Every address is still vetted.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Builder {
+        self.resolver = resolver;
+        self
+    }
+
+    /// The clock budgets, rates and expiry are measured on (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Builder {
+        self.clock = clock;
+        self
+    }
+
+    /// Egress timeouts and pool bounds (default: [`EgressConfig::default`]). The in-flight
+    /// limit always comes from the config's `max_concurrent_requests`.
+    pub fn egress(mut self, egress: EgressConfig) -> Builder {
+        self.egress = Some(egress);
+        self
+    }
+
+    /// The sandbox id audit records carry (default: `sb-PID`).
+    pub fn id(mut self, id: &str) -> Builder {
+        self.id = id.to_string();
+        self
+    }
+
+    /// Build the policy, egress client, choke point and engine.
+    pub fn build(self) -> Result<Sandbox, Error> {
+        let limits = self.config.limits.clone();
+        let audit = match self.audit {
+            Some(audit) => audit,
+            None => Arc::new(AuditLog::stderr()?),
+        };
+        let policy = Arc::new(self.config.policy(self.clock));
+        let egress = EgressConfig {
+            max_in_flight: limits
+                .max_concurrent_requests
+                .map_or(crate::egress::DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
+            ..self.egress.unwrap_or_default()
+        };
+        let outbound = Arc::new(Outbound::new(
+            policy.preopens(),
+            Client::new(egress, self.resolver),
+            audit.clone(),
+            &self.id,
+        ));
+        let host = WasmHost::with_max_depth(limits.max_nesting_depth.unwrap_or(DEFAULT_MAX_DEPTH))?;
+        Ok(Sandbox {
+            host,
+            policy,
+            outbound,
+            audit,
+            limits,
+            id: self.id,
+        })
+    }
+}
+
+/// What one run of a guest gets besides its grants and limits.
+#[derive(Clone)]
+pub struct Guest {
+    /// `argv`, program name first.
+    pub args: Vec<String>,
+    /// The guest's environment; it sees no other.
+    pub env: Vec<(String, String)>,
+    /// Host directory, guest path; it sees no other.
+    pub dirs: Vec<(String, String)>,
+    /// Where its stdout and stderr go.
+    pub stdio: Stdio,
+}
+
+impl Guest {
+    /// A guest called `name` (its `argv[0]`, and how `sandbox.spawned` names it), with no
+    /// other arguments, environment or directories, and the host's stdout and stderr.
+    pub fn named(name: &str) -> Guest {
+        Guest {
+            args: vec![name.to_string()],
+            env: Vec::new(),
+            dirs: Vec::new(),
+            stdio: Stdio::Inherit,
+        }
+    }
+}
+
+/// Guests run under one config: its grants (the top-level handle table), limits and audit log.
+pub struct Sandbox {
+    host: WasmHost,
+    policy: Arc<Policy>,
+    outbound: Arc<Outbound>,
+    audit: Arc<AuditLog>,
+    limits: SandboxLimits,
+    id: String,
+}
+
+impl Sandbox {
+    /// Start building a sandbox for `config`.
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            audit: None,
+            resolver: Arc::new(SystemResolver),
+            clock: Arc::new(SystemClock::new()),
+            egress: None,
+            id: format!("sb-{}", std::process::id()),
+        }
+    }
+
+    /// Compile and link a command component (cached on disk by wasmtime for the next run).
+    pub fn compile(&self, wasm: &[u8]) -> Result<Command, Error> {
+        Ok(self.host.command_for(wasm)?)
+    }
+
+    /// Run `command` once as this sandbox, under the config's memory and wall-clock limits,
+    /// with `sandbox.spawned` and `sandbox.exited` audited around it.
+    pub async fn run(&self, command: &Command, guest: Guest) -> Result<Outcome, Error> {
+        let name = guest
+            .args
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "guest".into());
+        self.audit.record(&Record::new(
+            Event::SandboxSpawned,
+            &self.id,
+            format!("run {name}"),
+        ));
+        let spec = SandboxSpec {
+            args: guest.args,
+            env: guest.env,
+            dirs: guest.dirs,
+            memory: self.limits.memory,
+            timeout: self.limits.timeout,
+            stdio: guest.stdio,
+            ..SandboxSpec::new(self.outbound.clone(), &self.id)
+        };
+        // As a task rather than in the caller's future: wake-ups from the guest's host calls
+        // then stay on the scheduler's local queue instead of writing the driver's eventfd.
+        let (host, command) = (self.host.clone(), command.clone());
+        let outcome = tokio::spawn(async move { host.run(&command, spec).await })
+            .await
+            .map_err(|e| format!("the guest's task failed: {e}"))??;
+        self.audit.record(&Record::new(
+            Event::SandboxExited,
+            &self.id,
+            outcome.summary(),
+        ));
+        Ok(outcome)
+    }
+
+    /// The audit log (call [`AuditLog::finish`] when done with the sandbox).
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// The id audit records carry.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The policy: root grants and IP rules.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The choke point every request of this sandbox's guests passes.
+    pub fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
+    }
+
+    /// The engine (for nested-sandbox statistics).
+    pub fn host(&self) -> &WasmHost {
+        &self.host
+    }
+}
