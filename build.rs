@@ -1,14 +1,23 @@
-//! Builds the guests (fixtures/guests: the demo guest embedded in the binary, and the test
-//! fixtures) for wasm32-wasip2, installing that target with rustup if it is missing. Their
-//! paths reach the crate as URLCAP_GUEST_<NAME> environment variables.
+//! Builds the guests in fixtures/guests for wasm32-wasip2, installing that target with rustup if
+//! it is missing: the demo guest, which the `urlcap` binary embeds, always; the test and bench
+//! fixtures with the `fixtures` feature (on by default, so `cargo test` has them). Their paths
+//! reach the package as URLCAP_GUEST_<NAME> environment variables. The library
+//! (crates/urlcap) has no build script: an embedder builds nothing but Rust.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
-const GUESTS: &[&str] = &["demo", "probe", "hello", "fetch1", "whttp"];
+/// Built always.
+const DEMO: &str = "demo";
+/// Built with the `fixtures` feature.
+const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp"];
 
 fn main() {
+    let mut guests = vec![DEMO];
+    if std::env::var_os("CARGO_FEATURE_FIXTURES").is_some() {
+        guests.extend_from_slice(FIXTURES);
+    }
     for path in [
         "fixtures/guests/Cargo.toml",
         "fixtures/guests/Cargo.lock",
@@ -17,7 +26,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={path}");
     }
-    for guest in GUESTS {
+    for guest in &guests {
         println!("cargo:rerun-if-changed=fixtures/guests/{guest}");
     }
     ensure_target();
@@ -36,6 +45,7 @@ fn main() {
             "--manifest-path",
         ])
         .arg(manifest_dir.join("fixtures/guests/Cargo.toml"))
+        .args(guests.iter().flat_map(|g| ["-p", g]))
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")
@@ -48,7 +58,7 @@ fn main() {
     if !status.success() {
         panic!("building the wasm guests in fixtures/guests for {TARGET} failed (see the output above)");
     }
-    for guest in GUESTS {
+    for guest in &guests {
         let wasm = target_dir
             .join(TARGET)
             .join("release")

@@ -1,3 +1,7 @@
+//! The `urlcap` command: see [`cli`].
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    urlcap::cli::main()
+    cli::main()
 }

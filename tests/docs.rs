@@ -81,7 +81,7 @@ fn every_test_security_md_cites_exists() {
         "tests/egress_vectors.rs",
         "tests/derive_props.rs",
         "tests/manifest_errors.rs",
-        "src/policy/ip.rs",
+        "crates/urlcap/src/policy/ip.rs",
     ] {
         assert!(
             security.contains(file) && std::path::Path::new(file).exists(),
@@ -98,9 +98,11 @@ fn every_file_security_md_names_exists() {
     let mut checked = 0;
     for chunk in security.split('`').skip(1).step_by(2) {
         let path = chunk.split("::").next().unwrap_or("");
-        let rooted = ["src/", "tests/", "fuzz/", "benches/", "scripts/", "wit/"]
-            .iter()
-            .any(|root| path.starts_with(root));
+        let rooted = [
+            "src/", "crates/", "tests/", "fuzz/", "benches/", "scripts/", "wit/",
+        ]
+        .iter()
+        .any(|root| path.starts_with(root));
         if rooted && !path.contains([' ', '*']) && !path.contains("...") {
             assert!(
                 std::path::Path::new(path).exists(),

@@ -1,9 +1,9 @@
 //! `urlcap check`: validate grants and print what is in force.
 
 use super::{GrantArgs, EXIT_OK};
-use crate::manifest::{Config, ConfigError};
 use clap::Args;
 use std::io::Write;
+use urlcap::manifest::{Config, ConfigError};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -38,14 +38,14 @@ pub fn describe(config: &Config) -> String {
         unlimited(l.timeout.map(|t| humantime::format_duration(t).to_string())),
         or_default(
             l.max_concurrent_requests.map(|n| n.to_string()),
-            crate::egress::DEFAULT_MAX_IN_FLIGHT.to_string()
+            urlcap::egress::DEFAULT_MAX_IN_FLIGHT.to_string()
         ),
         or_default(
             l.max_nesting_depth.map(|n| n.to_string()),
-            crate::host::DEFAULT_MAX_DEPTH.to_string()
+            urlcap::host::DEFAULT_MAX_DEPTH.to_string()
         ),
     );
-    let egress = crate::egress::EgressConfig::default();
+    let egress = urlcap::egress::EgressConfig::default();
     let _ = writeln!(
         s,
         "egress defaults: connect timeout {}, first-byte timeout {}, between-bytes timeout {}, no total timeout unless a grant sets one; idle connections {} per origin, {} in all, closed after {}; at most {} informational (1xx) responses",
@@ -55,12 +55,12 @@ pub fn describe(config: &Config) -> String {
         egress.max_idle_per_origin,
         egress.max_idle_total,
         humantime::format_duration(egress.pool_idle_timeout),
-        crate::egress::MAX_INTERIM_RESPONSES,
+        urlcap::egress::MAX_INTERIM_RESPONSES,
     );
     let _ = writeln!(
         s,
         "request bounds: URLs at most {} bytes; at most 100 headers and 64 KiB of them; a native fetch's response buffered up to 64 MiB (or what the sandbox's memory has left)",
-        crate::policy::MAX_URL_LEN,
+        urlcap::policy::MAX_URL_LEN,
     );
     let n = &config.network;
     let nets = |v: &[ipnet::IpNet]| {

@@ -1,16 +1,16 @@
 //! `urlcap demo`: a loopback origin, the bundled guest, and its audit log, all in one process
 //! and offline.
 
-use crate::audit::AuditLog;
-use crate::egress::StaticResolver;
-use crate::host::Stdio;
-use crate::manifest::{Config, ProcessSecrets};
-use crate::{Guest, Sandbox};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use urlcap::audit::AuditLog;
+use urlcap::egress::StaticResolver;
+use urlcap::host::Stdio;
+use urlcap::manifest::{Config, ProcessSecrets};
+use urlcap::{Guest, Sandbox};
 
 /// The demo guest, built from fixtures/guests/demo and shipped inside the binary.
 static DEMO_GUEST: &[u8] = include_bytes!(env!("URLCAP_GUEST_DEMO"));

@@ -1,14 +1,14 @@
 //! `urlcap explain`: one request through the real policy, without sending it.
 
 use super::{GrantArgs, EXIT_DENY, EXIT_OK};
-use crate::audit::redact_url;
-use crate::manifest::ConfigError;
-use crate::policy::{Decision, Denial, Reason, Request, SystemClock};
 use clap::Args;
 use serde::Serialize;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
+use urlcap::audit::redact_url;
+use urlcap::manifest::ConfigError;
+use urlcap::policy::{Decision, Denial, Reason, Request, SystemClock};
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
@@ -111,7 +111,7 @@ pub fn run(
 
 /// Resolve exactly as egress would (the same [`SystemResolver`]: names with a dot are absolute).
 fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
-    use crate::egress::{Resolve, SystemResolver};
+    use urlcap::egress::{Resolve, SystemResolver};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -135,7 +135,7 @@ fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
 
 fn explain(
     decision: &Decision,
-    policy: &crate::policy::Policy,
+    policy: &urlcap::policy::Policy,
     method: String,
     url: String,
     addresses: Vec<IpAddr>,

@@ -7,11 +7,11 @@ mod run;
 
 pub use check::describe as describe_config;
 
-use crate::manifest::{Config, ConfigError, GrantSources, ProcessSecrets};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
+use urlcap::manifest::{Config, ConfigError, GrantSources, ProcessSecrets};
 
 /// Exit codes: 0 allow / success, 1 deny, 2 bad usage or bad manifest.
 pub const EXIT_OK: u8 = 0;

@@ -1,13 +1,13 @@
 //! `urlcap run` and `urlcap demo`.
 
 use super::{GrantArgs, EXIT_USAGE};
-use crate::audit::AuditLog;
-use crate::host::Stdio;
-use crate::{Guest, Sandbox};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use urlcap::audit::AuditLog;
+use urlcap::host::Stdio;
+use urlcap::{Guest, Sandbox};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -133,7 +133,7 @@ fn run_inner(
     // sink: what is left to say is said only if it can be said without waiting.
     let mut say = |line: String| {
         if audit_on_stderr && finished.is_err() {
-            crate::audit::warn(&line);
+            urlcap::audit::warn(&line);
         } else {
             let _ = writeln!(err, "{line}");
         }
@@ -146,7 +146,7 @@ fn run_inner(
             "urlcap: error: the audit log could not be written ({} records lost); the run was stopped",
             audit.dropped()
         ));
-        return Ok(crate::host::EXIT_AUDIT);
+        return Ok(urlcap::host::EXIT_AUDIT);
     }
     Ok(outcome.exit_code)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 
 wasmtime::component::bindgen!({
-    path: "wit",
+    path: "../../wit",
     world: "urlcap:http/imports",
     imports: { default: async | trappable },
     with: { "urlcap:http/types.authority": super::GuestAuthority },
@@ -629,7 +629,7 @@ mod tests {
     /// The WIT file's `reason` cases are the policy's codes, in the same order, kebab-cased.
     #[test]
     fn the_wit_reason_enum_lists_every_code_in_order() {
-        let wit = include_str!("../../wit/urlcap-http.wit");
+        let wit = include_str!("../../../../wit/urlcap-http.wit");
         let body = wit
             .split_once("enum reason {")
             .and_then(|(_, rest)| rest.split_once('}'))

@@ -245,10 +245,10 @@ pub struct Outcome {
 pub(crate) struct Shared {
     engine: Engine,
     linker: Linker<SandboxState>,
-    commands: compiled::CompiledCache,
+    commands: compiled::CompiledCache<CommandPre<SandboxState>>,
     /// The engine and linker for guest-supplied components, made on the first spawn.
     nested: std::sync::OnceLock<Result<(Engine, Linker<SandboxState>), String>>,
-    nested_commands: compiled::CompiledCache,
+    nested_commands: compiled::CompiledCache<CommandPre<SandboxState>>,
     /// The nested engine, for the epoch ticker once it exists.
     nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>>,
     max_depth: u32,

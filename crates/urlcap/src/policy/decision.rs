@@ -54,7 +54,7 @@ impl Denial {
         self
     }
 
-    pub(crate) fn on(mut self, authority: &AuthorityRef) -> Denial {
+    pub fn on(mut self, authority: &AuthorityRef) -> Denial {
         self.authority = Some(authority.clone());
         self
     }

@@ -44,7 +44,7 @@ impl ConfigError {
         }
     }
 
-    pub(crate) fn flag(
+    pub fn flag(
         flag: &'static str,
         value: &str,
         message: impl Into<String>,
