@@ -8,7 +8,7 @@
 //! drift on a shared machine hits both sides alike. Targets come from the issues; the last
 //! column says whether this run met them.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use http_body_util::{BodyExt, Empty};

@@ -3,7 +3,7 @@
 //! Target (issue: egress): urlcap >= 0.95x the bare client's throughput.
 //! Run with `cargo bench --bench egress`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use criterion::{criterion_group, Criterion};

@@ -2,6 +2,7 @@
 //! "proxy", requests still go straight to the vetted address of the granted origin.
 //! (Its own test binary: it changes the process environment.)
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

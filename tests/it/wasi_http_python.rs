@@ -2,7 +2,7 @@
 //! (fixtures/pyguest, built by ./scripts/test) — runs unchanged under the same policy.
 //! Without the toolchain this test fails; it never skips.
 
-mod support;
+use crate::support;
 
 use support::{text, urlcap_bin, Reply, Server};
 

@@ -2,7 +2,7 @@
 //! same policy: each request is matched to a preopened authority, sent through urlcap's egress
 //! on a pooled connection, or denied with HttpRequestDenied and one audit record.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use support::{Reply, Server};

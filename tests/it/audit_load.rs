@@ -2,7 +2,7 @@
 //! file. Every denial leaves exactly one well-formed line (none lost, none torn or interleaved),
 //! and the secret the host injects into allowed requests appears in no output at all.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

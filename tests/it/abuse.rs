@@ -3,7 +3,7 @@
 //! its reason, audited once and escaped, and the host goes on. (Infinite loops and memory bombs:
 //! `tests/host.rs`.)
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use support::{outbound, run_probe, text, Reply, Server, SharedBuf};

@@ -1,7 +1,7 @@
 //! `urlcap run` and `urlcap demo` as a user runs them: the real binary, a real guest, a
 //! loopback origin.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use support::{Reply, Server};

@@ -2,7 +2,7 @@
 //! Each test runs the probe with a script of steps and reads what it printed and what the
 //! audit log recorded.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! attenuated handles. The child cannot reach the parent's other handles, widen what it got,
 //! outlive revocation, exceed budgets, or take more memory or time than the parent has left.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

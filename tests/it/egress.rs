@@ -2,7 +2,7 @@
 //! approved; DNS answers are vetted and connected to exactly; the pool, limits and timeouts
 //! hold; upstream misbehaviour becomes a reason code and one audit record.
 
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -78,9 +78,9 @@ fn every_test_security_md_cites_exists() {
         );
     }
     for file in [
-        "tests/egress_vectors.rs",
-        "tests/derive_props.rs",
-        "tests/manifest_errors.rs",
+        "tests/it/egress_vectors.rs",
+        "tests/it/derive_props.rs",
+        "tests/it/manifest_errors.rs",
         "crates/urlcap/src/policy/ip.rs",
     ] {
         assert!(
@@ -90,7 +90,7 @@ fn every_test_security_md_cites_exists() {
     }
 }
 
-/// Every repository path SECURITY.md names in backticks (`tests/faults.rs`, `fuzz/README.md`,
+/// Every repository path SECURITY.md names in backticks (`tests/it/faults.rs`, `fuzz/README.md`,
 /// `tests/data/wpt/`) exists.
 #[test]
 fn every_file_security_md_names_exists() {

@@ -2,7 +2,7 @@
 //! the guest as a typed error (its reason code), is audited exactly once, and leaves the host —
 //! and the same guest — able to go on.
 
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -11,7 +11,7 @@
 //! Needs the wasmtime CLI: `./scripts/test` installs it (once) and sets URLCAP_WASMTIME_CLI;
 //! run alone, this test fails (it never skips) and says so. Every target is on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::{Reply, Server, Step};

@@ -16,7 +16,7 @@
 //! Roots never expire, and a top-level `wasi:http` request can only match a preopened root, so
 //! the one cell with no meaning (wasi:http × top × expired) is named and skipped.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

@@ -20,7 +20,7 @@ struct Entry {
 }
 
 fn entries() -> Vec<Entry> {
-    let text = include_str!("data/wpt/urltestdata.json");
+    let text = include_str!("../data/wpt/urltestdata.json");
     let all: Vec<Value> = serde_json::from_str(text).expect("urltestdata.json parses");
     all.into_iter()
         .filter(|e| e.is_object())

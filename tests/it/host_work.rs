@@ -3,7 +3,7 @@
 //! Each test drives the real `urlcap run` binary and asserts the host process's own peak
 //! memory and CPU time (wait4) and the audit log's size, against the bounds SECURITY.md states.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use support::{urlcap_measured, Measured};
