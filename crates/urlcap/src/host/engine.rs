@@ -1,0 +1,244 @@
+//! The engines, linker and caches every sandbox of one host shares, and compiling components
+//! (the host's own with wasmtime's disk cache; guest-supplied ones without it, vetted first,
+//! at most [`MAX_CONCURRENT_COMPILES`] at once).
+
+use super::{
+    admission, compiled, guest_api, Outcome, SandboxSpec, SandboxState, DEFAULT_MAX_DEPTH,
+    MAX_LIVE_HANDLES,
+};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// How often the epoch advances; wall-clock limits are measured in these ticks.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What every sandbox of one host shares: the engines, their linkers, linked components.
+///
+/// Two engines: the host's own components (`urlcap run`'s guest, an embedder's) compile with
+/// wasmtime's on-disk cache, so the next run starts fast; components a guest hands to
+/// `sandbox.run` compile with a second engine that has no disk cache, so nothing a guest
+/// supplies is ever written to the host's disk, and they are kept only in a bounded in-memory
+/// cache.
+pub(crate) struct Shared {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<SandboxState>,
+    pub(super) commands: compiled::CompiledCache<CommandPre<SandboxState>>,
+    /// The engine and linker for guest-supplied components, made on the first spawn.
+    pub(super) nested: std::sync::OnceLock<Result<(Engine, Linker<SandboxState>), String>>,
+    pub(super) nested_commands: compiled::CompiledCache<CommandPre<SandboxState>>,
+    /// The nested engine, for the epoch ticker once it exists.
+    pub(super) nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>>,
+    pub(super) max_depth: u32,
+    pub(super) ticker_stop: Arc<AtomicBool>,
+    /// Guest-supplied components compiling at once, host-wide: see [`MAX_CONCURRENT_COMPILES`].
+    pub(super) compile_slots: Arc<tokio::sync::Semaphore>,
+    /// Guest-supplied components compiling now (whether or not anyone still waits for them).
+    pub(super) compiling: AtomicUsize,
+}
+
+/// Most guest-supplied components compiling at once in one host. wasmtime cannot cancel a
+/// compile, so one that outlives the sandbox that asked for it (its wall clock ended the
+/// spawn) runs on to its end — bounded by the admission caps — and keeps its slot until then:
+/// a guest that keeps spawning and abandoning compiles makes the host compile at most this
+/// many at a time, and its next spawn waits for a slot within its own wall clock.
+pub const MAX_CONCURRENT_COMPILES: usize = 2;
+
+/// Most host-supplied components kept linked, and their total bytes.
+const HOST_CACHE: (usize, usize) = (64, 512 << 20);
+
+/// Most guest-supplied components kept linked, and their total bytes.
+pub const NESTED_CACHE: (usize, usize) = (16, 64 << 20);
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine and linker, shared by every sandbox; compiles components. Cloning is cheap and
+/// shares them (so sandboxes can run on several tasks at once).
+#[derive(Clone)]
+pub struct WasmHost {
+    shared: Arc<Shared>,
+}
+
+/// An engine for urlcap's sandboxes (epoch interruption, pooling), with or without wasmtime's
+/// on-disk compilation cache, and its linker: wasi:cli, wasi:http and urlcap:http.
+fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.concurrency_support(false);
+    // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
+    // matters for start-up: wasmtime's default of 1000 stacks costs ~2 ms to set up.
+    let mut pooling = wasmtime::PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(128)
+        .total_memories(128)
+        .total_tables(128)
+        .total_core_instances(512)
+        .total_stacks(128);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    if disk_cache {
+        if let Ok(cache) = wasmtime::Cache::from_file(None) {
+            config.cache(Some(cache));
+        }
+    }
+    let engine = Engine::new(&config)?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    guest_api::Imports::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+    Ok((engine, linker))
+}
+
+impl WasmHost {
+    pub fn new() -> wasmtime::Result<WasmHost> {
+        WasmHost::with_max_depth(DEFAULT_MAX_DEPTH)
+    }
+
+    /// A host whose guests may nest sandboxes `max_depth` levels deep (0: no nesting).
+    pub fn with_max_depth(max_depth: u32) -> wasmtime::Result<WasmHost> {
+        let (engine, linker) = engine(true)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>> = Arc::default();
+        let (weak_engine, stop, nested) = (engine.weak(), ticker_stop.clone(), nested_weak.clone());
+        std::thread::Builder::new()
+            .name("urlcap-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                    if let Some(engine) = nested.get().and_then(|w| w.upgrade()) {
+                        engine.increment_epoch();
+                    }
+                }
+            })?;
+        let shared = Shared {
+            engine,
+            linker,
+            commands: compiled::CompiledCache::new(HOST_CACHE.0, HOST_CACHE.1),
+            nested: std::sync::OnceLock::new(),
+            nested_commands: compiled::CompiledCache::new(NESTED_CACHE.0, NESTED_CACHE.1),
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES)),
+            compiling: AtomicUsize::new(0),
+            nested_weak,
+            max_depth,
+            ticker_stop,
+        };
+        Ok(WasmHost {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Compile (or load from the cache) a component.
+    pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.shared.engine, wasm)
+    }
+
+    /// Link a component once; the result instantiates quickly, many times.
+    pub fn prepare(&self, component: &Component) -> wasmtime::Result<CommandPre<SandboxState>> {
+        CommandPre::new(self.shared.linker.instantiate_pre(component)?)
+    }
+
+    /// Compile and link `wasm`, or reuse the result for the same bytes.
+    pub fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
+        if let Some(command) = self.shared.commands.get(wasm) {
+            return Ok(command);
+        }
+        let command = self.prepare(&self.compile(wasm)?)?;
+        self.shared
+            .commands
+            .insert(Arc::from(wasm), command.clone());
+        Ok(command)
+    }
+
+    /// Guest-supplied components kept compiled now: entries and bytes.
+    pub fn nested_cache_size(&self) -> (usize, usize) {
+        self.shared.nested_commands.size()
+    }
+
+    /// Guest-supplied components compiling now, including those whose sandbox stopped waiting
+    /// (never more than [`MAX_CONCURRENT_COMPILES`]).
+    pub fn compiles_running(&self) -> usize {
+        self.shared.compiling.load(Ordering::SeqCst)
+    }
+
+    /// Run a prepared command component in a new top-level sandbox.
+    pub async fn run(
+        &self,
+        command: &CommandPre<SandboxState>,
+        spec: SandboxSpec,
+    ) -> wasmtime::Result<Outcome> {
+        let quota =
+            crate::policy::HandleQuota::new(MAX_LIVE_HANDLES, guest_api::MAX_LIVE_HANDLE_BYTES);
+        self.shared.clone().run(command, spec, 0, quota).await
+    }
+}
+
+impl Shared {
+    /// Vet, compile (with the nested engine: never the disk cache) and link a guest-supplied
+    /// component, or reuse the result for the same bytes. Blocking: run it off the async
+    /// threads.
+    pub(crate) fn nested_command_for(
+        &self,
+        wasm: Arc<[u8]>,
+    ) -> Result<CommandPre<SandboxState>, String> {
+        if let Some(command) = self.nested_commands.get(&wasm) {
+            return Ok(command);
+        }
+        admission::vet_child_component(&wasm)?;
+        self.compiling.fetch_add(1, Ordering::SeqCst);
+        struct Done<'a>(&'a AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.compiling);
+        let (engine, linker) = self
+            .nested
+            .get_or_init(|| {
+                let made = engine(false).map_err(|e| e.to_string())?;
+                let _ = self.nested_weak.set(made.0.weak());
+                Ok(made)
+            })
+            .as_ref()
+            .map_err(|e| format!("the host cannot run nested sandboxes: {e}"))?;
+        let first_line = |e: wasmtime::Error| {
+            let text = e.to_string();
+            text.lines().next().unwrap_or("not a component").to_string()
+        };
+        let component = Component::new(engine, &wasm).map_err(first_line)?;
+        let command = linker
+            .instantiate_pre(&component)
+            .and_then(CommandPre::new)
+            .map_err(first_line)?;
+        self.nested_commands.insert(wasm, command.clone());
+        Ok(command)
+    }
+
+    /// The linked command for a guest-supplied component, if it is in the bounded cache.
+    pub(crate) fn nested_cached(&self, wasm: &[u8]) -> Option<CommandPre<SandboxState>> {
+        self.nested_commands.get(wasm)
+    }
+
+    /// A slot to compile a guest-supplied component in, held until that compile ends.
+    pub(crate) async fn compile_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.compile_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the compile slots are never closed")
+    }
+
+    pub(crate) fn max_depth(&self) -> u32 {
+        self.max_depth
+    }
+}
