@@ -36,6 +36,25 @@ async fn run_probe(dir: &Path, extra: &[&str], steps: &[String]) -> (Measured, S
     (m, log)
 }
 
+/// `urlcap run` arguments for `guest` with `steps`, under a manifest in `dir` with these
+/// `[limits]` and `api` granted on a closed loopback port.
+fn run_under(dir: &Path, limits: &str, guest: &str, steps: &str) -> Vec<String> {
+    let manifest = dir.join("m.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "version = 1\n[limits]\n{limits}\n[[authority]]\nname = \"api\"\n\
+             origin = \"http://127.0.0.1:9\"\nallow_ips = [\"127.0.0.1/32\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = ["run", "--manifest"].map(String::from).to_vec();
+    args.push(manifest.display().to_string());
+    args.extend([guest.to_string(), "--".into()]);
+    args.extend(words(steps));
+    args
+}
+
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
@@ -462,18 +481,12 @@ async fn a_spawn_passes_a_bounded_number_of_handles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_audit_reader_cannot_hold_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("m.toml");
-    std::fs::write(
-        &manifest,
-        "version = 1\n[limits]\ntimeout = \"2s\"\n\
-         [[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:9\"\npaths = [\"/v1/\"]\n\
-         allow_ips = [\"127.0.0.1/32\"]\n",
-    )
-    .unwrap();
-    let mut args: Vec<String> = ["run", "--manifest"].map(String::from).to_vec();
-    args.push(manifest.display().to_string());
-    args.extend([PROBE.to_string(), "--".into()]);
-    args.extend(words("deny 100000000 api /admin"));
+    let mut args = run_under(
+        dir.path(),
+        "timeout = \"2s\"",
+        PROBE,
+        "deny 100000000 api /admin",
+    );
     let m = support::urlcap_measured_stderr_unread(args.clone()).await;
     assert!(
         m.wall < std::time::Duration::from_secs(90),
@@ -519,17 +532,12 @@ async fn a_stalled_audit_reader_cannot_hold_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_held_wasi_http_state_is_bounded_by_the_memory_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("m.toml");
-    std::fs::write(
-        &manifest,
-        "version = 1\n[limits]\ntimeout = \"20s\"\nmemory = \"64MiB\"\n\
-         [[authority]]\nname = \"api\"\norigin = \"http://127.0.0.1:9\"\nallow_ips = [\"127.0.0.1/32\"]\n",
-    )
-    .unwrap();
-    let mut args: Vec<String> = ["run", "--manifest"].map(String::from).to_vec();
-    args.push(manifest.display().to_string());
-    args.extend([env!("URLCAP_GUEST_WHTTP").to_string(), "--".into()]);
-    args.extend(words("hoard 100000"));
+    let args = run_under(
+        dir.path(),
+        "timeout = \"20s\"\nmemory = \"64MiB\"",
+        env!("URLCAP_GUEST_WHTTP"),
+        "hoard 100000",
+    );
     let m = urlcap_measured(args).await;
     let err = String::from_utf8_lossy(&m.output.stderr);
     assert_eq!(m.output.status.code(), Some(134), "{err}");
