@@ -266,6 +266,37 @@ fn component_with_functions(functions: u32, locals: u32) -> Vec<u8> {
     component.finish()
 }
 
+/// A component whose one module holds one function of `locals` i64 locals and `body` repeated
+/// `times` (nothing else: it is refused before anything would validate or link it).
+fn component_with_body(
+    locals: u32,
+    times: u32,
+    body: &[wasm_encoder::Instruction<'static>],
+) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+        TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    funcs.function(0);
+    let mut f = Function::new([(locals, ValType::I64)]);
+    for _ in 0..times {
+        for i in body {
+            f.instruction(i);
+        }
+    }
+    f.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&f);
+    let mut module = Module::new();
+    module.section(&types).section(&funcs).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
 /// A component whose one module holds `types` function types of `params` i32 parameters and
 /// one function nesting `nesting` empty blocks.
 fn component_with_shape(types: u32, params: usize, nesting: u32) -> Vec<u8> {
@@ -326,6 +357,7 @@ async fn spawn_each(dir: &Path, components: &[(&str, Vec<u8>)]) -> (Measured, St
 /// over the size cap: the host spends well under a second of CPU on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_supplied_components_are_vetted_before_compiling() {
+    use wasm_encoder::Instruction as I;
     let dir = tempfile::tempdir().unwrap();
     let mut oversize = wasm_encoder::Component::new();
     oversize.section(&wasm_encoder::CustomSection {
@@ -341,10 +373,47 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
         ("nesting.wasm", component_with_shape(0, 0, 600)),
         ("widetype.wasm", component_with_shape(1, 1_000, 1)),
         ("manytypes.wasm", component_with_shape(3_000, 30, 1)),
+        // What a third review compiled for minutes: many blocks over many locals, and
+        // thousands of indirect calls in one function.
+        (
+            "ifs.wasm",
+            component_with_body(
+                4_096,
+                1_100,
+                &[
+                    I::LocalGet(0),
+                    I::I32WrapI64,
+                    I::If(wasm_encoder::BlockType::Empty),
+                    I::End,
+                ],
+            ),
+        ),
+        (
+            "callind.wasm",
+            component_with_body(
+                0,
+                1_100,
+                &[
+                    I::I32Const(0),
+                    I::CallIndirect {
+                        type_index: 0,
+                        table_index: 0,
+                    },
+                ],
+            ),
+        ),
     ];
     let (m, log, stdout) = spawn_each(dir.path(), &components).await;
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{stdout}");
+    assert_eq!(lines.len(), 8, "{stdout}");
+    assert!(
+        lines[6].contains("has 4096 locals across 1100 blocks"),
+        "{stdout}"
+    );
+    assert!(
+        lines[7].contains("has 1100 call_indirect instructions"),
+        "{stdout}"
+    );
     assert!(
         lines[3].contains("nests blocks more than 512 deep"),
         "{stdout}"
@@ -376,7 +445,7 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
         m.cpu
     );
     let refusals = log.matches("\"invalid_component\"").count();
-    assert_eq!(refusals, 6, "{log}");
+    assert_eq!(refusals, 8, "{log}");
 }
 
 /// Files under `dir`, recursively.

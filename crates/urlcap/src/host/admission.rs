@@ -25,6 +25,18 @@ pub const MAX_SIGNATURE_VALUES: usize = 32;
 pub const MAX_TOTAL_SIGNATURE_VALUES: usize = 64 << 10;
 /// Most functions over all core modules of a guest-supplied component.
 pub const MAX_FUNCTIONS: usize = 20_000;
+/// Most locals × control-flow blocks in one function. Cranelift's SSA construction does work
+/// for each local live across each block, so this product, not the body's size, is what a
+/// function costs to compile: 4,096 locals across 4,000 if/else blocks (a 24 KB body) took
+/// over a second of CPU, twice the body four times as long.
+pub const MAX_LOCALS_TIMES_BLOCKS: u64 = 1 << 22;
+/// Most locals × control-flow blocks over the whole component.
+pub const MAX_TOTAL_LOCALS_TIMES_BLOCKS: u64 = 1 << 25;
+/// Most `call_indirect`s over the whole component (each compiles to a table bounds and a
+/// signature check: about a millisecond of CPU apiece in a debug build).
+pub const MAX_CALL_INDIRECTS: u64 = 1 << 14;
+/// Most `call_indirect`s in one function (their cost grows faster than their number there).
+pub const MAX_FUNCTION_CALL_INDIRECTS: u64 = 1 << 10;
 /// Most targets of one `br_table`.
 pub const MAX_BR_TABLE_TARGETS: u32 = 1 << 16;
 
@@ -46,6 +58,7 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
     let mut exports_run = false;
     let mut function = 0usize;
     let mut signature_values = 0usize;
+    let (mut total_cost, mut call_indirects) = (0u64, 0u64);
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| format!("not a valid component: {}", e.message()))?;
         match payload {
@@ -88,7 +101,6 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
                         "more than {MAX_FUNCTIONS} functions; too many for a nested sandbox"
                     ));
                 }
-                check_operators(function, &body)?;
                 let size = body.range().len();
                 if size > MAX_FUNCTION_BODY_BYTES {
                     return Err(format!(
@@ -109,6 +121,22 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
                         ));
                     }
                 }
+                let shape = check_operators(function, &body)?;
+                let cost = locals.saturating_mul(shape.blocks);
+                if cost > MAX_LOCALS_TIMES_BLOCKS {
+                    return Err(format!("function {function} has {locals} locals across {} blocks; a nested sandbox's functions may have at most {MAX_LOCALS_TIMES_BLOCKS} locals × blocks (it would take long to compile)", shape.blocks));
+                }
+                total_cost += cost;
+                if total_cost > MAX_TOTAL_LOCALS_TIMES_BLOCKS {
+                    return Err(format!("the functions have more than {MAX_TOTAL_LOCALS_TIMES_BLOCKS} locals × blocks in all; too costly to compile for a nested sandbox"));
+                }
+                if shape.call_indirects > MAX_FUNCTION_CALL_INDIRECTS {
+                    return Err(format!("function {function} has {} call_indirect instructions; at most {MAX_FUNCTION_CALL_INDIRECTS} in a nested sandbox's functions", shape.call_indirects));
+                }
+                call_indirects += shape.call_indirects;
+                if call_indirects > MAX_CALL_INDIRECTS {
+                    return Err(format!("more than {MAX_CALL_INDIRECTS} call_indirect instructions; too costly to compile for a nested sandbox"));
+                }
             }
             _ => {}
         }
@@ -120,12 +148,24 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// One function's block nesting and `br_table` sizes, read operator by operator.
-fn check_operators(function: usize, body: &wasmparser::FunctionBody<'_>) -> Result<(), String> {
+/// What of a function body's shape its compile cost depends on.
+struct Shape {
+    /// Control-flow blocks: `block`, `loop`, `if`, `else`, `try`, and the blocks a `br_if` or
+    /// a `call_indirect` splits off.
+    blocks: u64,
+    call_indirects: u64,
+}
+
+fn check_operators(function: usize, body: &wasmparser::FunctionBody<'_>) -> Result<Shape, String> {
     use wasmparser::Operator;
     let invalid =
         |e: wasmparser::BinaryReaderError| format!("not a valid component: {}", e.message());
     let mut reader = body.get_operators_reader().map_err(invalid)?;
     let mut depth = 0u32;
+    let mut shape = Shape {
+        blocks: 0,
+        call_indirects: 0,
+    };
     while !reader.eof() {
         match reader.read().map_err(invalid)? {
             Operator::Block { .. }
@@ -133,17 +173,26 @@ fn check_operators(function: usize, body: &wasmparser::FunctionBody<'_>) -> Resu
             | Operator::If { .. }
             | Operator::Try { .. }
             | Operator::TryTable { .. } => {
+                shape.blocks += 1;
                 depth += 1;
                 if depth > MAX_BLOCK_NESTING {
                     return Err(format!("function {function} nests blocks more than {MAX_BLOCK_NESTING} deep, the most a nested sandbox's functions may"));
                 }
             }
             Operator::End => depth = depth.saturating_sub(1),
+            Operator::Else => shape.blocks += 1,
+            // Each also splits the function into more blocks once compiled (a bounds and a
+            // signature check; a branch's fall-through).
+            Operator::CallIndirect { .. } | Operator::ReturnCallIndirect { .. } => {
+                shape.call_indirects += 1;
+                shape.blocks += 1;
+            }
+            Operator::BrIf { .. } => shape.blocks += 1,
             Operator::BrTable { targets } if targets.len() > MAX_BR_TABLE_TARGETS => {
                 return Err(format!("function {function} has a br_table of {} targets; at most {MAX_BR_TABLE_TARGETS} in a nested sandbox", targets.len()));
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(shape)
 }

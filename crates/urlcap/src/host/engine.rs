@@ -86,6 +86,14 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
             config.cache(Some(cache));
         }
+    } else {
+        // Guest-supplied code: compile time must not grow faster than the code does, so the
+        // register allocator is Cranelift's single-pass one (the default backtracking one is
+        // superlinear on large functions with many live locals: a 191 KB function of if/else
+        // over 4,096 locals took it minutes), and one compile uses one core, so a compile a
+        // deadline abandoned holds one core of the host, not all of them.
+        config.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
+        config.parallel_compilation(false);
     }
     let engine = Engine::new(&config)?;
     let mut linker = Linker::new(&engine);
