@@ -128,6 +128,9 @@ fn run_inner(
     // A nested component still compiling when the sandbox ended cannot be stopped inside
     // wasmtime; do not wait for it (its size and shape were capped before it started).
     rt.shutdown_background();
+    // What the guest wrote and the host's stdout or stderr has not taken yet (bounded: a
+    // reader that stopped reading is waited for at most the stall limit).
+    urlcap::host::host_output::flush();
     let finished = audit.finish(&sandbox);
     // When the audit log is on stderr and stopped taking records, stderr is that stalled
     // sink: what is left to say is said only if it can be said without waiting.
@@ -140,6 +143,12 @@ fn run_inner(
     };
     if let Some(message) = &outcome.message {
         say(format!("urlcap: {message}"));
+    }
+    let lost = urlcap::host::host_output::dropped();
+    if lost > 0 {
+        urlcap::audit::warn(&format!(
+            "urlcap: warning: {lost} bytes of the guest's output were dropped: stdout or stderr stopped taking them"
+        ));
     }
     if audit.has_failed() || (finished.is_err() && !args.audit_fail_open) {
         say(format!(

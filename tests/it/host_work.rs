@@ -620,3 +620,81 @@ async fn host_held_wasi_http_state_is_bounded_by_the_memory_limit() {
         m.max_rss_kib
     );
 }
+
+/// The guest's stdout with a reader that stopped reading cannot hold the run either (wasmtime's
+/// inherited stream would block inside the host call, forever): the guest waits for room in
+/// an await its 2 s wall clock ends, and `urlcap run` exits 124 soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stdout_reader_cannot_hold_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = run_under(dir.path(), "timeout = \"2s\"", PROBE, "spew 100000000");
+    args.insert(1, "--audit".into());
+    args.insert(2, dir.path().join("a.jsonl").display().to_string());
+    let m = support::urlcap_measured_stdout_unread(args).await;
+    assert!(m.wall < std::time::Duration::from_secs(90), "{:?}", m.wall);
+    assert_eq!(m.output.status.code(), Some(124), "{:?}", m.output.status);
+    assert!(m.max_rss_kib < MAX_HOST_RSS_KIB, "{} KiB", m.max_rss_kib);
+    let log = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+    assert!(log.contains("wall-clock limit of 2s reached"), "{log}");
+}
+
+/// One host call does a bounded amount of work whatever the guest asks: a 32 MiB write to
+/// stderr (past the stream's 64 KiB permit) traps at once instead of being framed for
+/// seconds, and random bytes come at most 1 MiB a call. Denying a derivation when the
+/// sandbox's resource table is full is a refusal (`handle_limit`), not a trap, and records no
+/// handle the guest never got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_call_does_bounded_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = urlcap_measured(run_under(
+        dir.path(),
+        "timeout = \"60s\"\nmemory = \"64MiB\"",
+        PROBE,
+        "bigwrite 32",
+    ))
+    .await;
+    let err = String::from_utf8_lossy(&m.output.stderr);
+    assert_eq!(m.output.status.code(), Some(134), "{err}");
+    assert!(
+        err.contains("exceeds the stream's permit of 65536"),
+        "{err}"
+    );
+    assert!(m.cpu < std::time::Duration::from_secs(10), "{:?}", m.cpu);
+
+    let m = urlcap_measured(run_under(
+        dir.path(),
+        "timeout = \"60s\"",
+        PROBE,
+        "random 1 random 64",
+    ))
+    .await;
+    let out = support::text(&m.output.stdout);
+    assert!(out.starts_with("random 1048576\n"), "{out}");
+    assert_eq!(m.output.status.code(), Some(134), "{out}");
+    assert!(m.cpu < std::time::Duration::from_secs(10), "{:?}", m.cpu);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut args = run_under(dir2.path(), "memory = \"4MiB\"", PROBE, "many 300 api");
+    args.insert(1, "--audit".into());
+    args.insert(2, dir2.path().join("a.jsonl").display().to_string());
+    let m = urlcap_measured(args).await;
+    let out = support::text(&m.output.stdout);
+    assert_eq!(
+        m.output.status.code(),
+        Some(0),
+        "{out} {}",
+        support::text(&m.output.stderr)
+    );
+    assert!(out.contains("handle_limit"), "{out}");
+    let log = std::fs::read_to_string(dir2.path().join("a.jsonl")).unwrap();
+    let derived = log
+        .lines()
+        .filter(|l| l.contains("\"authority.derived\"") && l.contains("\"reason\":null"))
+        .count();
+    let kept: usize = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(derived, kept, "one record per handle the guest got: {out}");
+}

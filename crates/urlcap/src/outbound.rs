@@ -254,7 +254,7 @@ impl Outbound {
                     )
                     .on(&reference);
                     record.method = Some(method.to_string());
-                    record.url = Some(url.clone());
+                    record.url = Some(crate::audit::redact_url(&url));
                     // Logged allowed requests are written before the guest sees the response,
                     // so a log that fails allows nothing after the request it could not record.
                     self.audit.record_written(&record).await;

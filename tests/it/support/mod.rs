@@ -532,18 +532,34 @@ pub async fn urlcap_measured(args: Vec<String>) -> Measured {
 
 /// [`urlcap_measured`] with these environment variables added.
 pub async fn urlcap_measured_env(args: Vec<String>, envs: Vec<(String, String)>) -> Measured {
-    measured(args, envs, true).await
+    measured(args, envs, None).await
 }
 
 /// [`urlcap_measured`] with a stderr nobody reads while the process runs (a reader that
 /// stopped reading): what the pipe holds is read once the process has exited. A process
 /// that has not exited after 180 s is killed (its `wall` then says so).
 pub async fn urlcap_measured_stderr_unread(args: Vec<String>) -> Measured {
-    measured(args, Vec::new(), false).await
+    measured(args, Vec::new(), Some(Unread::Stderr)).await
+}
+
+/// [`urlcap_measured_stderr_unread`] for stdout.
+pub async fn urlcap_measured_stdout_unread(args: Vec<String>) -> Measured {
+    measured(args, Vec::new(), Some(Unread::Stdout)).await
+}
+
+/// Which of a measured process's output pipes nobody reads while it runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Unread {
+    Stdout,
+    Stderr,
 }
 
 #[allow(clippy::zombie_processes)] // reaped by wait4, not Child::wait
-async fn measured(args: Vec<String>, envs: Vec<(String, String)>, read_stderr: bool) -> Measured {
+async fn measured(
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    unread: Option<Unread>,
+) -> Measured {
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
@@ -565,11 +581,15 @@ async fn measured(args: Vec<String>, envs: Vec<(String, String)>, read_stderr: b
                 v
             })
         };
-        let out = read_all(Box::new(out));
-        let (err_now, err_later) = if read_stderr {
-            (Some(read_all(Box::new(err))), None)
+        let (out_now, mut out_later) = if unread == Some(Unread::Stdout) {
+            (None, Some(out))
         } else {
+            (Some(read_all(Box::new(out))), None)
+        };
+        let (err_now, err_later) = if unread == Some(Unread::Stderr) {
             (None, Some(err))
+        } else {
+            (Some(read_all(Box::new(err))), None)
         };
         let (exited, watch) = std::sync::mpsc::channel::<()>();
         let watchdog = std::thread::spawn(move || {
@@ -601,10 +621,19 @@ async fn measured(args: Vec<String>, envs: Vec<(String, String)>, read_stderr: b
         let time = |t: libc::timeval| {
             Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
         };
+        let stdout = match (out_now, out_later.as_mut()) {
+            (Some(reader), _) => reader.join().unwrap(),
+            (None, Some(out)) => {
+                let mut v = Vec::new();
+                out.read_to_end(&mut v).unwrap();
+                v
+            }
+            (None, None) => unreachable!(),
+        };
         Measured {
             output: std::process::Output {
                 status: std::process::ExitStatus::from_raw(status),
-                stdout: out.join().unwrap(),
+                stdout,
                 stderr,
             },
             max_rss_kib: usage.ru_maxrss as u64,

@@ -22,22 +22,24 @@ use std::time::{Duration, Instant};
 /// Bytes of queued records past which guests wait for the sink (one tick's worth of records
 /// can still be appended by each running guest before it yields).
 pub const HIGH_WATER: usize = 1 << 20;
-/// Bytes the queue holds at most. Guests wait at [`HIGH_WATER`]; a record from outside any
-/// guest that would not fit waits for the writer, and is counted as dropped only once the sink
-/// has stalled.
+/// Bytes the queue holds at most; what would not fit is counted as dropped (for the audit log,
+/// a lost record: it fails closed). Guests wait at [`HIGH_WATER`], so only a stalled sink
+/// with `--audit-fail-open`, or a burst from outside any guest, gets here.
 pub const MAX_PENDING: usize = 64 << 20;
+/// The most written in one `write` call; progress is noted after each.
+const WRITE_PIECE: usize = 64 << 10;
 /// How long a sink may take nothing while records wait before it counts as stalled.
 pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Records waiting for the writer, and what it has done.
-pub(super) struct Queue {
+pub(crate) struct Queue {
     state: Mutex<State>,
     /// The writer waits here for records.
     work: Condvar,
     /// Whoever waits for the writer (finish, flush) waits here.
     progress: Condvar,
     /// Async waiters: guests waiting for room, requests waiting for their record.
-    pub(super) moved: tokio::sync::Notify,
+    pub(crate) moved: tokio::sync::Notify,
 }
 
 struct State {
@@ -58,13 +60,13 @@ struct State {
 }
 
 /// What the writer reports back after each batch.
-pub(super) trait Outcome: Send + Sync {
+pub(crate) trait Outcome: Send + Sync {
     fn written(&self, records: u64);
     fn failed(&self, records: u64);
 }
 
 impl Queue {
-    pub(super) fn new() -> Queue {
+    pub(crate) fn new() -> Queue {
         Queue {
             state: Mutex::new(State {
                 pending: Vec::new(),
@@ -88,22 +90,11 @@ impl Queue {
 
     /// Queue `bytes` (one record when `record`, else framed guest output). Returns the record's
     /// number, or `None` if it did not fit and was not queued.
-    pub(super) fn push(&self, bytes: &[u8], record: bool) -> Option<u64> {
+    pub(crate) fn push(&self, bytes: &[u8], record: bool) -> Option<u64> {
         let mut state = self.lock();
-        // Guests wait long before this (at HIGH_WATER); only a burst from outside any guest
-        // gets here, and it waits for the writer, unless the sink has stalled.
-        while state.pending.len() + bytes.len() > MAX_PENDING {
-            let waited = state.last_progress.elapsed();
-            if state.closed || waited >= STALL_LIMIT {
-                return None;
-            }
-            state = self
-                .progress
-                .wait_timeout(state, STALL_LIMIT - waited)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        if state.closed {
+        // Never waits: a push can come from a guest's host call, which nothing may hold.
+        // Guests wait for room (asynchronously) long before this.
+        if state.closed || state.pending.len() + bytes.len() > MAX_PENDING {
             return None;
         }
         if state.pending.is_empty() && state.writing.is_none() {
@@ -124,7 +115,7 @@ impl Queue {
     }
 
     /// Are more bytes waiting than guests may run ahead of?
-    pub(super) fn backlogged(&self) -> bool {
+    pub(crate) fn backlogged(&self) -> bool {
         self.lock().pending.len() >= HIGH_WATER
     }
 
@@ -134,7 +125,7 @@ impl Queue {
     }
 
     /// Has the sink taken nothing for [`STALL_LIMIT`] while something waits?
-    pub(super) fn stalled(&self) -> bool {
+    pub(crate) fn stalled(&self) -> bool {
         let state = self.lock();
         (!state.pending.is_empty() || state.writing.is_some())
             && state.last_progress.elapsed() >= STALL_LIMIT
@@ -142,7 +133,7 @@ impl Queue {
 
     /// The writer thread's loop: take everything queued, write it, report, until closed and
     /// empty.
-    pub(super) fn run(&self, sink: &mut dyn Write, outcome: &dyn Outcome) {
+    pub(crate) fn run(&self, sink: &mut dyn Write, outcome: &dyn Outcome) {
         let mut batch = Vec::new();
         loop {
             let mut state = self.lock();
@@ -162,7 +153,16 @@ impl Queue {
             // Room was made: guests waiting for it may go on while this batch is written.
             self.moved.notify_waiters();
 
-            let result = sink.write_all(&batch).and_then(|()| sink.flush());
+            // In pieces, each one progress: a slow reader is not a stalled one.
+            let mut result = Ok(());
+            for piece in batch.chunks(WRITE_PIECE) {
+                result = sink.write_all(piece);
+                if result.is_err() {
+                    break;
+                }
+                self.lock().last_progress = Instant::now();
+            }
+            let result = result.and_then(|()| sink.flush());
             batch.clear();
             if batch.capacity() > HIGH_WATER {
                 batch = Vec::new();
@@ -183,7 +183,7 @@ impl Queue {
 
     /// Close the queue and wait until the writer has written everything, or until it has made
     /// no progress for [`STALL_LIMIT`]. Returns how many records were left unwritten.
-    pub(super) fn close_and_drain(&self) -> u64 {
+    pub(crate) fn close_and_drain(&self) -> u64 {
         let mut state = self.lock();
         state.closed = true;
         if state.idle {
@@ -208,7 +208,7 @@ impl Queue {
     }
 
     /// Wait (blocking) until everything queued so far is settled, or the sink stalls.
-    pub(super) fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut state = self.lock();
         while !state.pending.is_empty() || state.writing.is_some() {
             let waited = state.last_progress.elapsed();

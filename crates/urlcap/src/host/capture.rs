@@ -69,14 +69,29 @@ impl Accept for CappedPipe {
     }
 }
 
+/// The most one write of a guest's output may carry (its `check-write` permit at most): what
+/// one host call does with it is bounded whatever the guest asks.
+pub const MAX_WRITE: usize = 64 << 10;
+
 /// Where a guest's output goes, byte for byte: the one thing an output stream of the host's
 /// must say. [`GuestOutput`] makes it a wasi stdout/stderr stream.
 pub trait Accept: Clone + Send + Sync + Unpin + 'static {
+    /// Take `bytes` (at most [`MAX_WRITE`]); never blocks.
     fn accept(&self, bytes: &[u8]);
+    /// Whether it can take a write now; when not, the guest's stream waits in
+    /// [`Accept::wait_for_room`] (an `await` the guest's wall clock can end).
+    fn has_room(&self) -> bool {
+        true
+    }
+    /// Resolves once [`Accept::has_room`] may say yes.
+    fn wait_for_room(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
-/// A guest output stream that hands every write to an [`Accept`] at once: always ready, never
-/// a terminal, nothing to flush.
+/// A guest output stream that hands every write to an [`Accept`]: ready when it has room,
+/// never a terminal, nothing to flush. A write larger than the permit traps (as the wasi
+/// streams contract says), so no single host call handles more than [`MAX_WRITE`] bytes.
 #[derive(Clone)]
 pub struct GuestOutput<T>(pub T);
 
@@ -98,6 +113,12 @@ impl<T: Accept> StdoutStream for GuestOutput<T> {
 
 impl<T: Accept> OutputStream for GuestOutput<T> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > MAX_WRITE {
+            return Err(wasmtime_wasi::p2::StreamError::Trap(wasmtime::format_err!(
+                "a write of {} bytes exceeds the stream's permit of {MAX_WRITE}",
+                bytes.len()
+            )));
+        }
         self.0.accept(&bytes);
         Ok(())
     }
@@ -107,13 +128,17 @@ impl<T: Accept> OutputStream for GuestOutput<T> {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 << 10)
+        Ok(if self.0.has_room() { MAX_WRITE } else { 0 })
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl<T: Accept> Pollable for GuestOutput<T> {
-    async fn ready(&mut self) {}
+    async fn ready(&mut self) {
+        if !self.0.has_room() {
+            self.0.wait_for_room().await;
+        }
+    }
 }
 
 impl<T: Accept> tokio::io::AsyncWrite for GuestOutput<T> {

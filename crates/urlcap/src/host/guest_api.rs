@@ -24,6 +24,8 @@ use self::urlcap::http::{preopens, sandbox, types as t};
 pub const MAX_LIVE_HANDLES: usize = 10_000;
 /// Most bytes the grants of a sandbox tree's live derived handles may occupy in the host.
 pub const MAX_LIVE_HANDLE_BYTES: usize = 16 << 20;
+/// Entries of a sandbox's resource table that handles leave free for wasi's own resources.
+const RESOURCES_KEPT_FOR_WASI: usize = 64;
 /// Longest host name, rate or method text a derivation may carry.
 const MAX_ATTENUATION_WORD: usize = 255;
 
@@ -251,8 +253,9 @@ impl SandboxState {
         if self.live_handles >= MAX_LIVE_HANDLES {
             wasmtime::bail!("guest holds more than {MAX_LIVE_HANDLES} authority handles");
         }
+        let handle = self.table.push(super::GuestAuthority { authority })?;
         self.live_handles += 1;
-        Ok(self.table.push(super::GuestAuthority { authority })?)
+        Ok(handle)
     }
 
     fn authority(&self, handle: &Resource<super::GuestAuthority>) -> wasmtime::Result<Authority> {
@@ -327,10 +330,21 @@ impl t::HostAuthority for SandboxState {
     ) -> wasmtime::Result<Result<Resource<super::GuestAuthority>, t::Error>> {
         let parent = self.authority(&this)?;
         // Refused before deriving, so no handle the guest never receives is recorded.
+        // Handles leave room in the resource table (sized by the memory limit) for the
+        // streams and pollables every wasi call needs, so a guest refused a handle can go on.
+        let table_room = self
+            .table
+            .max_capacity()
+            .saturating_sub(RESOURCES_KEPT_FOR_WASI);
         let derived = if self.live_handles >= MAX_LIVE_HANDLES {
             Err(refusal_error(
                 Reason::HandleLimit,
                 format!("the guest holds {MAX_LIVE_HANDLES} handles; drop some first"),
+            ))
+        } else if self.live_handles >= table_room {
+            Err(refusal_error(
+                Reason::HandleLimit,
+                format!("the guest holds {} handles, as many as its memory limit allows; drop some first", self.live_handles),
             ))
         } else {
             match attenuation(att) {
@@ -346,8 +360,28 @@ impl t::HostAuthority for SandboxState {
                     describe(&child),
                 )
                 .on(child.reference());
-                self.outbound.audit().record(&record);
-                Ok(Ok(self.push_handle(child)?))
+                // Recorded only once the guest holds it: a sandbox whose resource table is
+                // full (its memory limit bounds it) is refused, not trapped.
+                match self.push_handle(child) {
+                    Ok(handle) => {
+                        self.outbound.audit().record(&record);
+                        Ok(Ok(handle))
+                    }
+                    Err(e)
+                        if matches!(
+                            e.downcast_ref(),
+                            Some(wasmtime::component::ResourceTableError::Full)
+                        ) =>
+                    {
+                        let e = refusal_error(
+                            Reason::HandleLimit,
+                            format!("the sandbox holds as many resources as its memory limit allows ({}); drop some first", self.table.max_capacity()),
+                        );
+                        self.audit_refusal(Event::AuthorityDerived, Some(parent.reference()), &e);
+                        Ok(Err(e))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => {
                 self.audit_refusal(Event::AuthorityDerived, Some(parent.reference()), &e);

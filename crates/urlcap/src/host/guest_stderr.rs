@@ -42,7 +42,9 @@ impl Lines {
         let mut out = Vec::new();
         while !bytes.is_empty() {
             let room = MAX_LINE - partial.len();
-            let (line, rest, ended) = match bytes.iter().position(|&b| b == b'\n') {
+            // Only the current line's window is searched: a write costs its own length.
+            let window = &bytes[..bytes.len().min(room)];
+            let (line, rest, ended) = match window.iter().position(|&b| b == b'\n') {
                 Some(i) if i < room => (&bytes[..i], &bytes[i + 1..], true),
                 _ if bytes.len() >= room => (&bytes[..room], &bytes[room..], true),
                 _ => (bytes, &b""[..], false),
@@ -80,5 +82,15 @@ impl Drop for Lines {
 impl super::capture::Accept for BesideAudit {
     fn accept(&self, bytes: &[u8]) {
         self.lines.write(bytes);
+    }
+
+    fn has_room(&self) -> bool {
+        !self.lines.audit.backlogged()
+    }
+
+    fn wait_for_room(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.lines.audit.room())
     }
 }

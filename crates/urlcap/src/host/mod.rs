@@ -22,6 +22,7 @@ mod capture;
 mod compiled;
 mod guest_api;
 mod guest_stderr;
+pub mod host_output;
 mod wasi_http;
 
 pub use admission::{MAX_CHILD_COMPONENT_BYTES, MAX_FUNCTION_BODY_BYTES, MAX_FUNCTION_LOCALS};

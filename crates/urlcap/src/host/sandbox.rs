@@ -2,6 +2,7 @@
 //! and how a run starts (instantiate under its limits) and ends (returned, late, or stopped
 //! because the audit log failed).
 
+use super::host_output::HostOutput;
 use super::limits::{audit_outcome, outcome_of_error, resource_capacity, timeout_outcome};
 use super::{capture, guest_stderr, wasi_http, Limiter, Outcome, Shared, UrlcapHttpHooks};
 use crate::outbound::Outbound;
@@ -9,6 +10,9 @@ use crate::policy::Authority;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
+
+/// The most bytes one `get-random-bytes` call returns.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
 use wasmtime::Store;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -110,6 +114,9 @@ impl Shared {
         quota: Arc<crate::policy::HandleQuota>,
     ) -> wasmtime::Result<Outcome> {
         let mut wasi = WasiCtx::builder();
+        // wasmtime lets one random-bytes call ask for 64 MiB (seconds of CPU in one host call
+        // the wall clock cannot end); a guest that wants more asks again.
+        wasi.max_random_size(MAX_RANDOM_BYTES);
         wasi.args(&spec.args)
             .envs(&spec.env)
             .allow_tcp(false)
@@ -120,10 +127,11 @@ impl Shared {
         }
         match &spec.stdio {
             Stdio::Inherit => {
-                wasi.inherit_stdout().inherit_stderr();
+                wasi.stdout(capture::GuestOutput(HostOutput::stdout()))
+                    .stderr(capture::GuestOutput(HostOutput::stderr()));
             }
             Stdio::InheritBesideAudit(audit) => {
-                wasi.inherit_stdout()
+                wasi.stdout(capture::GuestOutput(HostOutput::stdout()))
                     .stderr(capture::GuestOutput(guest_stderr::BesideAudit::new(
                         audit.clone(),
                     )));
