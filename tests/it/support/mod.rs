@@ -2,6 +2,8 @@
 //! from manifest text. Servers listen on 127.0.0.1 only.
 #![allow(dead_code)]
 
+pub mod sdk;
+
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
