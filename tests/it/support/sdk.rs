@@ -7,6 +7,7 @@
 use super::{text, urlcap_bin, Recorded, Reply, Server};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// The guest built with one SDK.
 #[derive(Clone, Copy, Debug)]
@@ -108,9 +109,22 @@ pub async fn origin() -> Server {
     .await
 }
 
+/// Whether a guest already ran in this test binary. The first run compiles the component
+/// (12-19 MB: minutes with the debug build's compiler) into wasmtime's disk cache and later runs
+/// load it; the scenarios run in parallel, so the first holds this lock and the others wait
+/// for it rather than each compiling the same component at once.
+static COMPILED: OnceLock<tokio::sync::Mutex<bool>> = OnceLock::new();
+
 /// Run `guest` under `urlcap run` with these `--allow` grants (loopback allowed), the steps as
 /// its arguments, and the audit log in a file; then read back everything it left.
 pub async fn run(guest: &str, server: &Server, grants: &[String], steps: &[&str]) -> Ran {
+    let compiled = COMPILED.get_or_init(Default::default).lock().await;
+    let first = if *compiled {
+        drop(compiled);
+        None
+    } else {
+        Some(compiled)
+    };
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let mut args: Vec<String> = vec!["run".into()];
@@ -130,6 +144,9 @@ pub async fn run(guest: &str, server: &Server, grants: &[String], steps: &[&str]
     );
     args.extend(steps.iter().map(|s| s.to_string()));
     let o = urlcap_bin(args).await;
+    if let Some(mut compiled) = first {
+        *compiled = true;
+    }
     let audit = std::fs::read_to_string(&audit)
         .unwrap_or_default()
         .lines()
