@@ -9,9 +9,8 @@ import { getAuthorities } from 'urlcap:http/preopens@0.1.0';
 import { run as sandboxRun } from 'urlcap:http/sandbox@0.1.0';
 
 /**
- * The host's snake_case audit code for a WIT `error.reason`. Today the WIT field is a string
- * holding that code; if it becomes a WIT enum, the bindings give its kebab-case case name
- * (`path-not-allowed`), which this maps to the same code.
+ * The host's snake_case audit code for a WIT `error.reason`: the bindings give a case of the
+ * WIT enum `reason` as its kebab-case name (`path-not-allowed`).
  */
 function reasonCode(reason) {
   return String(reason).replaceAll('-', '_');

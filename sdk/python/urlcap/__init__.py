@@ -73,13 +73,10 @@ _sandbox = _interface("sandbox")
 
 
 def _reason_code(reason: Any) -> str:
-    """The host's snake_case audit code for a WIT `error.reason`.
-
-    Today the WIT field is a string holding that code. If it becomes a WIT enum,
-    componentize-py gives an `Enum` member named in upper snake case (`PATH_NOT_ALLOWED`),
-    which this also maps to the same code.
-    """
-    return reason if isinstance(reason, str) else reason.name.lower()
+    """The host's snake_case audit code for a WIT `error.reason`: componentize-py makes each
+    case of the WIT enum `reason` (`path-not-allowed`) an `Enum` member in upper snake case
+    (`PATH_NOT_ALLOWED`)."""
+    return reason.name.lower()
 
 
 class Denied(Exception):
