@@ -6,8 +6,9 @@
 
 use super::{text, urlcap_bin, Recorded, Reply, Server};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The guest built with one SDK.
 #[derive(Clone, Copy, Debug)]
@@ -109,16 +110,24 @@ pub async fn origin() -> Server {
     .await
 }
 
-/// Whether a guest already ran in this test binary. The first run compiles the component
-/// (12-19 MB: minutes with the debug build's compiler) into wasmtime's disk cache and later runs
-/// load it; the scenarios run in parallel, so the first holds this lock and the others wait
-/// for it rather than each compiling the same component at once.
-static COMPILED: OnceLock<tokio::sync::Mutex<bool>> = OnceLock::new();
+/// Per guest, whether it already ran in this test process. Its first run compiles the component
+/// (12-19 MB, most of it the language's interpreter) into wasmtime's disk cache and later runs
+/// load it; the scenarios run in parallel, so the first holds the guest's lock and the others
+/// wait for it rather than each compiling the same component at once.
+type Gates = Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>;
+static COMPILED: OnceLock<Gates> = OnceLock::new();
 
 /// Run `guest` under `urlcap run` with these `--allow` grants (loopback allowed), the steps as
 /// its arguments, and the audit log in a file; then read back everything it left.
 pub async fn run(guest: &str, server: &Server, grants: &[String], steps: &[&str]) -> Ran {
-    let compiled = COMPILED.get_or_init(Default::default).lock().await;
+    let gate = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(guest.to_string())
+        .or_default()
+        .clone();
+    let compiled = gate.lock_owned().await;
     let first = if *compiled {
         drop(compiled);
         None
