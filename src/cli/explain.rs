@@ -41,6 +41,9 @@ struct Explanation {
     method: String,
     url: String,
     addresses: Vec<IpAddr>,
+    /// The smallest change to the grants that would allow the request; `null` when it is
+    /// allowed, or when nothing may allow it.
+    hint: Option<String>,
 }
 
 pub fn run(
@@ -72,6 +75,9 @@ pub fn run(
         Err(denial) => (Decision::Deny(denial), redact_url(&args.url)),
         Ok(req) => {
             let mut decision = policy.check(&req);
+            if let Decision::Deny(denial) = &mut decision {
+                denial.fix = policy.fix(denial, &req).map(Box::new);
+            }
             if let (true, Decision::Allow(reference)) =
                 (args.resolve && req.url.host().ip().is_none(), &decision)
             {
@@ -162,6 +168,7 @@ fn explain(
                 method,
                 url,
                 addresses,
+                hint: None,
             }
         }
         Decision::Deny(d) => Explanation {
@@ -173,6 +180,7 @@ fn explain(
             method,
             url,
             addresses,
+            hint: d.fix.as_ref().map(|f| f.to_string()),
         },
     }
 }
@@ -197,6 +205,18 @@ fn human(e: &Explanation) -> String {
     if !e.addresses.is_empty() {
         let list: Vec<String> = e.addresses.iter().map(|a| a.to_string()).collect();
         s += &format!("  addresses {}\n", list.join(" "));
+    }
+    if let Some(hint) = &e.hint {
+        // Quotes stay as written: the hint is meant to be copied into a shell or a manifest.
+        let shown: String = (hint.chars())
+            .flat_map(|c| {
+                let control = c.is_control();
+                c.escape_debug()
+                    .filter(move |_| control)
+                    .chain((!control).then_some(c))
+            })
+            .collect();
+        s += &format!("  hint      {shown}\n");
     }
     s
 }

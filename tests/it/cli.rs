@@ -550,3 +550,115 @@ fn flag_and_manifest_errors_do_not_echo_secrets_or_type_names() {
     );
     assert!(!stderr(&o).contains("i64"), "{}", stderr(&o));
 }
+
+/// A denial the grants could have allowed ends with the smallest change that would allow it
+/// (human and `--json`); one nothing may allow has none.
+#[test]
+fn explain_ends_each_denial_the_manifest_could_allow_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("app.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n\n# GitHub, read-only\n[[authority]]\nname = \"gh\"\norigin = \"https://api.github.com\"\npaths = [\"/repos/\"]\nmethods = [\"GET\"]\n\n[[authority]]\nname = \"inner\"\norigin = \"http://10.1.2.3:8080\"\n[authority.headers]\nx-token = { value = \"s3cret-value\" }\n",
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let shown = manifest.display();
+    // (method, URL, extra flags, expected hint or None)
+    let rows: &[(&str, &str, &[&str], Option<String>)] = &[
+        (
+            "POST",
+            "https://api.github.com/repos/a",
+            &[],
+            Some(format!("add POST to methods of authority gh ({shown}:4)")),
+        ),
+        (
+            "GET",
+            "https://api.github.com/v2/x",
+            &[],
+            Some(format!("add path prefix /v2/x to authority gh ({shown}:4)")),
+        ),
+        (
+            "PUT",
+            "https://api.github.com/v2/x?page=2",
+            &[],
+            Some(format!(
+                "add path prefix /v2/x and method PUT to authority gh ({shown}:4)"
+            )),
+        ),
+        (
+            "GET",
+            "https://api.other.com/v1/items?q=1",
+            &[],
+            Some("--allow 'GET https://api.other.com/v1/items'".into()),
+        ),
+        (
+            "GET",
+            "http://10.1.2.3:8080/x",
+            &[],
+            Some(format!(
+                "add allow_ips = [\"10.1.2.3/32\"] to authority inner ({shown}:10)"
+            )),
+        ),
+        (
+            "GET",
+            "https://api.github.com/repos/a",
+            &["--allow", "GET https://api.github.com/repos/"],
+            None,
+        ),
+        // Never: CONNECT, userinfo, non-canonical paths, headers only the host may set, a
+        // header the grant injects, and an address in deny_ips.
+        ("CONNECT", "https://api.github.com/repos/a", &[], None),
+        ("GET", "https://u:p@api.github.com/repos/a", &[], None),
+        (
+            "GET",
+            "https://api.github.com/repos/a/../../admin",
+            &[],
+            None,
+        ),
+        (
+            "GET",
+            "https://api.github.com/v2/x",
+            &["--header", "Host: x"],
+            None,
+        ),
+        (
+            "GET",
+            "http://10.1.2.3:8080/x",
+            &["--header", "X-Token: mine", "--allow-ip", "10.1.2.3"],
+            None,
+        ),
+        (
+            "GET",
+            "http://10.1.2.3:8080/x",
+            &["--deny-ip", "10.1.2.3"],
+            None,
+        ),
+    ];
+    for (method, url, flags, hint) in rows {
+        let mut args = vec!["explain", "--manifest", m, "--method", method, "--json"];
+        args.extend(flags.iter());
+        args.push(url);
+        let o = urlcap(&args);
+        let v = json(&o);
+        if v["decision"] == "allow" {
+            assert!(hint.is_none(), "{method} {url} was allowed");
+            assert_eq!(v["hint"], serde_json::Value::Null);
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(1), "{method} {url}: {}", stderr(&o));
+        assert_eq!(
+            v["hint"].as_str(),
+            hint.as_deref(),
+            "{method} {url} {flags:?}: {v}"
+        );
+        assert!(!stdout(&o).contains("s3cret"), "{}", stdout(&o));
+        // The human form ends with the same hint, quotes as written, to copy.
+        let human: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
+        let text = stdout(&urlcap(&human));
+        match hint {
+            Some(h) => assert!(text.ends_with(&format!("  hint      {h}\n")), "{text}"),
+            None => assert!(!text.contains("hint"), "{text}"),
+        }
+    }
+}

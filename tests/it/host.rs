@@ -507,3 +507,86 @@ async fn a_native_fetch_buffers_at_most_what_the_guest_has_left() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["reason"], "response_body_too_large");
 }
+
+/// The audit record of a denial the manifest could have allowed ends with the smallest change
+/// that would allow it, naming the manifest line; the guest's error never carries it, and a
+/// denial nothing may allow (or that the guest's own derivation caused) has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_the_manifest_could_allow_are_audited_with_a_hint_the_guest_never_sees() {
+    let server = origin().await;
+    let port = server.port();
+    let steps = [
+        "fetch",
+        "api",
+        "GET",
+        "/v2/items", // path
+        "fetch",
+        "api",
+        "DELETE",
+        "/v1/a", // method
+        "fetch",
+        "internal",
+        "GET",
+        "/x", // address, after DNS
+        "http",
+        "GET",
+        "http://elsewhere.test/a/b?q=1", // no grant (wasi:http)
+        "fetch",
+        "api",
+        "GET",
+        "/v1/../admin", // never: not canonical
+        "header",
+        "api",
+        "/v1/a",
+        "Host",
+        "evil.example", // never: the host's header
+        "derive",
+        "ro",
+        "api",
+        "paths=/v1/public/", // the guest narrows itself
+        "fetch",
+        "ro",
+        "GET",
+        "/v1/private",
+    ];
+    let ran = run(&manifest(port, ""), &steps, None, None).await;
+    let records = ran.audit.records();
+    let denied: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r["event"] == "request.denied")
+        .map(|r| (r["reason"].as_str().unwrap(), r["detail"].as_str().unwrap()))
+        .collect();
+    let hint = |d: &str| d.split_once("; hint: ").map(|(_, h)| h.to_string());
+    let expected = [
+        (
+            "path_not_allowed",
+            Some("add path prefix /v2/items to authority api (test.toml:2)".to_string()),
+        ),
+        (
+            "method_not_allowed",
+            Some("add DELETE to methods of authority api (test.toml:2)".into()),
+        ),
+        (
+            "ip_denied",
+            Some("add allow_ips = [\"127.0.0.1/32\"] to authority internal (test.toml:9)".into()),
+        ),
+        (
+            "no_authority",
+            Some("--allow 'GET http://elsewhere.test/a/b'".into()),
+        ),
+        ("non_canonical_path", None),
+        ("forbidden_header", None),
+        ("path_not_allowed", None),
+    ];
+    let got: Vec<(&str, Option<String>)> = denied.iter().map(|(r, d)| (*r, hint(d))).collect();
+    let want: Vec<(&str, Option<String>)> = expected.iter().map(|(r, h)| (*r, h.clone())).collect();
+    assert_eq!(got, want, "{records:#?}");
+    assert!(
+        ran.lines
+            .iter()
+            .all(|l| !l.contains("hint") && !l.contains("test.toml")),
+        "{:?}",
+        ran.lines
+    );
+    assert!(server.requests().is_empty(), "nothing denied was sent");
+}

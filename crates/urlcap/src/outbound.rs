@@ -131,7 +131,14 @@ impl Outbound {
         let url = canonical
             .as_ref()
             .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
-        let approved = canonical.and_then(|r| self.handles.authorize(r));
+        let approved = canonical.and_then(|r| {
+            self.handles
+                .authorize_or_return(r)
+                .map_err(|(mut denial, req)| {
+                    denial.fix = self.handles.fix(&denial, &req).map(Box::new);
+                    denial
+                })
+        });
         self.send_approved(approved, body, &guest.method, url, timeouts)
             .await
     }
@@ -154,7 +161,14 @@ impl Outbound {
             .map(|r| r.with_body_len(body.len() as u64));
         let url = canonical.as_ref().map_or(shown_url, |r| r.url.to_string());
         let approved = canonical
-            .and_then(|r| authority.authorize(r))
+            .and_then(|r| {
+                authority
+                    .authorize_or_return(r)
+                    .map_err(|(mut denial, req)| {
+                        denial.fix = authority.fix(&denial, &req).map(Box::new);
+                        denial
+                    })
+            })
             .map_err(|mut d| {
                 d.authority
                     .get_or_insert_with(|| authority.reference().clone());

@@ -78,8 +78,14 @@ impl Record {
     }
 
     /// The record for a denial of `method url`, where `url` is canonical or raw guest text.
+    /// Its detail ends with the denial's fix-it hint, if it has one (`; hint: add POST to
+    /// methods of authority gh (policy/app.toml:12)`), within the same [`MAX_DETAIL`].
     pub fn denied(sandbox: &str, denial: &Denial, method: &str, url: &str) -> Record {
-        let mut r = Record::new(Event::RequestDenied, sandbox, denial.detail.clone());
+        let detail = match &denial.fix {
+            None => denial.detail.clone(),
+            Some(fix) => with_hint(&denial.detail, &fix.to_string()),
+        };
+        let mut r = Record::new(Event::RequestDenied, sandbox, detail);
         r.reason = Some(denial.reason);
         r.method = Some(bounded(method, 64));
         r.url = Some(redact_url(url));
@@ -104,6 +110,34 @@ impl Record {
     }
 }
 
+/// What separates a denial's detail from its hint.
+pub const HINT_SEPARATOR: &str = "; hint: ";
+/// Longest hint kept in a record (it quotes the request's path).
+const MAX_HINT: usize = 1024;
+/// Room [`bounded`]'s note of what it cut may take.
+const CUT_NOTE: usize = 32;
+
+/// `detail; hint: hint`, at most [`MAX_DETAIL`] once JSON-escaped: the hint is kept whole up to
+/// [`MAX_HINT`] and the detail cut first, so a long detail never hides the hint.
+pub fn with_hint(detail: &str, hint: &str) -> String {
+    let hint = bounded(hint, MAX_HINT);
+    let room = MAX_DETAIL - escaped_width(&hint) - HINT_SEPARATOR.len() - CUT_NOTE;
+    format!("{}{HINT_SEPARATOR}{hint}", bounded(detail, room))
+}
+
+/// Bytes a character takes once JSON-escaped.
+fn escaped_char_width(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn escaped_width(s: &str) -> usize {
+    s.chars().map(escaped_char_width).sum()
+}
+
 /// `s` itself when it fits (no copy), else cut like [`bounded`].
 fn bounded_owned(s: String, max: usize) -> String {
     if s.len() <= max {
@@ -117,11 +151,7 @@ fn bounded_owned(s: String, max: usize) -> String {
 /// escapes to six bytes, `"` and `\\` to two), with a note of how much was cut: a record's size
 /// is bounded by what it writes, not by what the guest sent.
 fn bounded(s: &str, max: usize) -> String {
-    let width = |c: char| match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    };
+    let width = escaped_char_width;
     let mut escaped = 0;
     let mut end = s.len();
     for (i, c) in s.char_indices() {
@@ -557,6 +587,36 @@ mod tests {
             redact_url("https://a.com:8443/x@y"),
             "https://a.com:8443/x@y"
         );
+    }
+
+    #[test]
+    fn a_hint_ends_the_detail_and_both_stay_within_the_bound() {
+        let short = with_hint(
+            "path /v2 is not under /v1/",
+            "add path prefix /v2 to authority a",
+        );
+        assert_eq!(
+            short,
+            "path /v2 is not under /v1/; hint: add path prefix /v2 to authority a"
+        );
+        for (detail, hint) in [
+            ("d".repeat(5000), "h".repeat(10)),
+            ("\u{1}".repeat(3000), "h".repeat(5000)),
+            ("d".repeat(10), "\"".repeat(5000)),
+        ] {
+            let both = with_hint(&detail, &hint);
+            assert!(
+                escaped_width(&both) <= MAX_DETAIL,
+                "{}",
+                escaped_width(&both)
+            );
+            let (_, kept) = both.split_once(HINT_SEPARATOR).expect("the hint is kept");
+            assert!(kept.starts_with(&hint[..hint.len().min(100)]));
+            let mut denial = Denial::new(Reason::PathNotAllowed, detail);
+            denial.fix = None;
+            let record = Record::denied("s", &denial, "GET", "https://a.example/");
+            assert!(escaped_width(&record.detail) <= MAX_DETAIL + CUT_NOTE);
+        }
     }
 
     #[test]

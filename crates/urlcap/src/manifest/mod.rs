@@ -13,7 +13,7 @@ pub use spec::{AllowSpec, SPEC_HELP};
 
 use crate::policy::{
     check_name, grant_from_spec_url, is_forbidden_header, is_token, CaBundle, Clock, Grant,
-    InjectedHeader, IpRules, Method, MethodSet, PathPrefix, Policy, Rate,
+    GrantSource, InjectedHeader, IpRules, Method, MethodSet, PathPrefix, Policy, Rate,
 };
 use crate::secret::Secret;
 use ipnet::IpNet;
@@ -172,6 +172,7 @@ impl Config {
                 None => self.unused_name(&default_name(&parsed.origin)),
             };
             let mut grant = Grant::new(name, parsed.origin);
+            grant.source = Some(GrantSource::Flag(spec.as_str().into()));
             grant.paths = parsed.paths;
             if let Some(methods) = parsed.methods {
                 grant.methods = methods;
@@ -562,7 +563,14 @@ impl Ctx<'_> {
         }
         for authority in raw.authority {
             let span = authority.span();
-            let grant = self.grant(authority.into_inner())?;
+            let mut grant = self.grant(authority.into_inner())?;
+            grant.source = Some(GrantSource::Manifest {
+                file: self.file.into(),
+                line: self.text[..span.start.min(self.text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1,
+            });
             if config.grants.iter().any(|g| g.name == grant.name) {
                 return self.err(
                     span,

@@ -295,9 +295,18 @@ impl Authority {
     /// Admit `req` (spending budget and rate like [`Authority::admit`]) and return the proof
     /// egress requires, or the denial.
     pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
+        self.authorize_or_return(req).map_err(|(denial, _)| denial)
+    }
+
+    /// [`Authority::authorize`], giving a denied request back with its denial (to work out a
+    /// hint with [`Authority::fix`], or for learn mode) without copying it beforehand.
+    pub fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
         match self.evaluate(&req, true) {
             Ok(()) => Ok(Approved::new(self.clone(), req)),
-            Err(refusal) => Err(self.denial(refusal, &req)),
+            Err(refusal) => {
+                let denial = self.denial(refusal, &req);
+                Err((denial, req))
+            }
         }
     }
 
@@ -309,11 +318,16 @@ impl Authority {
     }
 
     /// Check an address the granted name resolved to (or an IP literal) against the IP rules.
+    /// A denial carries its fix-it hint (the exception that would let it through): address
+    /// denials mostly come from egress, after DNS, where no request is left to work one out.
     pub fn vet_ip(&self, ip: std::net::IpAddr) -> Result<(), Denial> {
         self.0
             .network
             .vet(ip, &self.0.grant.allow_ips)
-            .map_err(|d| d.on(&self.0.reference))
+            .map_err(|mut d| {
+                d.fix = self.ip_fix(ip).map(Box::new);
+                d.on(&self.0.reference)
+            })
     }
 
     /// Judge `req` on this handle. Cheap on both outcomes: a refusal is a small value, and
@@ -429,6 +443,20 @@ impl Authority {
             other => unreachable!("{other:?} depends on the request"),
         };
         Denial::new(reason, detail).on(&self.0.reference)
+    }
+
+    /// Revocation, expiry, budget and rate, without spending: what the request itself does
+    /// not decide.
+    pub(super) fn check_state(&self) -> Result<(), Refusal<'_>> {
+        self.check_alive()?;
+        self.spend_along_chain(false)
+    }
+
+    /// Revocation and expiry, then spend budget and rate: what admitting a request costs
+    /// once the request itself was judged (learn mode judges it on a widened grant).
+    pub(super) fn spend(&self) -> Result<(), Refusal<'_>> {
+        self.check_alive()?;
+        self.spend_along_chain(true)
     }
 
     /// Neither this handle nor an ancestor is revoked or expired.

@@ -1,5 +1,6 @@
 //! What the policy says about a request: allow through a named authority, or deny with a reason.
 
+use super::fix::Fix;
 use super::reason::Reason;
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ pub struct Denial {
     /// For a transport failure, which one more precisely (the reason code stays coarse and
     /// stable; this picks the `wasi:http` error code a guest sees).
     pub cause: Option<Cause>,
+    /// The smallest change to the grants that would have allowed the request, where one
+    /// would: for the host's eyes (audit records, `explain`), never shown to the guest.
+    /// Filled in by whoever asks for it ([`super::HandleTable::fix`]), not by the decision.
+    pub fix: Option<Box<Fix>>,
 }
 
 /// Which transport failure a `timeout` or `tls_failure` denial was.
@@ -45,6 +50,7 @@ impl Denial {
             detail: detail.into(),
             authority: None,
             cause: None,
+            fix: None,
         }
     }
 

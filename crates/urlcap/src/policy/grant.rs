@@ -111,6 +111,24 @@ impl fmt::Debug for CaBundle {
     }
 }
 
+/// Where a grant was written: hints name the place to change ([`super::Fix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSource {
+    /// An `[[authority]]` table of a manifest, starting at this line.
+    Manifest { file: Arc<str>, line: usize },
+    /// An `--allow` flag with this SPEC.
+    Flag(Arc<str>),
+}
+
+impl fmt::Display for GrantSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantSource::Manifest { file, line } => write!(f, "{file}:{line}"),
+            GrantSource::Flag(spec) => write!(f, "--allow '{spec}'"),
+        }
+    }
+}
+
 /// Everything one preopened authority allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -126,6 +144,8 @@ pub struct Grant {
     pub headers: Vec<InjectedHeader>,
     /// Trust anchors added to the default roots (webpki and system) for this grant.
     pub ca: Option<CaBundle>,
+    /// Where it was written (`None`: made in code).
+    pub source: Option<GrantSource>,
 }
 
 impl Grant {
@@ -140,6 +160,7 @@ impl Grant {
             allow_ips: Vec::new(),
             headers: Vec::new(),
             ca: None,
+            source: None,
         }
     }
 

@@ -28,6 +28,10 @@ pub struct HandleTable {
     by_host: FxHashMap<Host, Vec<usize>>,
     /// `*.suffix` -> indexes of entries, keyed by `suffix`.
     by_wildcard: FxHashMap<String, Vec<usize>>,
+    /// For the policy's own table of roots, the sandbox-wide IP rules: a request no handle
+    /// here grants could have been granted by the manifest (hints, learn mode). `None` for a
+    /// nested sandbox's table, whose parent chose what it holds.
+    roots_network: Option<Arc<super::ip::IpRules>>,
 }
 
 impl HandleTable {
@@ -58,6 +62,22 @@ impl HandleTable {
         Ok(table)
     }
 
+    /// This table as the policy's table of roots, under these IP rules.
+    pub(super) fn of_roots(mut self, network: Arc<super::ip::IpRules>) -> HandleTable {
+        self.roots_network = Some(network);
+        self
+    }
+
+    /// The sandbox-wide IP rules, if this is the policy's table of roots.
+    pub(super) fn network(&self) -> Option<&super::ip::IpRules> {
+        self.roots_network.as_deref()
+    }
+
+    /// Is this the policy's table of roots (the manifest's grants, under their own names)?
+    pub fn holds_roots(&self) -> bool {
+        self.roots_network.is_some()
+    }
+
     /// The handles and their names, in the order given.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Authority, &str)> {
         self.entries.iter().map(|(a, n)| (a, &**n))
@@ -85,9 +105,15 @@ impl HandleTable {
     /// spending its budget and rate (and its ancestors'), and return the proof egress
     /// requires, or the denial.
     pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
+        self.authorize_or_return(req).map_err(|(denial, _)| denial)
+    }
+
+    /// [`HandleTable::authorize`], giving a denied request back with its denial (to work out
+    /// a hint with [`HandleTable::fix`], or for learn mode) without copying it beforehand.
+    pub fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
         match self.decide(&req, true) {
             (_, Some(authority)) => Ok(Approved::new(authority.clone(), req)),
-            (Decision::Deny(denial), None) => Err(denial),
+            (Decision::Deny(denial), None) => Err((denial, req)),
             (Decision::Allow(_), None) => unreachable!("an allow always names its authority"),
         }
     }

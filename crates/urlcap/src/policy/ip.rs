@@ -365,6 +365,29 @@ impl IpRules {
         Ok(())
     }
 
+    /// The exceptions (`allow_ips` entries, one address each) that would let a request through
+    /// a grant with exceptions `grant_allow` reach `ip`: none when it already may, `None` when
+    /// no exception can (an address in `deny_ips`, which beat every exception). For hints.
+    pub fn exceptions_needed(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Option<Vec<IpNet>> {
+        let mut addresses = vec![judged_as(ip)];
+        if let IpAddr::V6(v6) = addresses[0] {
+            addresses.extend(embedded_ipv4(v6).into_iter().map(IpAddr::V4));
+        }
+        let mut needed = Vec::new();
+        for address in addresses {
+            if self.deny.iter().any(|n| n.contains(&address)) {
+                return None;
+            }
+            if self.vet_one(address, grant_allow).is_err() {
+                let net = IpNet::from(address);
+                if !needed.contains(&net) {
+                    needed.push(net);
+                }
+            }
+        }
+        Some(needed)
+    }
+
     fn vet_one(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
         let judged = judged_as(ip);
         // Worded only for a denial: an allowed address (every pooled request) formats nothing.

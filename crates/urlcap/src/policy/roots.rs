@@ -8,9 +8,11 @@ use super::approved::Approved;
 use super::authority::{Authority, Tree};
 use super::clock::Clock;
 use super::decision::{Decision, Denial};
+use super::fix::Fix;
 use super::grant::Grant;
 use super::handles::HandleTable;
 use super::ip::IpRules;
+use super::learn::Learning;
 use super::request::Request;
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use std::sync::Arc;
 pub struct Policy {
     roots: HandleTable,
     network: Arc<IpRules>,
+    tree: Arc<Tree>,
 }
 
 impl Policy {
@@ -32,8 +35,13 @@ impl Policy {
         let roots = HandleTable::new(grants.into_iter().map(|grant| {
             let name = grant.name.clone();
             (Authority::root(grant, network.clone(), tree.clone()), name)
-        }))?;
-        Ok(Policy { roots, network })
+        }))?
+        .of_roots(network.clone());
+        Ok(Policy {
+            roots,
+            network,
+            tree,
+        })
     }
 
     /// The root authorities, in manifest order.
@@ -58,6 +66,18 @@ impl Policy {
     /// Judge an absolute-URL request against the roots without spending (dry run).
     pub fn check(&self, req: &Request) -> Decision {
         self.roots.check(req)
+    }
+
+    /// The smallest change to the grants that would have allowed `req`, which
+    /// [`Policy::check`] denied with `denial` (see [`HandleTable::fix`]).
+    pub fn fix(&self, denial: &Denial, req: &Request) -> Option<Fix> {
+        self.roots.fix(denial, req)
+    }
+
+    /// What admits requests in learn mode, which the host that runs a guest in learn mode
+    /// hands to its top-level sandbox (see [`Learning`]).
+    pub fn learning(&self) -> Learning {
+        Learning::new(self.roots.clone(), self.network.clone(), self.tree.clone())
     }
 
     /// Admit an absolute-URL request through the first root that allows it (see
