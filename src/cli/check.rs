@@ -84,6 +84,21 @@ pub fn describe(config: &Config) -> String {
         nets(&n.allow),
         nets(&n.deny)
     );
+    let mut names: Vec<&str> = config.variables.iter().map(|u| u.name.as_str()).collect();
+    names.dedup();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let uses: Vec<&urlcap::manifest::VariableUse> =
+            config.variables.iter().filter(|u| u.name == name).collect();
+        let at: Vec<&str> = uses.iter().map(|u| u.at.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "variable {name}: from {}; used at {} (its value is shown only in the grants below)",
+            uses[0].source,
+            at.join(", ")
+        );
+    }
     if config.grants.is_empty() {
         let _ = writeln!(s, "no authorities: every request will be denied");
     }

@@ -71,6 +71,10 @@ pub struct GrantArgs {
     /// Do not apply the default special-purpose deny set (loopback, private, link-local...).
     #[arg(long = "allow-private")]
     allow_private: bool,
+    /// A value for ${NAME} in the manifest's origin and paths (repeatable; beats the
+    /// environment). Never shown in errors; check shows it only inside the grants it resolves.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    var: Vec<String>,
 }
 
 impl GrantArgs {
@@ -81,6 +85,7 @@ impl GrantArgs {
             allow_ip: self.allow_ip.clone(),
             deny_ip: self.deny_ip.clone(),
             allow_private: self.allow_private,
+            vars: self.var.clone(),
         }
     }
 

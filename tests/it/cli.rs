@@ -662,3 +662,56 @@ fn explain_ends_each_denial_the_manifest_could_allow_with_a_hint() {
         }
     }
 }
+
+#[test]
+fn check_shows_resolved_grants_and_where_each_variable_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("app.toml");
+    std::fs::write(
+        &manifest,
+        "version = 1\n[[authority]]\nname = \"api\"\norigin = \"https://${API_HOST}\"\npaths = [\"/orgs/${ORG}/\"]\n",
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let run = |env_org: Option<&str>, vars: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_urlcap"));
+        cmd.args(["check", "--manifest", m])
+            .env_remove("ORG")
+            .env("API_HOST", "api.prod.example.com");
+        if let Some(org) = env_org {
+            cmd.env("ORG", org);
+        }
+        for v in vars {
+            cmd.args(["--var", v]);
+        }
+        cmd.output().unwrap()
+    };
+    let o = run(Some("acme"), &["API_HOST=api.staging.example.com"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("  origin   https://api.staging.example.com\n"),
+        "{out}"
+    );
+    assert!(out.contains("  paths    /orgs/acme/\n"), "{out}");
+    assert!(
+        out.contains(&format!("variable API_HOST: from --var; used at {m}:4:19")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "variable ORG: from the environment; used at {m}:5:17"
+        )),
+        "{out}"
+    );
+    let o = run(None, &["API_HOST=api.staging.example.com"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!("{m}:5:17: variable ORG is not set")),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(Some("acme"), &["API_HOST=sneaky-value/admin"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("sneaky-value"), "{}", stderr(&o));
+}

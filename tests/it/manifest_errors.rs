@@ -207,6 +207,7 @@ fn flags(allow: &[&str], allow_ip: &[&str], deny_ip: &[&str]) -> GrantSources {
         allow_ip: allow_ip.iter().map(|s| s.to_string()).collect(),
         deny_ip: deny_ip.iter().map(|s| s.to_string()).collect(),
         allow_private: false,
+        vars: Vec::new(),
     }
 }
 
@@ -326,4 +327,100 @@ fn no_error_under_headers_shows_the_value_or_a_rust_type() {
             Ok(())
         })
         .unwrap();
+}
+
+fn with_vars(
+    text: &str,
+    env: &[(&'static str, &'static str)],
+    vars: &[&str],
+) -> Result<Config, ConfigError> {
+    let secrets = FakeSecrets {
+        env: env.iter().copied().collect(),
+        ..FakeSecrets::default()
+    };
+    let vars =
+        urlcap::manifest::FlagVars::parse(&vars.iter().map(|v| v.to_string()).collect::<Vec<_>>())?;
+    Config::parse_with(text, Path::new("conf/urlcap.toml"), &secrets, &vars)
+}
+
+const VARS: &str = "version = 1\n[[authority]]\nname = \"api\"\norigin = \"https://${API_HOST}\"\npaths = [\"/orgs/${ORG}/\", \"/v1/\"]\n";
+
+#[test]
+fn variables_in_origin_and_paths_come_from_flags_then_the_environment() {
+    let env = [("API_HOST", "api.prod.example.com"), ("ORG", "acme")];
+    let config = with_vars(VARS, &env, &[]).unwrap();
+    let g = &config.grants[0];
+    assert_eq!(g.origin.to_string(), "https://api.prod.example.com");
+    assert_eq!(g.paths[0].as_str(), "/orgs/acme/");
+    let config = with_vars(VARS, &env, &["API_HOST=api.staging.example.com:8443"]).unwrap();
+    assert_eq!(
+        config.grants[0].origin.to_string(),
+        "https://api.staging.example.com:8443"
+    );
+    let uses: Vec<(String, String, String)> = config
+        .variables
+        .iter()
+        .map(|u| (u.name.clone(), u.source.to_string(), u.at.clone()))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            (
+                "API_HOST".into(),
+                "--var".into(),
+                "conf/urlcap.toml:4:19".into()
+            ),
+            (
+                "ORG".into(),
+                "the environment".into(),
+                "conf/urlcap.toml:5:17".into()
+            ),
+        ]
+    );
+}
+
+/// An unset variable names its place and itself; a value can never carry a wildcard,
+/// userinfo or path into an origin, is checked as if written literally, and never appears in
+/// an error.
+#[test]
+fn variable_errors_name_the_place_and_never_show_the_value() {
+    let err = with_vars(VARS, &[("API_HOST", "h.example.com")], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conf/urlcap.toml:5:17: variable ORG is not set\n  help: set it in the environment or pass --var ORG=VALUE"
+    );
+    let org = [("ORG", "acme")];
+    for (host, expect) in [
+        ("*.sneaky-secret.com", "'*'"),
+        ("user:sneaky-secret@h.com", "'@'"),
+        ("h.com/sneaky-secret", "'/'"),
+        ("h.com?sneaky-secret", "'?'"),
+        ("sneaky-secret.com:99999", "out of range"),
+        ("SNEAKY-SECRET..com", "${API_HOST}"),
+    ] {
+        let err = with_vars(VARS, &org, &[&format!("API_HOST={host}")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("conf/urlcap.toml:4:"), "{host}: {err}");
+        assert!(err.contains(expect), "{host}: {err}");
+        assert!(
+            !err.to_lowercase().contains("sneaky-secret"),
+            "{host}: {err}"
+        );
+    }
+    // In a path, the value is checked as a path once in place.
+    let err = with_vars(
+        VARS,
+        &[("API_HOST", "h.com"), ("ORG", "../sneaky-secret")],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("conf/urlcap.toml:5:") && err.contains("${ORG}") && !err.contains("sneaky"),
+        "{err}"
+    );
+    // A variable anywhere else is not substituted: the name is not a valid name.
+    let text = "version = 1\n[[authority]]\nname = \"${NAME}\"\norigin = \"https://a.com\"\n";
+    assert!(with_vars(text, &[("NAME", "x")], &[]).is_err());
 }

@@ -7,9 +7,11 @@
 mod error;
 mod spec;
 mod units;
+mod vars;
 
 pub use error::ConfigError;
 pub use spec::{AllowSpec, SPEC_HELP};
+pub use vars::{FlagVars, VariableSource, VariableUse};
 
 use crate::policy::{
     check_name, grant_from_spec_url, is_forbidden_header, is_token, CaBundle, Clock, Grant,
@@ -40,6 +42,12 @@ pub struct Config {
     pub limits: SandboxLimits,
     pub network: IpRules,
     pub grants: Vec<Grant>,
+    /// Every `${NAME}` the manifest used, where, and where its value came from.
+    pub variables: Vec<VariableUse>,
+    /// The `--var` values given (shown only as part of the grants they resolve).
+    pub flag_vars: FlagVars,
+    /// The manifest file and its text as read, if there was one (learn mode writes on it).
+    pub manifest: Option<(PathBuf, String)>,
 }
 
 /// Where grants come from: the shared GRANTS flags of `run`, `explain` and `check`.
@@ -50,6 +58,8 @@ pub struct GrantSources {
     pub allow_ip: Vec<String>,
     pub deny_ip: Vec<String>,
     pub allow_private: bool,
+    /// `NAME=VALUE` for `${NAME}` in the manifest (beats the environment).
+    pub vars: Vec<String>,
 }
 
 /// Where secret header values are read from. The real one reads the process environment and
@@ -115,6 +125,7 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 impl Config {
     /// Read the manifest (if any) and apply the flags on top of it.
     pub fn load(sources: &GrantSources, secrets: &dyn SecretStore) -> Result<Config, ConfigError> {
+        let vars = FlagVars::parse(&sources.vars)?;
         let mut config = match &sources.manifest {
             Some(path) => {
                 let io = |message: String| ConfigError::Io {
@@ -125,19 +136,33 @@ impl Config {
                     .map_err(|e| io(format!("cannot read manifest: {e}")))?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| io("cannot read manifest: it is not UTF-8 text".into()))?;
-                Config::parse(&text, path, secrets)?
+                let mut config = Config::parse_with(&text, path, secrets, &vars)?;
+                config.manifest = Some((path.clone(), text));
+                config
             }
             None => Config::default(),
         };
+        config.flag_vars = vars;
         config.apply_flags(sources)?;
         Ok(config)
     }
 
     /// Parse manifest text; `path` names it in errors and anchors relative secret files.
+    /// Variables come from the environment (`secrets`).
     pub fn parse(
         text: &str,
         path: &Path,
         secrets: &dyn SecretStore,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, secrets, &FlagVars::default())
+    }
+
+    /// [`Config::parse`] with `--var` values, which win over the environment.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        secrets: &dyn SecretStore,
+        vars: &FlagVars,
     ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
@@ -146,8 +171,12 @@ impl Config {
             text,
             dir: path.parent().unwrap_or(Path::new(".")),
             secrets,
+            vars,
+            uses: Default::default(),
         };
         let mut config = ctx.build(raw)?;
+        config.variables = ctx.uses.into_inner();
+        config.flag_vars = vars.clone();
         config.deny_embedded_forms();
         Ok(config)
     }
@@ -223,6 +252,13 @@ impl Config {
     /// Things that are valid but probably not what the author meant.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for name in self.flag_vars.names() {
+            if !self.variables.iter().any(|u| u.name == name) {
+                out.push(format!(
+                    "--var {name}: the manifest uses no ${{{name}}} (variables work in origin and paths)"
+                ));
+            }
+        }
         let grant_allows = self.grants.iter().flat_map(|g| g.allow_ips.iter());
         for net in self.network.allow.iter().chain(grant_allows) {
             if let Some(v4) = crate::policy::ip::embedded_rule(*net) {
@@ -402,7 +438,7 @@ impl RawHeader {
 }
 
 /// An environment variable's name as shells write them: `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_env_name(name: &str) -> bool {
+pub(crate) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -516,6 +552,9 @@ struct Ctx<'a> {
     text: &'a str,
     dir: &'a Path,
     secrets: &'a dyn SecretStore,
+    vars: &'a FlagVars,
+    /// The variables used so far.
+    uses: std::cell::RefCell<Vec<VariableUse>>,
 }
 
 impl Ctx<'_> {
@@ -672,10 +711,40 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// A string value with its `${NAME}`s in place (recorded for `check`), or the error at
+    /// the variable that failed.
+    fn expand(
+        &self,
+        value: &Spanned<String>,
+        context: vars::Context,
+    ) -> Result<vars::Expanded, ConfigError> {
+        let raw = value.get_ref();
+        // Where the string's text starts in the file: after its opening quote, when it is
+        // written without escapes (otherwise errors point at the string).
+        let span = value.span();
+        let start = match self.text.get(span.start + 1..) {
+            Some(t) if t.starts_with(raw.as_str()) => Some(span.start + 1),
+            _ => None,
+        };
+        let at = |offset: usize| start.map_or(span.start, |s| s + offset);
+        let expanded = vars::expand(raw, context, self.vars, self.secrets)
+            .or_else(|e| self.err(at(e.offset)..at(e.offset), e.message, e.help.as_deref()))?;
+        for (name, _, source, offset) in &expanded.uses {
+            let (line, column) = error::line_column(self.text, at(*offset));
+            self.uses.borrow_mut().push(VariableUse {
+                name: name.clone(),
+                source: *source,
+                at: format!("{}:{line}:{column}", self.file),
+            });
+        }
+        Ok(expanded)
+    }
+
     fn grant(&self, raw: RawAuthority) -> Result<Grant, ConfigError> {
         check_name(raw.name.get_ref()).or_else(|m| self.err(raw.name.span(), m, None))?;
-        let (origin, paths) = grant_from_spec_url(raw.origin.get_ref())
-            .or_else(|m| self.err(raw.origin.span(), m, None))?;
+        let origin_text = self.expand(&raw.origin, vars::Context::Origin)?;
+        let (origin, paths) = grant_from_spec_url(&origin_text.text)
+            .or_else(|m| self.err(raw.origin.span(), origin_text.hide_values(&m), None))?;
         if paths != [PathPrefix::root()] {
             return self.err(
                 raw.origin.span(),
@@ -696,10 +765,11 @@ impl Ctx<'_> {
                 .get_ref()
                 .iter()
                 .map(|p| {
-                    PathPrefix::parse(p.get_ref()).or_else(|e| {
+                    let text = self.expand(p, vars::Context::Path)?;
+                    PathPrefix::parse(&text.text).or_else(|e| {
                         self.err(
                             p.span(),
-                            e.0,
+                            text.hide_values(&e.0),
                             Some("a path prefix is a canonical path such as \"/v1/\""),
                         )
                     })
