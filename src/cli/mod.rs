@@ -39,7 +39,7 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run a wasi:cli command component with only the preopened authorities; exits with its status.
     #[command(
-        after_help = "Exit status: the guest's own; 124 if it hit the wall-clock limit, 134 if it trapped or ran out of memory, 2 for bad usage.\n\nExamples:\n  urlcap run --allow 'api=GET https://api.example.com/v1/' guest.wasm -- --verbose\n  urlcap run --manifest policy/example.toml --audit audit.jsonl --env LOG=debug guest.wasm"
+        after_help = "Exit status: the guest's own; 124 if it hit the wall-clock limit, 134 if it trapped or ran out of memory, 74 if the audit log (or --learn's manifest) could not be written, 2 for bad usage.\n\nExamples:\n  urlcap run --allow 'api=GET https://api.example.com/v1/' guest.wasm -- --verbose\n  urlcap run --manifest policy/example.toml --audit audit.jsonl --env LOG=debug guest.wasm\n  urlcap run --learn learned.toml --audit audit.jsonl guest.wasm   # then: urlcap check --manifest learned.toml"
     )]
     Run(run::RunArgs),
     /// Start an offline demo: a loopback origin, a bundled guest, its allowed and denied requests and the audit log.

@@ -30,6 +30,11 @@ pub struct RunArgs {
     /// A host directory for the guest, HOST::GUEST (repeatable); the guest sees no other.
     #[arg(long, value_name = "HOST::GUEST")]
     dir: Vec<String>,
+    /// Learn mode, for a guest you trust: a request no grant allows is let through (IP rules
+    /// and everything that is never allowed still apply) and audited as request.learned; on
+    /// exit OUT.toml gets the given grants plus the least that covers what was let through.
+    #[arg(long, value_name = "OUT.toml")]
+    learn: Option<PathBuf>,
     /// The command component (wasm32-wasip2) to run.
     guest: PathBuf,
     /// Arguments for the guest (after --).
@@ -102,7 +107,11 @@ fn run_inner(
         audit
     });
     let audit_on_stderr = matches!(args.audit.as_deref(), None | Some("-"));
-    let sandbox = Sandbox::builder(config).audit(audit.clone()).build()?;
+    let learn = urlcap::learn::Session::open(args.learn.as_deref(), &config)?;
+    let sandbox = Sandbox::builder(config)
+        .audit(audit.clone())
+        .learn(learn.learner())
+        .build()?;
     let command = sandbox
         .compile(&wasm)
         .map_err(|e| format!("{}: not a runnable component: {e}", args.guest.display()))?;
@@ -150,6 +159,7 @@ fn run_inner(
             "urlcap: warning: {lost} bytes of the guest's output were dropped: stdout or stderr stopped taking them"
         ));
     }
+    let learned = learn.finish(&mut say);
     if audit.has_failed() || (finished.is_err() && !args.audit_fail_open) {
         say(format!(
             "urlcap: error: the audit log could not be written ({} records lost); the run was stopped",
@@ -157,7 +167,7 @@ fn run_inner(
         ));
         return Ok(urlcap::host::EXIT_AUDIT);
     }
-    Ok(outcome.exit_code)
+    Ok(learned.unwrap_or(outcome.exit_code))
 }
 
 pub fn demo(err: &mut dyn Write) -> u8 {

@@ -17,6 +17,7 @@ mod egress_vectors;
 mod faults;
 mod host;
 mod host_work;
+mod learn;
 mod manifest_errors;
 mod nested;
 mod policy_engine;

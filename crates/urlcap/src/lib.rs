@@ -19,6 +19,7 @@ pub mod egress;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod host;
+pub mod learn;
 pub mod manifest;
 pub mod outbound;
 pub mod policy;

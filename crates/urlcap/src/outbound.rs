@@ -8,6 +8,7 @@
 
 use crate::audit::{AuditLog, Event, Record};
 use crate::egress::{Client, RequestBody, Response, Timeouts};
+use crate::learn::{Learner, Lesson};
 use crate::policy::{Approved, Authority, Denial, HandleTable, Request};
 use std::sync::Arc;
 
@@ -72,6 +73,9 @@ pub struct Outbound {
     client: Client,
     audit: Arc<AuditLog>,
     sandbox: Arc<str>,
+    /// Learn mode (`urlcap run --learn`): requests the grants deny but could have allowed are
+    /// let through and recorded. Only ever set on a top-level sandbox's path.
+    learner: Option<Arc<Learner>>,
 }
 
 impl Outbound {
@@ -87,7 +91,19 @@ impl Outbound {
             client,
             audit,
             sandbox: sandbox.into(),
+            learner: None,
         }
+    }
+
+    /// This path in learn mode: a request its handles deny is let through where the manifest
+    /// could have allowed it (see [`crate::learn`]) and recorded in `learner`. Only for the
+    /// policy's own table of roots (a top-level sandbox); a nested sandbox made from this one
+    /// ([`Outbound::for_child`]) does not learn.
+    pub fn learning(mut self, learner: Arc<Learner>) -> Outbound {
+        if self.handles.holds_roots() {
+            self.learner = Some(learner);
+        }
+        self
     }
 
     /// The outbound path of a nested sandbox `sandbox` that holds exactly `handles`: the same
@@ -98,7 +114,9 @@ impl Outbound {
 
     /// The same handles, recording under another id (a top-level sandbox named by its host).
     pub(crate) fn renamed(&self, sandbox: &str) -> Outbound {
-        self.for_child(sandbox, self.handles.clone())
+        let mut renamed = self.for_child(sandbox, self.handles.clone());
+        renamed.learner = self.learner.clone();
+        renamed
     }
 
     /// The sandbox id its audit records carry.
@@ -131,16 +149,36 @@ impl Outbound {
         let url = canonical
             .as_ref()
             .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
-        let approved = canonical.and_then(|r| {
-            self.handles
-                .authorize_or_return(r)
-                .map_err(|(mut denial, req)| {
-                    denial.fix = self.handles.fix(&denial, &req).map(Box::new);
-                    denial
-                })
-        });
-        self.send_approved(approved, body, &guest.method, url, timeouts)
+        let (approved, lesson) = match canonical {
+            Err(denial) => (Err(denial), None),
+            Ok(r) => match self.handles.authorize_or_return(r) {
+                Ok(approved) => (Ok(approved), None),
+                Err((denial, req)) => {
+                    let fix = self.handles.fix(&denial, &req);
+                    self.refused(denial, fix, req)
+                }
+            },
+        };
+        self.send_approved(approved, lesson, body, &guest.method, url, timeouts)
             .await
+    }
+
+    /// A request the policy denied: its hint attached; in learn mode, let through if it may
+    /// be learned.
+    fn refused(
+        &self,
+        mut denial: Denial,
+        fix: Option<crate::policy::Fix>,
+        req: Request,
+    ) -> (Result<Approved, Denial>, Option<Lesson>) {
+        denial.fix = fix.map(Box::new);
+        match &self.learner {
+            None => (Err(denial), None),
+            Some(learner) => match learner.admit(denial, req) {
+                Ok((approved, lesson)) => (Ok(approved), Some(lesson)),
+                Err(denial) => (Err(denial), None),
+            },
+        }
     }
 
     /// A request relative to one handle's origin (the native guest API), with the response
@@ -160,23 +198,25 @@ impl Outbound {
             .and_then(|r| headers.iter().try_fold(r, |r, (k, v)| r.header(k, v)))
             .map(|r| r.with_body_len(body.len() as u64));
         let url = canonical.as_ref().map_or(shown_url, |r| r.url.to_string());
-        let approved = canonical
-            .and_then(|r| {
-                authority
-                    .authorize_or_return(r)
-                    .map_err(|(mut denial, req)| {
-                        denial.fix = authority.fix(&denial, &req).map(Box::new);
-                        denial
-                    })
-            })
-            .map_err(|mut d| {
-                d.authority
-                    .get_or_insert_with(|| authority.reference().clone());
-                d
-            });
+        let (approved, lesson) = match canonical {
+            Err(denial) => (Err(denial), None),
+            Ok(r) => match authority.authorize_or_return(r) {
+                Ok(approved) => (Ok(approved), None),
+                Err((denial, req)) => {
+                    let fix = authority.fix(&denial, &req);
+                    self.refused(denial, fix, req)
+                }
+            },
+        };
+        let approved = approved.map_err(|mut d| {
+            d.authority
+                .get_or_insert_with(|| authority.reference().clone());
+            d
+        });
         let response = self
             .send_approved(
                 approved,
+                lesson,
                 crate::egress::full_body(body),
                 method,
                 url.clone(),
@@ -221,6 +261,7 @@ impl Outbound {
     async fn send_approved(
         &self,
         approved: Result<Approved, Denial>,
+        lesson: Option<Lesson>,
         body: RequestBody,
         method: &str,
         url: String,
@@ -260,7 +301,25 @@ impl Outbound {
                 Err(denial)
             }
             Ok((mut response, reference)) => {
-                if self.audit.logs_allowed() {
+                let status = response.status().as_u16();
+                match (&self.learner, &lesson) {
+                    (Some(learner), Some(lesson)) => {
+                        learner.learned(lesson);
+                        let mut record = Record::new(
+                            Event::RequestLearned,
+                            &self.sandbox,
+                            lesson.detail(status),
+                        )
+                        .on(&reference);
+                        record.method = Some(method.to_string());
+                        record.url = Some(url.clone());
+                        record.reason = Some(lesson.reason());
+                        self.audit.record(&record);
+                    }
+                    (Some(learner), None) => learner.used(&reference.name),
+                    (None, _) => {}
+                }
+                if lesson.is_none() && self.audit.logs_allowed() {
                     let mut record = Record::new(
                         Event::RequestAllowed,
                         &self.sandbox,

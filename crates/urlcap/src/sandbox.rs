@@ -21,6 +21,7 @@
 use crate::audit::{AuditLog, Event, Record};
 use crate::egress::{Client, EgressConfig, Resolve, SystemResolver};
 use crate::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost, DEFAULT_MAX_DEPTH};
+use crate::learn::Learner;
 use crate::manifest::{Config, SandboxLimits};
 use crate::outbound::Outbound;
 use crate::policy::{Clock, Policy, SystemClock};
@@ -41,9 +42,18 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     egress: Option<EgressConfig>,
     id: String,
+    learner: Option<Arc<Learner>>,
 }
 
 impl Builder {
+    /// Learn mode ([`crate::learn`]) when `Some`: a request the grants deny but a manifest
+    /// could grant is let through and recorded in the learner, which writes the manifest
+    /// afterwards. `None` (the default): the grants are enforced.
+    pub fn learn(mut self, learner: Option<Arc<Learner>>) -> Builder {
+        self.learner = learner;
+        self
+    }
+
     /// Where audit records go (default: stderr, written by the log's own thread).
     pub fn audit(mut self, audit: Arc<AuditLog>) -> Builder {
         self.audit = Some(audit);
@@ -89,12 +99,17 @@ impl Builder {
                 .map_or(crate::egress::DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
             ..self.egress.unwrap_or_default()
         };
-        let outbound = Arc::new(Outbound::new(
+        let mut outbound = Outbound::new(
             policy.preopens(),
             Client::new(egress, self.resolver),
             audit.clone(),
             &self.id,
-        ));
+        );
+        if let Some(learner) = self.learner {
+            learner.bind(&policy);
+            outbound = outbound.learning(learner);
+        }
+        let outbound = Arc::new(outbound);
         let host = WasmHost::with_max_depth(limits.max_nesting_depth.unwrap_or(DEFAULT_MAX_DEPTH))?;
         Ok(Sandbox {
             host,
@@ -153,6 +168,7 @@ impl Sandbox {
             clock: Arc::new(SystemClock::new()),
             egress: None,
             id: format!("sb-{}", std::process::id()),
+            learner: None,
         }
     }
 

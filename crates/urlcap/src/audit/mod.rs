@@ -42,6 +42,10 @@ pub enum Event {
     SandboxSpawned,
     #[serde(rename = "sandbox.exited")]
     SandboxExited,
+    /// Learn mode only: a request no grant allowed, let through so that the manifest being
+    /// learned can grant it (its `reason` is the denial it would otherwise have had).
+    #[serde(rename = "request.learned")]
+    RequestLearned,
     /// Written last when earlier records could not be written.
     #[serde(rename = "audit.dropped")]
     AuditDropped,
@@ -120,9 +124,14 @@ const CUT_NOTE: usize = 32;
 /// `detail; hint: hint`, at most [`MAX_DETAIL`] once JSON-escaped: the hint is kept whole up to
 /// [`MAX_HINT`] and the detail cut first, so a long detail never hides the hint.
 pub fn with_hint(detail: &str, hint: &str) -> String {
-    let hint = bounded(hint, MAX_HINT);
-    let room = MAX_DETAIL - escaped_width(&hint) - HINT_SEPARATOR.len() - CUT_NOTE;
-    format!("{}{HINT_SEPARATOR}{hint}", bounded(detail, room))
+    with_tail(detail, HINT_SEPARATOR, hint)
+}
+
+/// `detail` + `separator` + `tail`, bounded like [`with_hint`].
+pub(crate) fn with_tail(detail: &str, separator: &str, tail: &str) -> String {
+    let tail = bounded(tail, MAX_HINT);
+    let room = MAX_DETAIL - escaped_width(&tail) - separator.len() - CUT_NOTE;
+    format!("{}{separator}{tail}", bounded(detail, room))
 }
 
 /// Bytes a character takes once JSON-escaped.

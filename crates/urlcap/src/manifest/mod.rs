@@ -287,7 +287,7 @@ impl Config {
 }
 
 /// A name for an unnamed `--allow`: its host (and port when not the default).
-fn default_name(origin: &crate::policy::OriginPattern) -> String {
+pub(crate) fn default_name(origin: &crate::policy::OriginPattern) -> String {
     let host = origin.host.to_string().replace('*', "any");
     let mut name: String = host
         .chars()
@@ -313,7 +313,7 @@ fn default_name(origin: &crate::policy::OriginPattern) -> String {
 /// A CIDR, or a bare address meaning just that address.
 /// An IPv4-mapped or -compatible CIDR is read as the IPv4 CIDR it spells (addresses in those
 /// forms are judged as IPv4, so as written it could never match).
-fn parse_net(raw: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_net(raw: &str) -> Result<IpNet, String> {
     raw.parse::<IpNet>()
         .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
         .map(crate::policy::ip::normalize_rule)

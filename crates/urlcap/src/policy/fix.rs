@@ -158,7 +158,7 @@ impl fmt::Display for Fix {
             adds.push(format!("path prefix {p}"));
         }
         if let Some(m) = &self.method {
-            let only = self.path.is_none() && !(manifest && !self.allow_ips.is_empty());
+            let only = self.path.is_none() && (!manifest || self.allow_ips.is_empty());
             adds.push(if only {
                 format!("{m} to methods")
             } else {

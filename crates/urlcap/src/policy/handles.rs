@@ -110,6 +110,9 @@ impl HandleTable {
 
     /// [`HandleTable::authorize`], giving a denied request back with its denial (to work out
     /// a hint with [`HandleTable::fix`], or for learn mode) without copying it beforehand.
+    // The request comes back by value, on the denial path only: boxing it would allocate on
+    // every denial to save a copy.
+    #[allow(clippy::result_large_err)]
     pub fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
         match self.decide(&req, true) {
             (_, Some(authority)) => Ok(Approved::new(authority.clone(), req)),

@@ -147,7 +147,8 @@ mod tests {
     #[test]
     fn only_scope_the_manifest_could_grant_is_learnable() {
         let policy = policy();
-        let rows: &[(&str, &str, Option<(&str, &str)>, bool)] = &[
+        type Row<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, bool);
+        let rows: &[Row] = &[
             ("GET", "https://other.example.com/x", None, true),
             ("GET", "https://api.example.com/v2/x", None, true),
             ("POST", "https://api.example.com/v1/x", None, true),
