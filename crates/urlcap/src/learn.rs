@@ -348,7 +348,7 @@ impl Learner {
         }
         let header = "# Written by `urlcap run --learn`: the grants given to the run, plus what the guest was\n\
                       # seen to use (it had unrestricted egress while learning). Review it with\n\
-                      # `urlcap check --manifest FILE` before running the guest under it.\n";
+                      # `urlcap check --manifest FILE` before running the guest under it.\n\n";
         let body = doc.to_string();
         Ok(format!(
             "{header}{}",

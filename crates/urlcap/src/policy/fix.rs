@@ -244,9 +244,11 @@ impl HandleTable {
                 if let Some(ip) = url.host().ip() {
                     fix.allow_ips = network.exceptions_needed(ip, &[])?;
                 }
-                let grant = fix.new_grant("new")?;
-                if super::overrides::refused_override(&grant, url, &req.headers).is_some() {
-                    return None;
+                if !req.headers.is_empty() || url.query().is_some() {
+                    let grant = fix.new_grant("new")?;
+                    if super::overrides::refused_override(&grant, url, &req.headers).is_some() {
+                        return None;
+                    }
                 }
                 Some(fix)
             }
@@ -295,9 +297,17 @@ impl Authority {
         if req.headers.iter().any(|(name, _)| grant.injects(name)) {
             return None;
         }
-        let widened = fix.widen(grant);
-        if super::overrides::refused_override(&widened, url, &req.headers).is_some() {
-            return None;
+        // Overrides are judged against the grant as the fix would leave it (copied only when
+        // there is something to judge and the fix changes what they are judged against).
+        if !req.headers.is_empty() || url.query().is_some() {
+            let refused = if fix.path.is_some() || fix.method.is_some() {
+                super::overrides::refused_override(&fix.widen(grant), url, &req.headers)
+            } else {
+                super::overrides::refused_override(grant, url, &req.headers)
+            };
+            if refused.is_some() {
+                return None;
+            }
         }
         if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
             if len > max {
@@ -341,6 +351,46 @@ mod tests {
             name: name.into(),
             source,
         }
+    }
+
+    /// (what was done to the handle, request, expected hint): only what the manifest could
+    /// change gets one; what a guest narrowed for itself, or revoked, never does.
+    #[test]
+    fn only_the_roots_grant_is_hinted_at() {
+        use crate::policy::{Attenuation, IpRules, Policy, SystemClock};
+        let (origin, paths) =
+            super::super::grant_from_spec_url("http://10.0.0.1:8080/v1/").unwrap();
+        let mut grant = Grant::new("api", origin);
+        grant.paths = paths;
+        grant.limits.max_requests = Some(1);
+        let policy = Policy::new(
+            vec![grant],
+            IpRules::default(),
+            Arc::new(SystemClock::new()),
+        )
+        .unwrap();
+        let root = policy.get("api").unwrap().clone();
+        let child = root
+            .derive(&Attenuation {
+                paths: Some(vec![PathPrefix::parse("/v1/public/").unwrap()]),
+                ..Attenuation::default()
+            })
+            .unwrap();
+        let hint = |a: &Authority, url: &str| {
+            let req = Request::new("GET", url).unwrap();
+            let denial = a.check(&req).into_result().unwrap_err();
+            a.fix(&denial, &req).map(|f| f.to_string())
+        };
+        let url = "http://10.0.0.1:8080/v1/private";
+        assert_eq!(hint(&root, url).as_deref(), Some("--allow-ip 10.0.0.1"));
+        // The child's path is its own narrowing; its address is the root's to allow.
+        assert_eq!(hint(&child, url).as_deref(), None);
+        assert_eq!(
+            hint(&child, "http://10.0.0.1:8080/v1/public/x").as_deref(),
+            Some("--allow-ip 10.0.0.1")
+        );
+        root.revoke();
+        assert_eq!(hint(&root, "http://10.0.0.1:8080/v2/").as_deref(), None);
     }
 
     #[test]
