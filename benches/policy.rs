@@ -87,5 +87,22 @@ fn derive(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decisions, canonicalize, derive);
+/// The fix-it hint of a denial, worked out only when asked (explain, an audit record, learn
+/// mode): never on the decision's own path.
+fn hint(c: &mut Criterion) {
+    let p = policy(10_000, false);
+    let denied = Request::new("GET", "https://svc5000.example.com/admin").unwrap();
+    let denial = p.check(&denied).into_result().unwrap_err();
+    assert!(p.fix(&denial, &denied).is_some());
+    c.bench_function("hint/path, 10000 grants", |b| {
+        b.iter(|| p.fix(black_box(&denial), black_box(&denied)))
+    });
+    let elsewhere = Request::new("GET", "https://other.example.net/x?q=1").unwrap();
+    let denial = p.check(&elsewhere).into_result().unwrap_err();
+    c.bench_function("hint/new origin, 10000 grants", |b| {
+        b.iter(|| p.fix(black_box(&denial), black_box(&elsewhere)))
+    });
+}
+
+criterion_group!(benches, decisions, canonicalize, derive, hint);
 criterion_main!(benches);

@@ -314,7 +314,9 @@ impl Outbound {
                         record.method = Some(method.to_string());
                         record.url = Some(url.clone());
                         record.reason = Some(lesson.reason());
-                        self.audit.record(&record);
+                        // Like a logged allowed request: written before the guest sees the
+                        // response, so nothing let through goes unrecorded.
+                        self.audit.record_written(&record).await;
                     }
                     (Some(learner), None) => learner.used(&reference.name),
                     (None, _) => {}
