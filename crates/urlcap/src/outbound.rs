@@ -311,8 +311,8 @@ impl Outbound {
                             lesson.detail(status),
                         )
                         .on(&reference);
-                        record.method = Some(method.to_string());
-                        record.url = Some(url.clone());
+                        record.method = Some(crate::audit::bounded_method(method));
+                        record.url = Some(crate::audit::redact_url(&url));
                         record.reason = Some(lesson.reason());
                         // Like a logged allowed request: written before the guest sees the
                         // response, so nothing let through goes unrecorded.

@@ -91,7 +91,7 @@ impl Record {
         };
         let mut r = Record::new(Event::RequestDenied, sandbox, detail);
         r.reason = Some(denial.reason);
-        r.method = Some(bounded(method, 64));
+        r.method = Some(bounded_method(method));
         r.url = Some(redact_url(url));
         if let Some(a) = &denial.authority {
             r = r.on(a);
@@ -145,6 +145,11 @@ fn escaped_char_width(c: char) -> usize {
 
 fn escaped_width(s: &str) -> usize {
     s.chars().map(escaped_char_width).sum()
+}
+
+/// A method as records keep it: at most 64 bytes (a guest's method is any token).
+pub(crate) fn bounded_method(method: &str) -> String {
+    bounded(method, 64)
 }
 
 /// `s` itself when it fits (no copy), else cut like [`bounded`].
