@@ -389,6 +389,19 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
             ),
         ),
         (
+            "brtable.wasm",
+            component_with_body(
+                4_096,
+                1,
+                &[
+                    I::Loop(wasm_encoder::BlockType::Empty),
+                    I::I32Const(0),
+                    I::BrTable(vec![0; 8_192].into(), 0),
+                    I::End,
+                ],
+            ),
+        ),
+        (
             "callind.wasm",
             component_with_body(
                 0,
@@ -405,13 +418,14 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
     ];
     let (m, log, stdout) = spawn_each(dir.path(), &components).await;
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{stdout}");
+    assert_eq!(lines.len(), 9, "{stdout}");
     assert!(
         lines[6].contains("has 4096 locals across 1100 blocks"),
         "{stdout}"
     );
+    assert!(lines[7].contains("has 4096 locals across"), "{stdout}");
     assert!(
-        lines[7].contains("has 1100 call_indirect instructions"),
+        lines[8].contains("has 1100 call_indirect instructions"),
         "{stdout}"
     );
     assert!(
@@ -445,7 +459,7 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
         m.cpu
     );
     let refusals = log.matches("\"invalid_component\"").count();
-    assert_eq!(refusals, 8, "{log}");
+    assert_eq!(refusals, 9, "{log}");
 }
 
 /// Files under `dir`, recursively.
@@ -656,20 +670,35 @@ async fn a_host_call_does_bounded_work() {
     let err = String::from_utf8_lossy(&m.output.stderr);
     assert_eq!(m.output.status.code(), Some(134), "{err}");
     assert!(
-        err.contains("exceeds the stream's permit of 65536"),
+        err.contains("a write of 33554432 bytes exceeds the stream's permit"),
         "{err}"
     );
     assert!(m.cpu < std::time::Duration::from_secs(10), "{:?}", m.cpu);
+
+    // A guest that skips check-write cannot skip the wait for room either.
+    let m = urlcap_measured(run_under(
+        dir.path(),
+        "timeout = \"60s\"",
+        PROBE,
+        "cwonce 2000",
+    ))
+    .await;
+    let err = String::from_utf8_lossy(&m.output.stderr);
+    assert_eq!(m.output.status.code(), Some(134), "{err}");
+    assert!(
+        err.contains("a write of 65536 bytes exceeds the stream's permit of 0"),
+        "{err}"
+    );
 
     let m = urlcap_measured(run_under(
         dir.path(),
         "timeout = \"60s\"",
         PROBE,
-        "random 1 random 64",
+        "random 0 random 1",
     ))
     .await;
     let out = support::text(&m.output.stdout);
-    assert!(out.starts_with("random 1048576\n"), "{out}");
+    assert!(out.starts_with("random 0\n"), "{out}");
     assert_eq!(m.output.status.code(), Some(134), "{out}");
     assert!(m.cpu < std::time::Duration::from_secs(10), "{:?}", m.cpu);
 

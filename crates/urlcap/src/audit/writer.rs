@@ -52,6 +52,8 @@ struct State {
     settled: u64,
     /// The batch being written, if any: (its last record's number, its record count).
     writing: Option<(u64, u64)>,
+    /// Bytes of the batch being written.
+    writing_bytes: u64,
     /// When the writer last finished a write (or the queue was last empty).
     last_progress: Instant,
     closed: bool,
@@ -74,6 +76,7 @@ impl Queue {
                 queued: 0,
                 settled: 0,
                 writing: None,
+                writing_bytes: 0,
                 last_progress: Instant::now(),
                 closed: false,
                 idle: false,
@@ -149,19 +152,13 @@ impl Queue {
             let records = std::mem::take(&mut state.pending_records);
             let last = state.queued;
             state.writing = Some((last, records));
+            state.writing_bytes = batch.len() as u64;
             drop(state);
             // Room was made: guests waiting for it may go on while this batch is written.
             self.moved.notify_waiters();
 
-            // In pieces, each one progress: a slow reader is not a stalled one.
-            let mut result = Ok(());
-            for piece in batch.chunks(WRITE_PIECE) {
-                result = sink.write_all(piece);
-                if result.is_err() {
-                    break;
-                }
-                self.lock().last_progress = Instant::now();
-            }
+            // Every write that moves any bytes is progress: a slow reader is not a stalled one.
+            let result = self.write_noting_progress(sink, &batch);
             let result = result.and_then(|()| sink.flush());
             batch.clear();
             if batch.capacity() > HIGH_WATER {
@@ -173,11 +170,47 @@ impl Queue {
             }
             let mut state = self.lock();
             state.writing = None;
+            state.writing_bytes = 0;
             state.settled = last;
             state.last_progress = Instant::now();
             drop(state);
             self.progress.notify_all();
             self.moved.notify_waiters();
+        }
+    }
+
+    /// `write_all`, noting progress after each write that took any bytes.
+    fn write_noting_progress(&self, sink: &mut dyn Write, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            match sink.write(&bytes[..bytes.len().min(WRITE_PIECE)]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    self.lock().last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait (blocking) at most `grace` for everything queued to be written; the bytes still
+    /// queued or being written then.
+    pub(crate) fn drain_within(&self, grace: std::time::Duration) -> u64 {
+        let until = Instant::now() + grace;
+        let mut state = self.lock();
+        loop {
+            let left = state.pending.len() as u64 + state.writing_bytes;
+            let now = Instant::now();
+            if left == 0 || now >= until {
+                return left;
+            }
+            state = self
+                .progress
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 

@@ -150,8 +150,9 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
 /// One function's block nesting and `br_table` sizes, read operator by operator.
 /// What of a function body's shape its compile cost depends on.
 struct Shape {
-    /// Control-flow blocks: `block`, `loop`, `if`, `else`, `try`, and the blocks a `br_if` or
-    /// a `call_indirect` splits off.
+    /// Control-flow blocks and edges: `block`, `loop`, `if`, `else`, `try`, every `br_table`
+    /// target, and the blocks a `br_if`, `call_indirect`, `call_ref` or table access splits
+    /// off once compiled.
     blocks: u64,
     call_indirects: u64,
 }
@@ -187,9 +188,20 @@ fn check_operators(function: usize, body: &wasmparser::FunctionBody<'_>) -> Resu
                 shape.call_indirects += 1;
                 shape.blocks += 1;
             }
-            Operator::BrIf { .. } => shape.blocks += 1,
-            Operator::BrTable { targets } if targets.len() > MAX_BR_TABLE_TARGETS => {
-                return Err(format!("function {function} has a br_table of {} targets; at most {MAX_BR_TABLE_TARGETS} in a nested sandbox", targets.len()));
+            Operator::BrIf { .. }
+            | Operator::TableGet { .. }
+            | Operator::TableSet { .. }
+            | Operator::TableGrow { .. }
+            | Operator::CallRef { .. }
+            | Operator::ReturnCallRef { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. } => shape.blocks += 1,
+            Operator::BrTable { targets } => {
+                if targets.len() > MAX_BR_TABLE_TARGETS {
+                    return Err(format!("function {function} has a br_table of {} targets; at most {MAX_BR_TABLE_TARGETS} in a nested sandbox", targets.len()));
+                }
+                // Every target is an edge that carries the function's live locals.
+                shape.blocks += u64::from(targets.len()) + 1;
             }
             _ => {}
         }

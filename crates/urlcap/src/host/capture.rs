@@ -90,10 +90,22 @@ pub trait Accept: Clone + Send + Sync + Unpin + 'static {
 }
 
 /// A guest output stream that hands every write to an [`Accept`]: ready when it has room,
-/// never a terminal, nothing to flush. A write larger than the permit traps (as the wasi
-/// streams contract says), so no single host call handles more than [`MAX_WRITE`] bytes.
+/// never a terminal, nothing to flush. A write past what the last `check-write` permitted
+/// traps (as the wasi streams contract says), so no single host call handles more than
+/// [`MAX_WRITE`] bytes, and a guest that skips `check-write` cannot skip the wait for room.
 #[derive(Clone)]
-pub struct GuestOutput<T>(pub T);
+pub struct GuestOutput<T> {
+    to: T,
+    /// Bytes the last `check-write` permitted and no write has used yet.
+    permit: usize,
+}
+
+impl<T> GuestOutput<T> {
+    /// Output into `to`.
+    pub fn new(to: T) -> GuestOutput<T> {
+        GuestOutput { to, permit: 0 }
+    }
+}
 
 impl<T: Accept> IsTerminal for GuestOutput<T> {
     fn is_terminal(&self) -> bool {
@@ -113,13 +125,15 @@ impl<T: Accept> StdoutStream for GuestOutput<T> {
 
 impl<T: Accept> OutputStream for GuestOutput<T> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if bytes.len() > MAX_WRITE {
+        if bytes.len() > self.permit {
             return Err(wasmtime_wasi::p2::StreamError::Trap(wasmtime::format_err!(
-                "a write of {} bytes exceeds the stream's permit of {MAX_WRITE}",
-                bytes.len()
+                "a write of {} bytes exceeds the stream's permit of {} (check-write first)",
+                bytes.len(),
+                self.permit
             )));
         }
-        self.0.accept(&bytes);
+        self.permit -= bytes.len();
+        self.to.accept(&bytes);
         Ok(())
     }
 
@@ -128,15 +142,16 @@ impl<T: Accept> OutputStream for GuestOutput<T> {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(if self.0.has_room() { MAX_WRITE } else { 0 })
+        self.permit = if self.to.has_room() { MAX_WRITE } else { 0 };
+        Ok(self.permit)
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl<T: Accept> Pollable for GuestOutput<T> {
     async fn ready(&mut self) {
-        if !self.0.has_room() {
-            self.0.wait_for_room().await;
+        if !self.to.has_room() {
+            self.to.wait_for_room().await;
         }
     }
 }
@@ -147,8 +162,10 @@ impl<T: Accept> tokio::io::AsyncWrite for GuestOutput<T> {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.0.accept(buf);
-        Poll::Ready(Ok(buf.len()))
+        // wasip3 streams (not built: component-model-async is off) would come here.
+        let n = buf.len().min(MAX_WRITE);
+        self.to.accept(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -5,7 +5,8 @@
 //! wall clock runs on, forever. Here each stream is written by a thread of its own, through the
 //! same bounded queue as the audit log: the guest's stream says it has no room while more
 //! than [`HIGH_WATER`](crate::audit::writer::HIGH_WATER) bytes wait, and the guest waits in an
-//! `await` its wall clock ends. A stream that takes nothing for
+//! `await` its wall clock ends. At exit the process waits at most [`EXIT_GRACE`] for what is
+//! left. A stream that takes nothing for
 //! [`STALL_LIMIT`](crate::audit::writer::STALL_LIMIT) stops being waited for: what the guest
 //! writes after that is dropped and counted (see [`dropped`]), so a guest with no wall clock
 //! cannot be held by it either.
@@ -104,12 +105,18 @@ impl Accept for HostOutput {
     }
 }
 
-/// Write out what guests left in the host's stdout and stderr queues, waiting at most until a
-/// stream has taken nothing for the stall limit. Call before the process exits.
+/// How long the process waits at exit for a reader to take what guests left queued: a slow
+/// reader must not keep it alive long past the guest's wall clock.
+pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Write out what guests left in the host's stdout and stderr queues, waiting at most
+/// [`EXIT_GRACE`] for each; what is still queued then counts as dropped. Call before the
+/// process exits.
 pub fn flush() {
     for cell in [&STDOUT, &STDERR] {
         if let Some(stream) = cell.get() {
-            stream.queue.drain();
+            let left = stream.queue.drain_within(EXIT_GRACE);
+            stream.dropped.fetch_add(left, Ordering::Relaxed);
         }
     }
 }

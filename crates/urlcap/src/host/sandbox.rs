@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
 
-/// The most bytes one `get-random-bytes` call returns.
-const MAX_RANDOM_BYTES: u64 = 1 << 20;
+/// The most bytes one `get-random-bytes` call returns (as one output write carries).
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 use wasmtime::Store;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -127,18 +127,18 @@ impl Shared {
         }
         match &spec.stdio {
             Stdio::Inherit => {
-                wasi.stdout(capture::GuestOutput(HostOutput::stdout()))
-                    .stderr(capture::GuestOutput(HostOutput::stderr()));
+                wasi.stdout(capture::GuestOutput::new(HostOutput::stdout()))
+                    .stderr(capture::GuestOutput::new(HostOutput::stderr()));
             }
             Stdio::InheritBesideAudit(audit) => {
-                wasi.stdout(capture::GuestOutput(HostOutput::stdout()))
-                    .stderr(capture::GuestOutput(guest_stderr::BesideAudit::new(
+                wasi.stdout(capture::GuestOutput::new(HostOutput::stdout()))
+                    .stderr(capture::GuestOutput::new(guest_stderr::BesideAudit::new(
                         audit.clone(),
                     )));
             }
             Stdio::Capture(out, err) => {
-                wasi.stdout(capture::GuestOutput(out.clone()))
-                    .stderr(capture::GuestOutput(err.clone()));
+                wasi.stdout(capture::GuestOutput::new(out.clone()))
+                    .stderr(capture::GuestOutput::new(err.clone()));
             }
         }
         let memory_limit = spec
