@@ -31,6 +31,7 @@ async fn main() -> Result<(), urlcap::sandbox::Error> {
     run.args.extend(args);
     let outcome = sandbox.run(&guest, run).await?;
     sandbox.audit().finish(sandbox.id())?;
+    urlcap::host::host_output::flush(); // what the guest wrote, before the process exits
     eprintln!("guest {}", outcome.summary());
     std::process::exit(outcome.exit_code);
 }

@@ -14,6 +14,7 @@
 //! let guest = sandbox.compile(&std::fs::read("guest.wasm")?)?;
 //! let outcome = sandbox.run(&guest, urlcap::Guest::named("guest")).await?;
 //! sandbox.audit().finish(sandbox.id())?;
+//! urlcap::host::host_output::flush(); // what the guest wrote to the inherited stdout/stderr
 //! std::process::exit(outcome.exit_code);
 //! # }
 //! ```
