@@ -518,8 +518,11 @@ pub fn whttp_run_args(port: u16, audit: &Path, groups: &[&[&str]]) -> Vec<String
 /// A finished `urlcap` process and what it cost the host.
 pub struct Measured {
     pub output: std::process::Output,
-    /// Peak resident set of the process, in KiB (its own: spawned with posix_spawn, so no
-    /// page of this larger test process is counted in it).
+    /// Peak resident set of the process, in KiB: its own `VmHWM`, sampled every few
+    /// milliseconds while it runs (the high-water mark only grows, so the last sample is its
+    /// peak). Not wait4's `ru_maxrss`: a child spawned with vfork semantics inherits the
+    /// spawning process's high-water mark at exec, and the one test binary is far larger
+    /// than what it measures.
     pub max_rss_kib: u64,
     /// User + system CPU time of the process.
     pub cpu: Duration,
@@ -593,6 +596,25 @@ async fn measured(
         } else {
             (Some(read_all(Box::new(err))), None)
         };
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let peak = peak.clone();
+            std::thread::spawn(move || {
+                let path = format!("/proc/{pid}/status");
+                // Until the process has exited (a zombie's status has no VmHWM line).
+                while let Ok(status) = std::fs::read_to_string(&path) {
+                    let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    else {
+                        break;
+                    };
+                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
         let (exited, watch) = std::sync::mpsc::channel::<()>();
         let watchdog = std::thread::spawn(move || {
             if watch.recv_timeout(Duration::from_secs(180)).is_err() {
@@ -611,6 +633,7 @@ async fn measured(
         let wall = started.elapsed();
         let _ = exited.send(());
         watchdog.join().unwrap();
+        sampler.join().unwrap();
         let stderr = match (err_now, err_later) {
             (Some(reader), _) => reader.join().unwrap(),
             (None, Some(mut err)) => {
@@ -638,7 +661,7 @@ async fn measured(
                 stdout,
                 stderr,
             },
-            max_rss_kib: usage.ru_maxrss as u64,
+            max_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
             cpu: time(usage.ru_utime) + time(usage.ru_stime),
             wall,
         }

@@ -66,11 +66,20 @@ impl Ran {
         self.audit.iter().filter(|r| r["event"] == event).collect()
     }
 
-    /// `(reason, url, detail)` of every `request.denied`, in order.
+    /// `(reason, url, detail)` of every `request.denied`, in order, the detail as the guest
+    /// sees it: without the fix-it hint the audit record adds (guests never get hints).
     pub fn denials(&self) -> Vec<(String, String, String)> {
         self.events("request.denied")
             .into_iter()
-            .map(|r| (s(&r["reason"]), s(&r["url"]), s(&r["detail"])))
+            .map(|r| {
+                let detail = s(&r["detail"]);
+                let shown = detail
+                    .split("; hint: ")
+                    .next()
+                    .unwrap_or(&detail)
+                    .to_string();
+                (s(&r["reason"]), s(&r["url"]), shown)
+            })
             .collect()
     }
 
