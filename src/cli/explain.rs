@@ -7,8 +7,9 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 use urlcap::audit::redact_url;
+use urlcap::egress::{lookup, vet_answer, EgressConfig, SystemResolver};
 use urlcap::manifest::ConfigError;
-use urlcap::policy::{Decision, Denial, Reason, Request, SystemClock};
+use urlcap::policy::{Authority, Decision, Denial, Reason, Request, SystemClock, VettedAddr};
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
@@ -78,20 +79,19 @@ pub fn run(
             if let Decision::Deny(denial) = &mut decision {
                 denial.fix = policy.fix(denial, &req).map(Box::new);
             }
-            if let (true, Decision::Allow(reference)) =
-                (args.resolve && req.url.host().ip().is_none(), &decision)
-            {
+            if let (true, Decision::Allow(reference)) = (args.resolve, &decision) {
                 let authority = policy
                     .get(&reference.name)
                     .expect("an allowing authority exists");
-                decision = match resolve(req.url.host_str(), req.url.port()) {
+                decision = match resolve(authority, &req) {
                     Err(denial) => Decision::Deny(denial.on(reference)),
-                    Ok(ips) => {
+                    Ok((ips, Err(denial))) => {
                         addresses = ips;
-                        match addresses.iter().find_map(|ip| authority.vet_ip(*ip).err()) {
-                            Some(denial) => Decision::Deny(denial),
-                            None => decision,
-                        }
+                        Decision::Deny(denial)
+                    }
+                    Ok((ips, Ok(_vetted))) => {
+                        addresses = ips;
+                        decision
                     }
                 };
             }
@@ -115,9 +115,11 @@ pub fn run(
     })
 }
 
-/// Resolve exactly as egress would (the same [`SystemResolver`]: names with a dot are absolute).
-fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
-    use urlcap::egress::{Resolve, SystemResolver};
+/// Resolve and vet exactly as egress does before a connection: the same [`lookup`] (the
+/// system resolver, names with a dot absolute, the default connect timeout) and the same
+/// [`vet_answer`] (every address, a mixed answer denied whole). The outer error is a lookup
+/// that failed; otherwise the answer, and the verdict on it.
+fn resolve(authority: &Authority, req: &Request) -> Result<ResolvedAnswer, Denial> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,17 +129,14 @@ fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Denial> {
                 format!("cannot start the resolver: {e}"),
             )
         })?;
-    let ips = runtime
-        .block_on(SystemResolver.resolve(host, port))
-        .map_err(|e| Denial::new(Reason::DnsFailure, format!("{host} did not resolve: {e}")))?;
-    if ips.is_empty() {
-        return Err(Denial::new(
-            Reason::DnsFailure,
-            format!("{host} resolved to no addresses"),
-        ));
-    }
-    Ok(ips)
+    let wait = EgressConfig::default().connect_timeout;
+    let ips = runtime.block_on(lookup(&SystemResolver, &req.url, wait))?;
+    let verdict = vet_answer(authority, &req.url, &ips);
+    Ok((ips, verdict))
 }
+
+/// The addresses a name resolved to, and whether every one passed.
+type ResolvedAnswer = (Vec<IpAddr>, Result<Vec<VettedAddr>, Denial>);
 
 fn explain(
     decision: &Decision,

@@ -508,16 +508,13 @@ fn ip_literal_grants_still_obey_ip_rules() {
     assert!(policy
         .check(&req("GET", "http://127.0.0.1:8080/"))
         .is_allow());
-    assert!(policy
-        .get("local")
-        .unwrap()
-        .vet_ip("127.0.0.1".parse().unwrap())
-        .is_ok());
+    // A yes is the vetted address itself, the only thing egress connects to.
+    let local = policy.get("local").unwrap();
+    let vetted = local.vet("127.0.0.1:8080".parse().unwrap()).unwrap();
+    assert_eq!(vetted.addr(), "127.0.0.1:8080".parse().unwrap());
     assert_eq!(
-        policy
-            .get("local")
-            .unwrap()
-            .vet_ip("10.0.0.1".parse().unwrap())
+        local
+            .vet("10.0.0.1:8080".parse().unwrap())
             .unwrap_err()
             .reason,
         Reason::IpDenied

@@ -8,14 +8,13 @@
 
 use super::connect::Sender;
 use super::pool::{Pool, PoolKey};
-use crate::policy::{AuthorityRef, Cause, Denial, Reason};
+use crate::policy::{AuthorityRef, Cause, Denial, Reason, VettedAddr};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -204,7 +203,7 @@ impl Body for WireBody {
 pub(crate) struct PoolReturn {
     pub(crate) pool: Arc<Pool>,
     pub(crate) key: PoolKey,
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: VettedAddr,
     pub(crate) sender: hyper::client::conn::http1::SendRequest<WireBody>,
 }
 

@@ -1,13 +1,15 @@
 //! Opening connections: only to an address that was vetted, with no resolver anywhere.
 //!
+//! [`open`] takes a [`VettedAddr`], which only the policy's IP vetting can make, never a bare
+//! `SocketAddr`: the check sits on the type next to the syscall, as in cap-std's `Pool`.
 //! [`FixedAddr`] is the transport under hyper-rustls: it ignores the URI it is given and
-//! connects to the one `SocketAddr` it was built with, then checks that the peer really is that
+//! connects to the one address it was built with, then checks that the peer really is that
 //! address and vets it again. TLS verifies the *granted* host name (SNI and certificate), never
 //! a name from the guest or from DNS.
 
 use super::body::WireBody;
 use super::tls::server_name;
-use crate::policy::{Authority, Cause, Denial, Host, Reason};
+use crate::policy::{Authority, Cause, Denial, Host, Reason, VettedAddr};
 use http::Uri;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
@@ -15,7 +17,6 @@ use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,7 +43,7 @@ impl Sender {
 /// A connector to one fixed, already vetted address, whatever URI it is asked for.
 #[derive(Clone)]
 struct FixedAddr {
-    addr: SocketAddr,
+    addr: VettedAddr,
     authority: Authority,
 }
 
@@ -60,19 +61,19 @@ impl Service<Uri> for FixedAddr {
         Box::pin(async move {
             let fail =
                 |reason, detail: String| Denial::new(reason, detail).on(authority.reference());
-            let stream = TcpStream::connect(addr)
+            let stream = TcpStream::connect(addr.addr())
                 .await
                 .map_err(|e| fail(Reason::ConnectFailed, format!("connect to {addr}: {e}")))?;
             let peer = stream
                 .peer_addr()
                 .map_err(|e| fail(Reason::ConnectFailed, format!("connect to {addr}: {e}")))?;
-            if peer != addr {
+            if peer != addr.addr() {
                 return Err(fail(
                     Reason::ConnectFailed,
                     format!("connected to {peer}, not the vetted {addr}"),
                 ));
             }
-            authority.vet_ip(peer.ip())?;
+            authority.vet(peer)?;
             let _ = stream.set_nodelay(true);
             Ok(TokioIo::new(stream))
         })
@@ -86,7 +87,7 @@ pub(crate) async fn open(
     authority: &Authority,
     host: &Host,
     https: bool,
-    addr: SocketAddr,
+    addr: VettedAddr,
     tls: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<Sender, Denial> {

@@ -22,15 +22,14 @@ mod resolve;
 mod tls;
 
 pub use body::{empty_body, full_body, OnBodyError, RequestBody, ResponseBody, WireBody};
-pub use resolve::{Resolve, Resolving, StaticResolver, SystemResolver};
+pub use resolve::{lookup, vet_answer, Resolve, Resolving, StaticResolver, SystemResolver};
 
-use crate::policy::{Approved, Authority, Cause, Denial, Reason, Request, Scheme};
+use crate::policy::{Approved, Authority, Cause, Denial, Reason, Request, Scheme, VettedAddr};
 use body::PoolReturn;
 use connect::Sender;
 use http::header::{HeaderName, HeaderValue, HOST};
 use pool::{Pool, PoolKey};
 use rustc_hash::FxHashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tls::TlsConfigs;
@@ -170,7 +169,7 @@ impl Client {
         };
         let (addr, sender) = match inner
             .pool
-            .checkout(&key, |addr| authority.vet_ip(addr.ip()).is_ok())
+            .checkout(&key, |addr| authority.vet(addr.addr()).ok())
         {
             Some(found) => found,
             None => {
@@ -308,51 +307,16 @@ impl Client {
         key: &PoolKey,
         deadline: Option<Instant>,
         connect_timeout: Duration,
-    ) -> Result<(SocketAddr, Sender), Denial> {
+    ) -> Result<(VettedAddr, Sender), Denial> {
         let inner = &self.0;
         let url = &request.url;
         let reference = authority.reference();
         let fail = |reason, detail: String| Denial::new(reason, detail).on(reference);
-        let ips: Vec<IpAddr> = match url.host().ip() {
-            Some(ip) => vec![ip],
-            None => {
-                let host = url.host_str();
-                let wait = until(deadline, connect_timeout);
-                match tokio::time::timeout(wait, inner.resolver.resolve(host, url.port())).await {
-                    Err(_) => {
-                        return Err(fail(
-                            Reason::DnsFailure,
-                            format!(
-                                "{host} did not resolve within {}",
-                                humantime::format_duration(wait)
-                            ),
-                        ))
-                    }
-                    Ok(Err(e)) => return Err(fail(Reason::DnsFailure, format!("{host}: {e}"))),
-                    Ok(Ok(ips)) if ips.is_empty() => {
-                        return Err(fail(
-                            Reason::DnsFailure,
-                            format!("{host} resolved to no addresses"),
-                        ))
-                    }
-                    Ok(Ok(ips)) => ips,
-                }
-            }
-        };
-        for ip in &ips {
-            authority.vet_ip(*ip).map_err(|d| {
-                let mut d = d;
-                if ips.len() > 1 {
-                    d.detail = format!(
-                        "{} (one of {} addresses for {}; a mixed answer is denied whole)",
-                        d.detail,
-                        ips.len(),
-                        url.host_str()
-                    );
-                }
-                d
-            })?;
-        }
+        let wait = until(deadline, connect_timeout);
+        let ips = resolve::lookup(&*inner.resolver, url, wait)
+            .await
+            .map_err(|d| d.on(reference))?;
+        let addrs = resolve::vet_answer(authority, url, &ips)?;
         let https = url.scheme() == Scheme::Https;
         let tls = if https {
             inner
@@ -364,8 +328,7 @@ impl Client {
             tls::unused_for_plain_http()
         };
         let mut last = None;
-        for ip in ips {
-            let addr = SocketAddr::new(ip, url.port());
+        for addr in addrs {
             let timeout = until(deadline, connect_timeout);
             match connect::open(authority, url.host(), https, addr, tls.clone(), timeout).await {
                 Ok(sender) => {

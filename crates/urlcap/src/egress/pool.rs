@@ -9,9 +9,8 @@
 //! sockets.
 
 use super::connect::Sender;
-use crate::policy::{Host, Scheme};
+use crate::policy::{Host, Scheme, VettedAddr};
 use rustc_hash::FxHashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ pub(crate) struct PoolKey {
 }
 
 struct Idle {
-    addr: SocketAddr,
+    addr: VettedAddr,
     sender: Sender,
     since: Instant,
 }
@@ -93,36 +92,40 @@ impl Pool {
         });
     }
 
-    /// A live connection for `key` whose address `usable` accepts. HTTP/2 connections stay in
-    /// the pool (they multiplex); an HTTP/1.1 connection leaves it until its response ends.
+    /// A live connection for `key` whose address `vet` accepts again, with the address as
+    /// `vet` vetted it (the requesting authority's rules, not those of the one that opened it).
+    /// HTTP/2 connections stay in the pool (they multiplex); an HTTP/1.1 connection leaves it
+    /// until its response ends.
     pub(crate) fn checkout(
         &self,
         key: &PoolKey,
-        usable: impl Fn(SocketAddr) -> bool,
-    ) -> Option<(SocketAddr, Sender)> {
+        vet: impl Fn(&VettedAddr) -> Option<VettedAddr>,
+    ) -> Option<(VettedAddr, Sender)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
         let timeout = self.idle_timeout;
         list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
-        let i = list.iter().position(|c| {
-            usable(c.addr)
-                && match &c.sender {
-                    Sender::H1(s) => s.is_ready(),
-                    Sender::H2(s) => s.is_ready(),
-                }
-        })?;
+        let ready = |c: &Idle| match &c.sender {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        };
+        let (i, addr) = list
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| ready(c))
+            .find_map(|(i, c)| vet(&c.addr).map(|addr| (i, addr)))?;
         match &list[i].sender {
-            Sender::H2(s) => Some((list[i].addr, Sender::H2(s.clone()))),
+            Sender::H2(s) => Some((addr, Sender::H2(s.clone()))),
             Sender::H1(_) => {
                 let c = list.swap_remove(i);
-                Some((c.addr, c.sender))
+                Some((addr, c.sender))
             }
         }
     }
 
     /// Keep a connection for reuse (dropped if closed or if its origin already holds enough);
     /// past the total, the oldest idle connection anywhere is closed to make room.
-    pub(crate) fn checkin(self: &Arc<Self>, key: PoolKey, addr: SocketAddr, sender: Sender) {
+    pub(crate) fn checkin(self: &Arc<Self>, key: PoolKey, addr: VettedAddr, sender: Sender) {
         if sender.is_closed() || self.max_idle_total == 0 {
             return;
         }

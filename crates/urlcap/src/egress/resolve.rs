@@ -1,12 +1,70 @@
 //! Name resolution behind a trait, so tests and embedders can inject answers (including
 //! hostile ones: rebinding, mixed sets) and the connector itself never resolves anything.
+//!
+//! [`lookup`] and [`vet_answer`] are the resolver rules, written once: egress follows them
+//! before every new connection, and `urlcap explain --resolve` follows the same two functions,
+//! so a dry run cannot judge an answer differently from a real request.
 
+use crate::policy::{Authority, CanonicalUrl, Denial, Reason, VettedAddr};
 use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// The addresses `url`'s host stands for: an IP literal is its own answer (nothing is looked
+/// up); a name is resolved once through `resolver`, waiting at most `wait`. An error, a timeout
+/// or an empty answer is `dns_failure`. Nothing is vetted yet: see [`vet_answer`].
+pub async fn lookup(
+    resolver: &dyn Resolve,
+    url: &CanonicalUrl,
+    wait: Duration,
+) -> Result<Vec<IpAddr>, Denial> {
+    if let Some(ip) = url.host().ip() {
+        return Ok(vec![ip]);
+    }
+    let host = url.host_str();
+    let fail = |detail: String| Err(Denial::new(Reason::DnsFailure, detail));
+    match tokio::time::timeout(wait, resolver.resolve(host, url.port())).await {
+        Err(_) => fail(format!(
+            "{host} did not resolve within {}",
+            humantime::format_duration(wait)
+        )),
+        Ok(Err(e)) => fail(format!("{host}: {e}")),
+        Ok(Ok(ips)) if ips.is_empty() => fail(format!("{host} resolved to no addresses")),
+        Ok(Ok(ips)) => Ok(ips),
+    }
+}
+
+/// Vet every address of one answer for `authority`, in order. One denied address denies the
+/// whole answer: a name that resolves partly into internal space is treated as hostile (the
+/// next connection could be steered to the internal address), and the denial says it was one
+/// of several.
+pub fn vet_answer(
+    authority: &Authority,
+    url: &CanonicalUrl,
+    ips: &[IpAddr],
+) -> Result<Vec<VettedAddr>, Denial> {
+    ips.iter()
+        .map(|ip| {
+            authority
+                .vet(SocketAddr::new(*ip, url.port()))
+                .map_err(|mut d| {
+                    if ips.len() > 1 {
+                        d.detail = format!(
+                            "{} (one of {} addresses for {}; a mixed answer is denied whole)",
+                            d.detail,
+                            ips.len(),
+                            url.host_str()
+                        );
+                    }
+                    d
+                })
+        })
+        .collect()
+}
 
 /// The future a [`Resolve`] returns.
 pub type Resolving<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;

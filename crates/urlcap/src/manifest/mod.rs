@@ -262,7 +262,8 @@ impl Config {
         let grant_allows = self.grants.iter().flat_map(|g| g.allow_ips.iter());
         for net in self.network.allow.iter().chain(grant_allows) {
             if let Some(v4) = crate::policy::ip::embedded_rule(*net) {
-                if self.network.vet(v4.network(), &[]).is_err() && !self.network.allow.contains(&v4)
+                if self.network.judge(v4.network(), &[]).is_err()
+                    && !self.network.allow.contains(&v4)
                 {
                     out.push(format!(
                         "allow_ips {net}: addresses there embed {v4}, which is still denied; an address embedding IPv4 passes only if both forms do, so also allow {v4} if that is meant"
@@ -273,7 +274,7 @@ impl Config {
         for grant in &self.grants {
             if let crate::policy::HostPattern::Exact(host) = &grant.origin.host {
                 if let Some(ip) = host.ip() {
-                    if let Err(d) = self.network.vet(ip, &grant.allow_ips) {
+                    if let Err(d) = self.network.judge(ip, &grant.allow_ips) {
                         out.push(format!(
                             "authority {:?}: every request will be denied: {}",
                             grant.name, d.detail

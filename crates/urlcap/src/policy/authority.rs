@@ -12,13 +12,14 @@ use super::approved::Approved;
 use super::clock::Clock;
 use super::decision::{AuthorityRef, Decision, Denial};
 use super::grant::{Grant, Rate};
-use super::ip::IpRules;
+use super::ip::{IpRules, VettedAddr};
 use super::method::MethodSet;
 use super::origin::{Host, HostPattern};
 use super::path::PathPrefix;
 use super::reason::Reason;
 use super::request::Request;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -320,15 +321,17 @@ impl Authority {
         }
     }
 
-    /// Check an address the granted name resolved to (or an IP literal) against the IP rules.
-    /// A denial carries its fix-it hint (the exception that would let it through): address
-    /// denials mostly come from egress, after DNS, where no request is left to work one out.
-    pub fn vet_ip(&self, ip: std::net::IpAddr) -> Result<(), Denial> {
+    /// Check an address the granted name resolved to (or an IP literal) against the
+    /// sandbox's IP rules and this grant's exceptions; a yes is the [`VettedAddr`] egress
+    /// needs to connect there on this handle's behalf. A denial carries its fix-it hint (the
+    /// exception that would let it through): address denials mostly come from egress, after
+    /// DNS, where no request is left to work one out.
+    pub fn vet(&self, addr: SocketAddr) -> Result<VettedAddr, Denial> {
         self.0
             .network
-            .vet(ip, &self.0.grant.allow_ips)
+            .vet(addr, &self.0.grant.allow_ips)
             .map_err(|mut d| {
-                d.fix = self.ip_fix(ip).map(Box::new);
+                d.fix = self.ip_fix(addr.ip()).map(Box::new);
                 d.on(&self.0.reference)
             })
     }
@@ -342,7 +345,8 @@ impl Authority {
             return Err(Refusal::Origin);
         }
         if let Some(ip) = url.host().ip() {
-            self.vet_ip(ip).map_err(Refusal::Ip)?;
+            self.vet(SocketAddr::new(ip, url.port()))
+                .map_err(Refusal::Ip)?;
         }
         if !grant.grants_path(url.path()) {
             return Err(Refusal::Path);

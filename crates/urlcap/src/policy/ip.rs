@@ -9,11 +9,17 @@
 //! translate to — NAT64 (RFC 6052, local-use RFC 8215), 6to4, Teredo server and client — is
 //! allowed only if the IPv6 address and every IPv4 address it embeds each pass, so a
 //! `deny_ips` entry on either form denies it.
+//!
+//! A yes is a value, not a boolean: [`IpRules::vet`] is the only code that makes a
+//! [`VettedAddr`], and egress connects only to one (as cap-std's `Pool` is the only way to a
+//! socket there). Vetting stays pure: it judges an address someone else resolved and opens
+//! nothing.
 
 use super::decision::Denial;
 use super::reason::Reason;
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// A special-purpose range and the name we report for it.
 struct SpecialRange {
@@ -336,6 +342,40 @@ pub fn special_purpose(ip: IpAddr) -> Option<(IpNet, &'static str)> {
         .copied()
 }
 
+/// A socket address the IP rules accepted: the proof egress needs to open a connection.
+///
+/// Its field is private to this module, so the only way to get one is [`IpRules::vet`] (or
+/// [`super::Authority::vet`], which calls it with the grant's exceptions). The connector takes
+/// a `VettedAddr`, never a bare `SocketAddr`, so a socket cannot be opened to an address no
+/// one vetted, whatever path the code took to get there. It proves the address passed the rules
+/// of the authority that vetted it: a connection kept for reuse is vetted again for the next
+/// authority that wants it.
+///
+/// Outside this module it cannot be forged:
+/// ```compile_fail
+/// let forged = urlcap::policy::VettedAddr("169.254.169.254:80".parse().unwrap());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VettedAddr(SocketAddr);
+
+impl VettedAddr {
+    /// The address to connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+    }
+
+    /// The IP part, as it was vetted (not rewritten: a mapped IPv6 address stays IPv6).
+    pub fn ip(&self) -> IpAddr {
+        self.0.ip()
+    }
+}
+
+impl fmt::Display for VettedAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The sandbox-wide IP rules from the manifest's `[network]` table and the `--allow-ip`,
 /// `--deny-ip` and `--allow-private` flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -349,10 +389,18 @@ pub struct IpRules {
 }
 
 impl IpRules {
-    /// May a request through a grant with exceptions `grant_allow` connect to `ip`? An IPv6
-    /// address that embeds IPv4 addresses ([`embedded_ipv4`]) passes only if it and each of
-    /// them pass.
-    pub fn vet(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
+    /// May a request through a grant with exceptions `grant_allow` connect to `addr`? The port
+    /// is not judged (the grant's origin already fixed it); the address is, and an IPv6 address
+    /// that embeds IPv4 addresses ([`embedded_ipv4`]) passes only if it and each of them pass.
+    /// A yes is the [`VettedAddr`] egress requires to connect.
+    pub fn vet(&self, addr: SocketAddr, grant_allow: &[IpNet]) -> Result<VettedAddr, Denial> {
+        self.judge(addr.ip(), grant_allow)?;
+        Ok(VettedAddr(addr))
+    }
+
+    /// The judgment behind [`IpRules::vet`], for callers that only need yes or no about an
+    /// address with no port (the manifest's warnings).
+    pub(crate) fn judge(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
         self.vet_one(ip, grant_allow)?;
         if let IpAddr::V6(v6) = judged_as(ip) {
             for embedded in embedded_ipv4(v6) {
@@ -433,7 +481,7 @@ mod tests {
     use super::*;
 
     fn vet(rules: &IpRules, ip: &str) -> bool {
-        rules.vet(ip.parse().unwrap(), &[]).is_ok()
+        rules.judge(ip.parse().unwrap(), &[]).is_ok()
     }
 
     #[test]
@@ -752,9 +800,8 @@ mod tests {
     fn grant_exceptions_apply_only_to_their_grant() {
         let rules = IpRules::default();
         let grant_allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
-        assert!(rules
-            .vet("127.0.0.1".parse().unwrap(), &grant_allow)
-            .is_ok());
-        assert!(rules.vet("127.0.0.1".parse().unwrap(), &[]).is_err());
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(rules.vet(addr, &grant_allow).unwrap().addr(), addr);
+        assert!(rules.vet(addr, &[]).is_err());
     }
 }

@@ -46,7 +46,7 @@ pub use decision::{AuthorityRef, Cause, Decision, Denial};
 pub use fix::{Fix, FixTarget};
 pub use grant::{check_name, CaBundle, Grant, GrantSource, InjectedHeader, Limits, Rate};
 pub use handles::HandleTable;
-pub use ip::IpRules;
+pub use ip::{IpRules, VettedAddr};
 pub use learn::{learnable, Learning};
 pub use method::{is_token, Method, MethodSet, DEFAULT_METHODS};
 pub use origin::{parse_port, Host, HostPattern, OriginPattern, Scheme};
