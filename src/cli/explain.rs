@@ -95,7 +95,7 @@ pub fn run(
                     }
                 };
             }
-            (decision, req.url.to_string())
+            (decision, req.url().to_string())
         }
     };
     let explanation = explain(&decision, &policy, args.method.clone(), url, addresses);
@@ -130,8 +130,8 @@ fn resolve(authority: &Authority, req: &Request) -> Result<ResolvedAnswer, Denia
             )
         })?;
     let wait = EgressConfig::default().connect_timeout;
-    let ips = runtime.block_on(lookup(&SystemResolver, &req.url, wait))?;
-    let verdict = vet_answer(authority, &req.url, &ips);
+    let ips = runtime.block_on(lookup(&SystemResolver, req.url(), wait))?;
+    let verdict = vet_answer(authority, req.url(), &ips);
     Ok((ips, verdict))
 }
 

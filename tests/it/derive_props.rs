@@ -195,8 +195,8 @@ fn derived_children_never_allow_what_an_ancestor_denies() {
                                 return Err(TestCaseError::fail(format!(
                                     "{} allows {} {} but its ancestor {} denies it: {:?}",
                                     leaf.reference().lineage,
-                                    req.method,
-                                    req.url,
+                                    req.method(),
+                                    req.url(),
                                     ancestor.reference().lineage,
                                     ancestor.check(req)
                                 )));

@@ -129,16 +129,19 @@ pub fn guest_request(data: &[u8]) -> bool {
         {
             approved_any = true;
             let req = approved.request();
-            let host = req.url.host_str();
+            let host = req.url().host_str();
             match approved.authority().name() {
                 "api" => {
-                    assert_eq!(req.url.as_str().split('/').nth(2), Some("api.example.com"));
-                    assert!(req.url.path().starts_with("/v1/"), "{}", req.url);
-                    assert_eq!(req.method.as_str(), "GET");
+                    assert_eq!(
+                        req.url().as_str().split('/').nth(2),
+                        Some("api.example.com")
+                    );
+                    assert!(req.url().path().starts_with("/v1/"), "{}", req.url());
+                    assert_eq!(req.method().as_str(), "GET");
                 }
                 "svc" => {
                     assert!(host.ends_with(".svc.example"), "{host}");
-                    assert_eq!(req.url.port(), 8080);
+                    assert_eq!(req.url().port(), 8080);
                 }
                 other => panic!("unknown authority {other}"),
             }
@@ -149,10 +152,10 @@ pub fn guest_request(data: &[u8]) -> bool {
     if let Ok(req) = Request::relative(method, origin, path) {
         let printed = origin.to_string();
         assert!(
-            req.url.as_str().starts_with(&printed)
-                && req.url.as_str()[printed.len()..].starts_with('/'),
+            req.url().as_str().starts_with(&printed)
+                && req.url().as_str()[printed.len()..].starts_with('/'),
             "{path:?} left {printed}: {}",
-            req.url
+            req.url()
         );
     }
     approved_any

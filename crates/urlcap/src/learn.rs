@@ -168,7 +168,7 @@ impl Learner {
             FixTarget::New(origin) => (self.name_for(origin), Some(origin.clone())),
             FixTarget::Authority { name, .. } => (name.clone(), None),
         };
-        let url = &req.url;
+        let url = req.url();
         let origin = OriginPattern {
             scheme: url.scheme(),
             host: crate::policy::HostPattern::Exact(url.host().clone()),
@@ -178,7 +178,7 @@ impl Learner {
             new_origin,
             origin: origin.to_string(),
             path: url.path().to_string(),
-            method: req.method.clone(),
+            method: req.method().clone(),
             reason: denial.reason,
             why: denial.detail.clone(),
             change: fix.to_string(),

@@ -148,7 +148,7 @@ impl Outbound {
         let canonical = guest.canonicalize();
         let url = canonical
             .as_ref()
-            .map_or_else(|_| guest.url.clone(), |r| r.url.to_string());
+            .map_or_else(|_| guest.url.clone(), |r| r.url().to_string());
         let (approved, lesson) = match canonical {
             Err(denial) => (Err(denial), None),
             Ok(r) => match self.handles.authorize_or_return(r) {
@@ -197,7 +197,9 @@ impl Outbound {
         let canonical = Request::relative(method, &authority.grant().origin, path_and_query)
             .and_then(|r| headers.iter().try_fold(r, |r, (k, v)| r.header(k, v)))
             .map(|r| r.with_body_len(body.len() as u64));
-        let url = canonical.as_ref().map_or(shown_url, |r| r.url.to_string());
+        let url = canonical
+            .as_ref()
+            .map_or(shown_url, |r| r.url().to_string());
         let (approved, lesson) = match canonical {
             Err(denial) => (Err(denial), None),
             Ok(r) => match authority.authorize_or_return(r) {

@@ -160,7 +160,7 @@ impl Client {
             .timeout
             .or(inner.config.total_timeout)
             .map(|t| Instant::now() + t);
-        let url = &request.url;
+        let url = request.url();
         let key = PoolKey {
             scheme: url.scheme(),
             host: url.host().clone(),
@@ -181,7 +181,7 @@ impl Client {
         let wire_body = body::WireBody::new(
             body,
             limits.max_request_body,
-            request.body_len,
+            request.body_len(),
             reference.clone(),
             exchange.clone(),
         );
@@ -309,7 +309,7 @@ impl Client {
         connect_timeout: Duration,
     ) -> Result<(VettedAddr, Sender), Denial> {
         let inner = &self.0;
-        let url = &request.url;
+        let url = request.url();
         let reference = authority.reference();
         let fail = |reason, detail: String| Denial::new(reason, detail).on(reference);
         let wait = until(deadline, connect_timeout);
@@ -397,7 +397,7 @@ fn wire_request(
     body: WireBody,
     h2: bool,
 ) -> Result<http::Request<WireBody>, Denial> {
-    let url = request.url.as_url();
+    let url = request.url().as_url();
     let invalid = |what: String| Denial::new(Reason::MalformedUrl, what);
     let target = if h2 {
         url.as_str()
@@ -406,8 +406,8 @@ fn wire_request(
     };
     let uri: http::Uri = target
         .parse()
-        .map_err(|e| invalid(format!("{} cannot be sent: {e}", request.url)))?;
-    let method = http::Method::from_bytes(request.method.as_str().as_bytes())
+        .map_err(|e| invalid(format!("{} cannot be sent: {e}", request.url())))?;
+    let method = http::Method::from_bytes(request.method().as_str().as_bytes())
         .map_err(|e| Denial::new(Reason::InvalidMethod, e.to_string()))?;
     let mut wire = http::Request::builder()
         .method(method)
@@ -417,15 +417,15 @@ fn wire_request(
     let headers = wire.headers_mut();
     if !h2 {
         let host = match url.port() {
-            Some(port) => format!("{}:{port}", request.url.host_str()),
-            None => request.url.host_str().to_string(),
+            Some(port) => format!("{}:{port}", request.url().host_str()),
+            None => request.url().host_str().to_string(),
         };
         headers.insert(
             HOST,
             HeaderValue::from_str(&host).map_err(|e| invalid(e.to_string()))?,
         );
     }
-    for (name, value) in &request.headers {
+    for (name, value) in request.headers() {
         if name == "content-length" {
             continue;
         }

@@ -340,7 +340,7 @@ impl Authority {
     /// only the one that gets reported is turned into a [`Denial`] with its detail text.
     pub(crate) fn evaluate(&self, req: &Request, spend: bool) -> Result<(), Refusal<'_>> {
         let grant = &self.0.grant;
-        let url = &req.url;
+        let url = req.url();
         if !grant.origin.matches(url.scheme(), url.host(), url.port()) {
             return Err(Refusal::Origin);
         }
@@ -351,18 +351,22 @@ impl Authority {
         if !grant.grants_path(url.path()) {
             return Err(Refusal::Path);
         }
-        if !grant.methods.contains(&req.method) {
+        if !grant.methods.contains(req.method()) {
             return Err(Refusal::Method);
         }
-        if let Some(i) = req.headers.iter().position(|(name, _)| grant.injects(name)) {
+        if let Some(i) = req
+            .headers()
+            .iter()
+            .position(|(name, _)| grant.injects(name))
+        {
             return Err(Refusal::Header(i));
         }
         if let Some((what, reason, why)) =
-            super::overrides::refused_override(grant, &req.url, &req.headers)
+            super::overrides::refused_override(grant, req.url(), req.headers())
         {
             return Err(Refusal::Override(what, reason, why));
         }
-        if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
+        if let (Some(len), Some(max)) = (req.body_len(), grant.limits.max_request_body) {
             if len > max {
                 return Err(Refusal::Body { len, max });
             }
@@ -374,7 +378,7 @@ impl Authority {
     /// The denial, with its detail text, for a refusal of `req` on this handle.
     pub(crate) fn denial(&self, refusal: Refusal<'_>, req: &Request) -> Denial {
         let grant = &self.0.grant;
-        let url = &req.url;
+        let url = req.url();
         let (reason, detail) = match refusal {
             Refusal::Origin => (
                 Reason::NoAuthority,
@@ -403,11 +407,11 @@ impl Authority {
             }
             Refusal::Method => (
                 Reason::MethodNotAllowed,
-                format!("method {} is not one of {}", req.method, grant.methods),
+                format!("method {} is not one of {}", req.method(), grant.methods),
             ),
             Refusal::Header(i) => (
                 Reason::ForbiddenHeader,
-                format!("header {:?} is injected by the host", req.headers[i].0),
+                format!("header {:?} is injected by the host", req.headers()[i].0),
             ),
             Refusal::Override(what, reason, why) => (
                 reason,

@@ -232,7 +232,7 @@ impl HandleTable {
         match &denial.authority {
             None if denial.reason == Reason::NoAuthority => {
                 let network = self.network()?;
-                let url = &req.url;
+                let url = req.url();
                 let origin = OriginPattern {
                     scheme: url.scheme(),
                     host: HostPattern::Exact(url.host().clone()),
@@ -240,13 +240,13 @@ impl HandleTable {
                 };
                 let mut fix = Fix::new(FixTarget::New(origin));
                 fix.path = Some(PathPrefix::parse(url.path()).ok()?);
-                fix.method = Some(req.method.clone());
+                fix.method = Some(req.method().clone());
                 if let Some(ip) = url.host().ip() {
                     fix.allow_ips = network.exceptions_needed(ip, &[])?;
                 }
-                if !req.headers.is_empty() || url.query().is_some() {
+                if !req.headers().is_empty() || url.query().is_some() {
                     let grant = fix.new_grant("new")?;
-                    if super::overrides::refused_override(&grant, url, &req.headers).is_some() {
+                    if super::overrides::refused_override(&grant, url, req.headers()).is_some() {
                         return None;
                     }
                 }
@@ -274,7 +274,7 @@ impl Authority {
             return None;
         }
         let grant = self.grant();
-        let url = &req.url;
+        let url = req.url();
         if !grant.origin.matches(url.scheme(), url.host(), url.port()) {
             return None;
         }
@@ -288,28 +288,28 @@ impl Authority {
         if !grant.grants_path(url.path()) {
             fix.path = Some(PathPrefix::parse(url.path()).ok()?);
         }
-        if !grant.methods.contains(&req.method) {
-            fix.method = Some(req.method.clone());
+        if !grant.methods.contains(req.method()) {
+            fix.method = Some(req.method().clone());
         }
         if !root && (fix.path.is_some() || fix.method.is_some()) {
             return None;
         }
-        if req.headers.iter().any(|(name, _)| grant.injects(name)) {
+        if req.headers().iter().any(|(name, _)| grant.injects(name)) {
             return None;
         }
         // Overrides are judged against the grant as the fix would leave it (copied only when
         // there is something to judge and the fix changes what they are judged against).
-        if !req.headers.is_empty() || url.query().is_some() {
+        if !req.headers().is_empty() || url.query().is_some() {
             let refused = if fix.path.is_some() || fix.method.is_some() {
-                super::overrides::refused_override(&fix.widen(grant), url, &req.headers)
+                super::overrides::refused_override(&fix.widen(grant), url, req.headers())
             } else {
-                super::overrides::refused_override(grant, url, &req.headers)
+                super::overrides::refused_override(grant, url, req.headers())
             };
             if refused.is_some() {
                 return None;
             }
         }
-        if let (Some(len), Some(max)) = (req.body_len, grant.limits.max_request_body) {
+        if let (Some(len), Some(max)) = (req.body_len(), grant.limits.max_request_body) {
             if len > max {
                 if !root {
                     return None;

@@ -131,7 +131,7 @@ impl HandleTable {
     ///    the request's scheme, host and port.
     fn decide(&self, req: &Request, spend: bool) -> (Decision, Option<&Authority>) {
         let mut best: Option<(&Authority, Refusal<'_>)> = None;
-        let host = req.url.host();
+        let host = req.url().host();
         let exact = self
             .by_host
             .get(host)
@@ -153,7 +153,7 @@ impl HandleTable {
                 authority.denial(refusal, req)
             }
             _ => {
-                let url = &req.url;
+                let url = req.url();
                 Denial::new(
                     Reason::NoAuthority,
                     format!(

@@ -34,9 +34,12 @@ pub fn learnable<'a>(denial: &'a Denial, req: &Request) -> Option<&'a Fix> {
     );
     let covers = match &fix.target {
         FixTarget::New(origin) => {
-            origin.matches(req.url.scheme(), req.url.host(), req.url.port())
-                && fix.path.as_ref().is_some_and(|p| p.grants(req.url.path()))
-                && fix.method.as_ref() == Some(&req.method)
+            origin.matches(req.url().scheme(), req.url().host(), req.url().port())
+                && fix
+                    .path
+                    .as_ref()
+                    .is_some_and(|p| p.grants(req.url().path()))
+                && fix.method.as_ref() == Some(req.method())
         }
         FixTarget::Authority { .. } => true,
     };

@@ -270,13 +270,18 @@ impl fmt::Debug for CanonicalUrl {
 
 /// A request the policy can judge: method, canonical URL, guest headers, and the body length
 /// when it is known in advance.
+///
+/// The fields are private and only the constructors and [`Request::header`] fill them, so a
+/// `Request` that reaches [`super::Policy::authorize`] has passed every check on its way in
+/// (canonical URL, valid method, no forbidden or malformed header, header count and size
+/// bounded); an embedder cannot push a `Host` or `Transfer-Encoding` header past them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    pub method: Method,
-    pub url: CanonicalUrl,
+    method: Method,
+    url: CanonicalUrl,
     /// Guest-supplied headers; names are lowercase. Repeated names keep their order.
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body_len: Option<u64>,
+    headers: Vec<(String, Vec<u8>)>,
+    body_len: Option<u64>,
 }
 
 impl Request {
@@ -354,6 +359,27 @@ impl Request {
     pub fn with_body_len(mut self, len: u64) -> Request {
         self.body_len = Some(len);
         self
+    }
+
+    /// The method, exactly as it will be sent.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The canonical URL the decision is made on and egress sends.
+    pub fn url(&self) -> &CanonicalUrl {
+        &self.url
+    }
+
+    /// The guest's headers, names lowercase, in the order given (repeats kept).
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+
+    /// The body length declared in advance, if any (checked against `max_request_body`
+    /// before anything is sent).
+    pub fn body_len(&self) -> Option<u64> {
+        self.body_len
     }
 }
 
