@@ -1,7 +1,7 @@
 //! Grants: what one preopened authority allows. Data only; [`super::Authority`] judges.
 
 use super::method::MethodSet;
-use super::origin::OriginPattern;
+use super::origin::{parse_port, HostPattern, OriginPattern, Scheme};
 use super::path::PathPrefix;
 use crate::secret::Secret;
 use ipnet::IpNet;
@@ -196,6 +196,42 @@ impl Grant {
     pub fn injects(&self, name: &str) -> bool {
         self.headers.iter().any(|h| h.name == name)
     }
+}
+
+/// Parse a grant URL (`scheme://host[:port][/path/prefix]`, host may be `*.suffix`) into its
+/// origin pattern and path prefixes (`["/"]` when it has no path). No userinfo, query or
+/// fragment. This is the grammar of an `--allow` SPEC's URL and of a manifest `origin`.
+pub fn grant_from_spec_url(raw: &str) -> Result<(OriginPattern, Vec<PathPrefix>), String> {
+    if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{raw:?} contains {c:?}"));
+    }
+    let (scheme_text, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| format!("{raw:?} is not of the form scheme://host[:port][/path]"))?;
+    let scheme = Scheme::parse(scheme_text)
+        .ok_or_else(|| format!("scheme {scheme_text:?} is not http or https"))?;
+    if rest.contains(['?', '#']) {
+        return Err(format!("{raw:?}: a grant has no query or fragment"));
+    }
+    if rest.contains('\\') {
+        return Err(format!("{raw:?}: backslashes are not allowed"));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    let (host_text, port_text) = super::origin::split_authority(authority).map_err(|(_, d)| d)?;
+    let host = HostPattern::parse(host_text)?;
+    let port = match port_text {
+        Some(p) => parse_port(p)?,
+        None => scheme.default_port(),
+    };
+    let paths = if path.is_empty() {
+        vec![PathPrefix::root()]
+    } else {
+        vec![PathPrefix::parse(path).map_err(|e| e.0)?]
+    };
+    Ok((OriginPattern { scheme, host, port }, paths))
 }
 
 /// Check a preopen name: 1-64 of `A-Z a-z 0-9 _ . -`, so it reads well in lineages (`gh/2/5`).

@@ -3,6 +3,14 @@
 //! Nothing here does I/O: no sockets, files, environment or system clock (time comes through an
 //! injected [`Clock`]). That keeps the heart of urlcap easy to read, test, fuzz and prove.
 //!
+//! The files: `policy` (the [`Policy`]: the root handles and the IP rules), `authority`
+//! (handles, derive, revoke, budgets), `handles` (a sandbox's handle table), `request` (the
+//! canonical form), `grant` (what a handle allows, and the grant URL grammar), `origin`,
+//! `path`, `method`, `ip` (the IP rules and the [`VettedAddr`] they make), `overrides`
+//! (headers servers read as the request line), `decision`, `reason`, `approved` (the proof
+//! egress requires), `fix` (fix-it hints), `learn` (which denials learn mode may let through),
+//! `clock`.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use urlcap::policy::{Decision, Grant, IpRules, Policy, Reason, Request, SystemClock};
@@ -32,9 +40,12 @@ mod method;
 mod origin;
 pub mod overrides;
 mod path;
+// The file is named for the type it holds; the module is private, so no path ever reads
+// `policy::policy`.
+#[allow(clippy::module_inception)]
+mod policy;
 mod reason;
 mod request;
-mod roots;
 
 pub use approved::Approved;
 pub use authority::{
@@ -44,49 +55,15 @@ pub use authority::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{AuthorityRef, Cause, Decision, Denial};
 pub use fix::{Fix, FixTarget};
-pub use grant::{check_name, CaBundle, Grant, GrantSource, InjectedHeader, Limits, Rate};
+pub use grant::{
+    check_name, grant_from_spec_url, CaBundle, Grant, GrantSource, InjectedHeader, Limits, Rate,
+};
 pub use handles::HandleTable;
 pub use ip::{IpRules, VettedAddr};
 pub use learn::{learnable, Learning};
 pub use method::{is_token, Method, MethodSet, DEFAULT_METHODS};
 pub use origin::{parse_port, Host, HostPattern, OriginPattern, Scheme};
 pub use path::{check_canonical_path, PathError, PathPrefix};
+pub use policy::Policy;
 pub use reason::Reason;
 pub use request::{is_forbidden_header, CanonicalUrl, Request, MAX_URL_LEN};
-pub use roots::Policy;
-
-/// Parse a grant URL (`scheme://host[:port][/path/prefix]`, host may be `*.suffix`) into its
-/// origin pattern and path prefixes (`["/"]` when it has no path). No userinfo, query or
-/// fragment. This is the grammar of an `--allow` SPEC's URL and of a manifest `origin`.
-pub fn grant_from_spec_url(raw: &str) -> Result<(OriginPattern, Vec<PathPrefix>), String> {
-    if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("{raw:?} contains {c:?}"));
-    }
-    let (scheme_text, rest) = raw
-        .split_once("://")
-        .ok_or_else(|| format!("{raw:?} is not of the form scheme://host[:port][/path]"))?;
-    let scheme = Scheme::parse(scheme_text)
-        .ok_or_else(|| format!("scheme {scheme_text:?} is not http or https"))?;
-    if rest.contains(['?', '#']) {
-        return Err(format!("{raw:?}: a grant has no query or fragment"));
-    }
-    if rest.contains('\\') {
-        return Err(format!("{raw:?}: backslashes are not allowed"));
-    }
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if authority.is_empty() {
-        return Err(format!("{raw:?} has no host"));
-    }
-    let (host_text, port_text) = origin::split_authority(authority).map_err(|(_, d)| d)?;
-    let host = HostPattern::parse(host_text)?;
-    let port = match port_text {
-        Some(p) => parse_port(p)?,
-        None => scheme.default_port(),
-    };
-    let paths = if path.is_empty() {
-        vec![PathPrefix::root()]
-    } else {
-        vec![PathPrefix::parse(path).map_err(|e| e.0)?]
-    };
-    Ok((OriginPattern { scheme, host, port }, paths))
-}
