@@ -48,13 +48,13 @@ pub fn describe(config: &Config) -> String {
     let egress = urlcap::egress::EgressConfig::default();
     let _ = writeln!(
         s,
-        "egress defaults: connect timeout {}, first-byte timeout {}, between-bytes timeout {}, no total timeout unless a grant sets one; idle connections {} per origin, {} in all, closed after {}; at most {} informational (1xx) responses",
+        "egress defaults: connect timeout {}, first-byte timeout {}, between-bytes timeout {}, no total timeout unless a grant sets one; idle connections {} per origin, {} in all, closed after {} idle; at most {} informational (1xx) responses",
         humantime::format_duration(egress.connect_timeout),
         humantime::format_duration(egress.first_byte_timeout),
-        humantime::format_duration(egress.idle_timeout),
+        humantime::format_duration(egress.between_bytes_timeout),
         egress.max_idle_per_origin,
         egress.max_idle_total,
-        humantime::format_duration(egress.pool_idle_timeout),
+        humantime::format_duration(egress.idle_connection_timeout),
         urlcap::egress::MAX_INTERIM_RESPONSES,
     );
     let _ = writeln!(

@@ -35,7 +35,7 @@ fn quick() -> EgressConfig {
     EgressConfig {
         connect_timeout: Duration::from_secs(2),
         first_byte_timeout: Duration::from_millis(300),
-        idle_timeout: Duration::from_millis(300),
+        between_bytes_timeout: Duration::from_millis(300),
         ..EgressConfig::default()
     }
 }
@@ -762,7 +762,7 @@ async fn idle_connections_are_capped_in_all_and_expire_on_a_timer() {
     let client = Client::new(
         EgressConfig {
             max_idle_total: 8,
-            pool_idle_timeout: Duration::from_millis(300),
+            idle_connection_timeout: Duration::from_millis(300),
             ..EgressConfig::default()
         },
         resolver,

@@ -222,7 +222,7 @@ async fn wasi_http_failures_get_the_error_codes_the_spec_means() {
     );
     let quick = EgressConfig {
         first_byte_timeout: Duration::from_millis(500),
-        idle_timeout: Duration::from_millis(500),
+        between_bytes_timeout: Duration::from_millis(500),
         ..EgressConfig::default()
     };
     let (out, audit) = outbound(&manifest, Arc::new(HostileDns::default()), quick);

@@ -8,7 +8,7 @@
 //! - [`sandbox`]: one launch path, config to running guest.
 //! - [`host`]: the wasmtime host: engines, sandboxes, limits, both guest APIs.
 //! - [`outbound`]: the one choke point every request passes.
-//! - [`egress`]: the vetted HTTP client (resolve, vet IPs, pinned connect, TLS, pool).
+//! - [`egress`]: the vetted HTTP client (resolve, vet IPs, pinned connect, TLS, idle-connection reuse).
 //! - [`manifest`]: the TOML capability manifest and `--allow` flags, into grants.
 //! - [`policy`]: the pure decision engine (no I/O).
 //! - [`audit`]: one JSON line per event, never dropped silently.

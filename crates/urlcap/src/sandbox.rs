@@ -73,7 +73,7 @@ impl Builder {
         self
     }
 
-    /// Egress timeouts and pool bounds (default: [`EgressConfig::default`]). The in-flight
+    /// Egress timeouts and idle-connection bounds (default: [`EgressConfig::default`]). The in-flight
     /// limit always comes from the config's `max_concurrent_requests`.
     pub fn egress(mut self, egress: EgressConfig) -> Builder {
         self.egress = Some(egress);

@@ -4,10 +4,10 @@
 //! `max_request_body` or a length other than the one declared. [`ResponseBody`] carries the
 //! server's body to the guest, refusing more than `max_response_body`, and timing out between
 //! bytes and at the total deadline. When a response ends it returns its HTTP/1.1 connection to
-//! the pool and releases its in-flight permits.
+//! the idle connections and releases its in-flight permits.
 
 use super::connect::Sender;
-use super::pool::{Pool, PoolKey};
+use super::idle::{IdleConnections, IdleKey};
 use crate::policy::{AuthorityRef, Cause, Denial, Reason, VettedAddr};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -200,9 +200,9 @@ impl Body for WireBody {
 }
 
 /// Where an HTTP/1.1 connection goes back when its response is complete.
-pub(crate) struct PoolReturn {
-    pub(crate) pool: Arc<Pool>,
-    pub(crate) key: PoolKey,
+pub(crate) struct BackToIdle {
+    pub(crate) idle: Arc<IdleConnections>,
+    pub(crate) key: IdleKey,
     pub(crate) addr: VettedAddr,
     pub(crate) sender: hyper::client::conn::http1::SendRequest<WireBody>,
 }
@@ -215,11 +215,12 @@ pub struct ResponseBody {
     inner: Incoming,
     max: Option<u64>,
     received: u64,
-    idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// The between-bytes timeout, and its timer (reset by every frame).
+    between_bytes: Duration,
+    between_bytes_timer: Pin<Box<Sleep>>,
     deadline: Option<Pin<Box<Sleep>>>,
     reference: AuthorityRef,
-    pool_return: Option<PoolReturn>,
+    back_to_idle: Option<BackToIdle>,
     permits: Vec<OwnedSemaphorePermit>,
     exchange: Arc<Exchange>,
     finished: bool,
@@ -230,10 +231,10 @@ impl ResponseBody {
     pub(crate) fn new(
         inner: Incoming,
         max: Option<u64>,
-        idle: Duration,
+        between_bytes: Duration,
         deadline: Option<Instant>,
         reference: AuthorityRef,
-        pool_return: Option<PoolReturn>,
+        back_to_idle: Option<BackToIdle>,
         permits: Vec<OwnedSemaphorePermit>,
         exchange: Arc<Exchange>,
     ) -> ResponseBody {
@@ -241,11 +242,11 @@ impl ResponseBody {
             inner,
             max,
             received: 0,
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            between_bytes,
+            between_bytes_timer: Box::pin(tokio::time::sleep(between_bytes)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             reference,
-            pool_return,
+            back_to_idle,
             permits,
             exchange,
             finished: false,
@@ -289,10 +290,10 @@ impl ResponseBody {
     fn finish(&mut self, clean: bool) {
         self.finished = true;
         self.permits.clear();
-        if let (true, Some(ret)) = (clean, self.pool_return.take()) {
-            ret.pool.checkin(ret.key, ret.addr, Sender::H1(ret.sender));
+        if let (true, Some(ret)) = (clean, self.back_to_idle.take()) {
+            ret.idle.checkin(ret.key, ret.addr, Sender::H1(ret.sender));
         }
-        self.pool_return = None;
+        self.back_to_idle = None;
     }
 }
 
@@ -339,8 +340,8 @@ impl Body for ResponseBody {
                         );
                     }
                 }
-                let next = Instant::now() + this.idle;
-                this.idle_timer.as_mut().reset(next);
+                let next = Instant::now() + this.between_bytes;
+                this.between_bytes_timer.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(
@@ -349,10 +350,10 @@ impl Body for ResponseBody {
             ),
             Poll::Ready(None) => {
                 // Deliver the end only once the connection can take another request (or is
-                // gone), so a guest's next request finds it in the pool.
-                if let Some(ret) = this.pool_return.as_mut() {
+                // gone), so a guest's next request finds it idle.
+                if let Some(ret) = this.back_to_idle.as_mut() {
                     if ret.sender.poll_ready(cx).is_pending()
-                        && this.idle_timer.as_mut().poll(cx).is_pending()
+                        && this.between_bytes_timer.as_mut().poll(cx).is_pending()
                     {
                         return Poll::Pending;
                     }
@@ -361,11 +362,11 @@ impl Body for ResponseBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
-                    let idle = humantime::format_duration(this.idle);
+                if this.between_bytes_timer.as_mut().poll(cx).is_ready() {
+                    let waited = humantime::format_duration(this.between_bytes);
                     return this.fail_because(
                         Reason::Timeout,
-                        format!("no response bytes for {idle}"),
+                        format!("no response bytes for {waited}"),
                         Cause::ReadTimeout,
                     );
                 }

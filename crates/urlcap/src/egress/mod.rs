@@ -1,7 +1,7 @@
 //! Egress: the only code in urlcap that opens network connections.
 //!
 //! [`Client::send`] takes an [`Approved`] request — which only the policy can make — and:
-//! 1. reuses a pooled connection to the same canonical origin whose vetted address this
+//! 1. reuses an idle connection to the same canonical origin whose vetted address this
 //!    authority's IP rules accept, or
 //! 2. resolves the granted name once (through a [`Resolve`], never inside the connector),
 //!    vets *every* address (one denied address denies the request: a name that resolves partly
@@ -17,7 +17,7 @@
 
 mod body;
 mod connect;
-mod pool;
+mod idle;
 mod resolve;
 mod tls;
 
@@ -25,10 +25,10 @@ pub use body::{empty_body, full_body, OnBodyError, RequestBody, ResponseBody, Wi
 pub use resolve::{lookup, vet_answer, Resolve, Resolving, StaticResolver, SystemResolver};
 
 use crate::policy::{Approved, Authority, Cause, Denial, Reason, Request, Scheme, VettedAddr};
-use body::PoolReturn;
+use body::BackToIdle;
 use connect::Sender;
 use http::header::{HeaderName, HeaderValue, HOST};
-use pool::{Pool, PoolKey};
+use idle::{IdleConnections, IdleKey};
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +39,7 @@ use tokio::time::Instant;
 /// The response a guest gets: status and headers as the server sent them, and a limited body.
 pub type Response = http::Response<ResponseBody>;
 
-/// Timeouts and pool sizes. A grant's `timeout` is the total for its requests.
+/// Timeouts and idle-connection bounds. A grant's `timeout` is the total for its requests.
 #[derive(Debug, Clone)]
 pub struct EgressConfig {
     /// TCP connect plus TLS handshake, per address tried.
@@ -47,7 +47,7 @@ pub struct EgressConfig {
     /// From sending the request to the response head.
     pub first_byte_timeout: Duration,
     /// Longest silence between response body bytes.
-    pub idle_timeout: Duration,
+    pub between_bytes_timeout: Duration,
     /// Total per request when the grant sets no `timeout` (None: no total limit).
     pub total_timeout: Option<Duration>,
     /// Requests in flight at once for the whole sandbox (`[limits] max_concurrent_requests`).
@@ -57,7 +57,7 @@ pub struct EgressConfig {
     /// Idle keep-alive connections kept in all (a wildcard grant reaches many origins).
     pub max_idle_total: usize,
     /// An idle connection is closed after this long, by a timer.
-    pub pool_idle_timeout: Duration,
+    pub idle_connection_timeout: Duration,
 }
 
 /// Requests in flight at once for a whole sandbox tree when `[limits] max_concurrent_requests`
@@ -69,12 +69,12 @@ impl Default for EgressConfig {
         EgressConfig {
             connect_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
+            between_bytes_timeout: Duration::from_secs(30),
             total_timeout: None,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_idle_per_origin: 16,
             max_idle_total: 256,
-            pool_idle_timeout: Duration::from_secs(90),
+            idle_connection_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -94,13 +94,13 @@ impl Timeouts {
         EgressConfig {
             connect_timeout: tighter(self.connect, config.connect_timeout),
             first_byte_timeout: tighter(self.first_byte, config.first_byte_timeout),
-            idle_timeout: tighter(self.between_bytes, config.idle_timeout),
+            between_bytes_timeout: tighter(self.between_bytes, config.between_bytes_timeout),
             ..config.clone()
         }
     }
 }
 
-/// The egress client. Cheap to clone; clones share the pool and the limits.
+/// The egress client. Cheap to clone; clones share the idle connections and the limits.
 #[derive(Clone)]
 pub struct Client(Arc<Inner>);
 
@@ -110,7 +110,7 @@ struct Inner {
     /// Built on the first https connection: loading the system's roots takes milliseconds that
     /// plain-http and guest-only runs should not pay.
     tls: std::sync::OnceLock<TlsConfigs>,
-    pool: Arc<Pool>,
+    idle: Arc<IdleConnections>,
     in_flight: Arc<Semaphore>,
     per_authority: Mutex<FxHashMap<Arc<str>, Arc<Semaphore>>>,
 }
@@ -118,10 +118,10 @@ struct Inner {
 impl Client {
     pub fn new(config: EgressConfig, resolver: Arc<dyn Resolve>) -> Client {
         Client(Arc::new(Inner {
-            pool: Arc::new(Pool::new(
+            idle: Arc::new(IdleConnections::new(
                 config.max_idle_per_origin,
                 config.max_idle_total,
-                config.pool_idle_timeout,
+                config.idle_connection_timeout,
             )),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             per_authority: Mutex::new(FxHashMap::default()),
@@ -131,9 +131,9 @@ impl Client {
         }))
     }
 
-    /// Keep-alive connections idle in the pool now.
+    /// Keep-alive connections idle now (kept for reuse).
     pub fn idle_connections(&self) -> usize {
-        self.0.pool.idle_count()
+        self.0.idle.idle_count()
     }
 
     /// Send an approved request. `body` streams to the server; the response body streams back.
@@ -161,14 +161,14 @@ impl Client {
             .or(inner.config.total_timeout)
             .map(|t| Instant::now() + t);
         let url = request.url();
-        let key = PoolKey {
+        let key = IdleKey {
             scheme: url.scheme(),
             host: url.host().clone(),
             port: url.port(),
             trust: authority.grant().ca.as_ref().map(|c| c.source.clone()),
         };
         let (addr, sender) = match inner
-            .pool
+            .idle
             .checkout(&key, |addr| authority.vet(addr.addr()).ok())
         {
             Some(found) => found,
@@ -246,8 +246,8 @@ impl Client {
                 ));
             }
         }
-        let pool_return = h1_sender.map(|sender| PoolReturn {
-            pool: inner.pool.clone(),
+        let back_to_idle = h1_sender.map(|sender| BackToIdle {
+            idle: inner.idle.clone(),
             key,
             addr,
             sender,
@@ -255,10 +255,10 @@ impl Client {
         let body = ResponseBody::new(
             incoming,
             limits.max_response_body,
-            config.idle_timeout,
+            config.between_bytes_timeout,
             deadline,
             reference,
-            pool_return,
+            back_to_idle,
             permits,
             exchange,
         );
@@ -304,7 +304,7 @@ impl Client {
         &self,
         authority: &Authority,
         request: &Request,
-        key: &PoolKey,
+        key: &IdleKey,
         deadline: Option<Instant>,
         connect_timeout: Duration,
     ) -> Result<(VettedAddr, Sender), Denial> {
@@ -333,7 +333,7 @@ impl Client {
             match connect::open(authority, url.host(), https, addr, tls.clone(), timeout).await {
                 Ok(sender) => {
                     if let Sender::H2(s) = &sender {
-                        inner.pool.checkin(key.clone(), addr, Sender::H2(s.clone()));
+                        inner.idle.checkin(key.clone(), addr, Sender::H2(s.clone()));
                     }
                     return Ok((addr, sender));
                 }

@@ -1,5 +1,7 @@
-//! Idle connections, keyed by canonical origin and trust configuration: a connection is never
-//! shared across origins, nor between grants that trust different CAs. Each connection
+//! Idle connections kept for reuse (a keep-alive cache, not cap-std's `Pool` of addresses one
+//! may connect to: here every address was already vetted), keyed by canonical origin and trust
+//! configuration: a connection is never shared across origins, nor between grants that trust
+//! different CAs. Each connection
 //! remembers the vetted address it went to, and is handed out only to a request whose
 //! authority's IP rules accept that address (grants differ in `allow_ips`).
 //!
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PoolKey {
+pub(crate) struct IdleKey {
     pub(crate) scheme: Scheme,
     pub(crate) host: Host,
     pub(crate) port: u16,
@@ -29,26 +31,27 @@ struct Idle {
     since: Instant,
 }
 
-pub(crate) struct Pool {
-    idle: Mutex<FxHashMap<PoolKey, Vec<Idle>>>,
+/// The idle connections of one egress client, with their bounds and expiry timer.
+pub(crate) struct IdleConnections {
+    idle: Mutex<FxHashMap<IdleKey, Vec<Idle>>>,
     max_idle_per_key: usize,
     max_idle_total: usize,
-    idle_timeout: Duration,
+    idle_connection_timeout: Duration,
     /// Whether the expiry timer runs (started by the first check-in on a tokio runtime).
     sweeping: std::sync::atomic::AtomicBool,
 }
 
-impl Pool {
+impl IdleConnections {
     pub(crate) fn new(
         max_idle_per_key: usize,
         max_idle_total: usize,
-        idle_timeout: Duration,
-    ) -> Pool {
-        Pool {
+        idle_connection_timeout: Duration,
+    ) -> IdleConnections {
+        IdleConnections {
             idle: Mutex::new(FxHashMap::default()),
             max_idle_per_key,
             max_idle_total,
-            idle_timeout,
+            idle_connection_timeout,
             sweeping: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -62,14 +65,14 @@ impl Pool {
     /// Close every connection idle too long, or closed by its server.
     fn sweep(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let timeout = self.idle_timeout;
+        let timeout = self.idle_connection_timeout;
         idle.retain(|_, list| {
             list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
             !list.is_empty()
         });
     }
 
-    /// Start the expiry timer once, if there is a runtime to run it on. It holds the pool
+    /// Start the expiry timer once, if there is a runtime to run it on. It holds the cache
     /// weakly and ends with it.
     fn start_sweeper(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
@@ -79,13 +82,13 @@ impl Pool {
         if self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
-        let pool = Arc::downgrade(self);
-        let every = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        let cache = Arc::downgrade(self);
+        let every = (self.idle_connection_timeout / 2).max(Duration::from_millis(10));
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match pool.upgrade() {
-                    Some(pool) => pool.sweep(),
+                match cache.upgrade() {
+                    Some(cache) => cache.sweep(),
                     None => return,
                 }
             }
@@ -98,12 +101,12 @@ impl Pool {
     /// until its response ends.
     pub(crate) fn checkout(
         &self,
-        key: &PoolKey,
+        key: &IdleKey,
         vet: impl Fn(&VettedAddr) -> Option<VettedAddr>,
     ) -> Option<(VettedAddr, Sender)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        let timeout = self.idle_timeout;
+        let timeout = self.idle_connection_timeout;
         list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
         let ready = |c: &Idle| match &c.sender {
             Sender::H1(s) => s.is_ready(),
@@ -125,7 +128,7 @@ impl Pool {
 
     /// Keep a connection for reuse (dropped if closed or if its origin already holds enough);
     /// past the total, the oldest idle connection anywhere is closed to make room.
-    pub(crate) fn checkin(self: &Arc<Self>, key: PoolKey, addr: VettedAddr, sender: Sender) {
+    pub(crate) fn checkin(self: &Arc<Self>, key: IdleKey, addr: VettedAddr, sender: Sender) {
         if sender.is_closed() || self.max_idle_total == 0 {
             return;
         }
