@@ -103,59 +103,7 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(s, "no authorities: every request will be denied");
     }
     for g in &config.grants {
-        let _ = writeln!(s, "authority {}", g.name);
-        let _ = writeln!(s, "  origin   {}", g.origin);
-        let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
-        let _ = writeln!(s, "  paths    {}", paths.join(" "));
-        let _ = writeln!(s, "  methods  {}", g.methods);
-        let gl = &g.limits;
-        let mut limits = Vec::new();
-        if let Some(v) = gl.max_requests {
-            limits.push(format!("max_requests {v}"));
-        }
-        if let Some(v) = gl.rate {
-            limits.push(format!("rate {v}"));
-        }
-        if let Some(v) = gl.timeout {
-            limits.push(format!("timeout {}", humantime::format_duration(v)));
-        }
-        if let Some(v) = gl.max_request_body {
-            limits.push(format!(
-                "max_request_body {}",
-                bytesize::ByteSize(v).display().iec()
-            ));
-        }
-        if let Some(v) = gl.max_response_body {
-            limits.push(format!(
-                "max_response_body {}",
-                bytesize::ByteSize(v).display().iec()
-            ));
-        }
-        if let Some(v) = gl.max_concurrent_requests {
-            limits.push(format!("max_concurrent_requests {v}"));
-        }
-        if limits.is_empty() {
-            limits.push("none of its own (the sandbox's and egress defaults apply)".into());
-        }
-        let _ = writeln!(s, "  limits   {}", limits.join(", "));
-        if !g.allow_ips.is_empty() {
-            let _ = writeln!(s, "  allow_ips {}", nets(&g.allow_ips));
-        }
-        if let Some(ca) = &g.ca {
-            let _ = writeln!(
-                s,
-                "  ca_file  {} ({} certificates)",
-                ca.source,
-                ca.certs.len()
-            );
-        }
-        for h in &g.headers {
-            let _ = writeln!(
-                s,
-                "  header   {}: {} (injected by the host)",
-                h.name, h.value
-            );
-        }
+        let _ = write!(s, "authority {}\n{g:#}", g.name);
     }
     s
 }

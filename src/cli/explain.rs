@@ -147,22 +147,15 @@ fn explain(
 ) -> Explanation {
     match decision {
         Decision::Allow(r) => {
-            let g = policy
+            let grant = policy
                 .get(&r.name)
                 .expect("an allowing authority exists")
                 .grant();
-            let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
             Explanation {
                 decision: "allow",
                 authority: Some(r.name.to_string()),
                 reason: None,
-                detail: format!(
-                    "authority {} grants {} paths {} methods {}",
-                    r.name,
-                    g.origin,
-                    paths.join(" "),
-                    g.methods
-                ),
+                detail: format!("authority {} grants {grant}", r.name),
                 lineage: Some(r.lineage.to_string()),
                 method,
                 url,

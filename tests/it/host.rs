@@ -231,6 +231,8 @@ async fn derive_narrows_and_cannot_widen() {
         ran.lines[0]
     );
     assert!(ran.lines[0].contains("paths /v1/public/ methods GET"));
+    // `describe` is the grant's one-line Display: never the host-held IP exceptions.
+    assert!(!ran.lines[0].contains("allow_ips"), "{}", ran.lines[0]);
     assert_eq!(ran.lines[1], "ok 200 hello /v1/public/x");
     assert!(ran.lines[2].starts_with("err path_not_allowed"));
     assert!(ran.lines[3].starts_with("err method_not_allowed"));

@@ -208,29 +208,6 @@ fn attenuation(a: t::Attenuation) -> Result<Attenuation, t::Error> {
     })
 }
 
-/// `lineage origin paths methods limits`, for `describe`.
-pub fn describe(a: &Authority) -> String {
-    let g = a.grant();
-    let paths: Vec<&str> = g.paths.iter().map(|p| p.as_str()).collect();
-    let mut s = format!(
-        "{} {} paths {} methods {}",
-        a.reference().lineage,
-        g.origin,
-        paths.join(","),
-        g.methods
-    );
-    if let Some(n) = g.limits.max_requests {
-        s += &format!(" max_requests {n}");
-    }
-    if let Some(r) = g.limits.rate {
-        s += &format!(" rate {r}");
-    }
-    if a.expires_at().is_some() {
-        s += " expiring";
-    }
-    s
-}
-
 impl SandboxState {
     /// Audit a refusal the guest is about to receive (every denial gets one record).
     fn audit_refusal(&self, event: Event, on: Option<&crate::policy::AuthorityRef>, e: &t::Error) {
@@ -288,7 +265,7 @@ impl t::HostAuthority for SandboxState {
         &mut self,
         this: Resource<super::GuestAuthority>,
     ) -> wasmtime::Result<String> {
-        Ok(describe(&self.authority(&this)?))
+        Ok(self.authority(&this)?.to_string())
     }
 
     async fn fetch(
@@ -357,7 +334,7 @@ impl t::HostAuthority for SandboxState {
                 let record = Record::new(
                     Event::AuthorityDerived,
                     self.outbound.sandbox(),
-                    describe(&child),
+                    child.to_string(),
                 )
                 .on(child.reference());
                 // Recorded only once the guest holds it: a sandbox whose resource table is

@@ -27,7 +27,7 @@ mod wasi_http;
 
 pub use admission::{MAX_CHILD_COMPONENT_BYTES, MAX_FUNCTION_BODY_BYTES, MAX_FUNCTION_LOCALS};
 pub use capture::CappedPipe;
-pub use guest_api::{describe, MAX_LIVE_HANDLES};
+pub use guest_api::MAX_LIVE_HANDLES;
 pub use wasi_http::{error_code, UrlcapHttpHooks};
 
 mod engine;

@@ -733,6 +733,18 @@ fn narrow<T: Copy + fmt::Debug>(
     }
 }
 
+/// What a guest's `describe` returns: the lineage, the grant's one-line form (never its
+/// host-held parts: see [`Grant`]'s `Display`), and `expiring` if the handle has an expiry.
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0.reference.lineage, self.0.grant)?;
+        if self.0.expires_at.is_some() {
+            f.write_str(" expiring")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authority")

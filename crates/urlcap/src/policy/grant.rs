@@ -80,6 +80,32 @@ impl Limits {
     pub(crate) fn is_stateful(&self) -> bool {
         self.max_requests.is_some() || self.rate.is_some()
     }
+
+    /// The limits that are set, each as `key value` with the manifest's key, in manifest
+    /// order (for the grant's `Display`).
+    fn shown(&self) -> Vec<String> {
+        let size = |n: u64| bytesize::ByteSize(n).display().iec().to_string();
+        let mut out = Vec::new();
+        if let Some(v) = self.max_requests {
+            out.push(format!("max_requests {v}"));
+        }
+        if let Some(v) = self.rate {
+            out.push(format!("rate {v}"));
+        }
+        if let Some(v) = self.timeout {
+            out.push(format!("timeout {}", humantime::format_duration(v)));
+        }
+        if let Some(v) = self.max_request_body {
+            out.push(format!("max_request_body {}", size(v)));
+        }
+        if let Some(v) = self.max_response_body {
+            out.push(format!("max_response_body {}", size(v)));
+        }
+        if let Some(v) = self.max_concurrent_requests {
+            out.push(format!("max_concurrent_requests {v}"));
+        }
+        out
+    }
 }
 
 /// A header the host adds to every request through this grant. The guest never sees the value
@@ -198,6 +224,71 @@ impl Grant {
     }
 }
 
+/// One rendering of a grant, for everyone who shows one: `urlcap check`, the guest-visible
+/// `describe`, and `urlcap explain`. Written once so the three cannot drift apart.
+///
+/// - `{}`: one line of what a request may be — `ORIGIN paths P... methods M,...` and the
+///   limits the grant sets (`max_requests 2 rate 10/s ...`). This is what a guest is told
+///   (through [`super::Authority`]'s `Display`) and what `explain` shows.
+/// - `{:#}`: the same, one field per line, plus what the host holds and a guest is never told:
+///   its IP exceptions, its extra CA, and the headers it injects (values `[redacted]`); and it
+///   says so when the grant sets no limits of its own. This is what `check` prints.
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let block = f.alternate();
+        let limits = self.limits.shown();
+        if block {
+            writeln!(f, "  origin   {}", self.origin)?;
+            write!(f, "  paths   ")?;
+        } else {
+            write!(f, "{} paths", self.origin)?;
+        }
+        for p in &self.paths {
+            write!(f, " {p}")?;
+        }
+        if !block {
+            write!(f, " methods {}", self.methods)?;
+            for limit in &limits {
+                write!(f, " {limit}")?;
+            }
+            return Ok(());
+        }
+        writeln!(f)?;
+        writeln!(f, "  methods  {}", self.methods)?;
+        if limits.is_empty() {
+            writeln!(
+                f,
+                "  limits   none of its own (the sandbox's and egress defaults apply)"
+            )?;
+        } else {
+            writeln!(f, "  limits   {}", limits.join(", "))?;
+        }
+        if !self.allow_ips.is_empty() {
+            write!(f, "  allow_ips")?;
+            for net in &self.allow_ips {
+                write!(f, " {net}")?;
+            }
+            writeln!(f)?;
+        }
+        if let Some(ca) = &self.ca {
+            writeln!(
+                f,
+                "  ca_file  {} ({} certificates)",
+                ca.source,
+                ca.certs.len()
+            )?;
+        }
+        for h in &self.headers {
+            writeln!(
+                f,
+                "  header   {}: {} (injected by the host)",
+                h.name, h.value
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Parse a grant URL (`scheme://host[:port][/path/prefix]`, host may be `*.suffix`) into its
 /// origin pattern and path prefixes (`["/"]` when it has no path). No userinfo, query or
 /// fragment. This is the grammar of an `--allow` SPEC's URL and of a manifest `origin`.
@@ -281,6 +372,36 @@ mod tests {
         assert!(r("1/s").within(&r("60/min")));
         assert!(!r("100/10s").within(&r("10/s")));
         assert!(!r("11/s").within(&r("10/s")));
+    }
+
+    /// The one rendering: a line for guests and `explain`, a block with the host-held parts
+    /// for `check`; neither ever shows an injected value.
+    #[test]
+    fn a_grant_renders_as_a_line_and_as_a_block() {
+        let (origin, paths) = grant_from_spec_url("https://api.example.com/v1/").unwrap();
+        let mut g = Grant::new("api", origin);
+        g.paths = paths;
+        g.paths.push(PathPrefix::parse("/v2/").unwrap());
+        g.methods =
+            MethodSet::new(["GET", "HEAD"].map(|m| crate::policy::Method::parse(m).unwrap()));
+        g.limits.max_requests = Some(2);
+        g.limits.max_response_body = Some(1 << 20);
+        g.allow_ips = vec!["10.0.0.0/8".parse().unwrap()];
+        g.headers = vec![InjectedHeader {
+            name: "authorization".into(),
+            value: Secret::new("hunter2"),
+        }];
+        assert_eq!(
+            g.to_string(),
+            "https://api.example.com paths /v1/ /v2/ methods GET,HEAD max_requests 2 max_response_body 1.0 MiB"
+        );
+        assert_eq!(
+            format!("{g:#}"),
+            "  origin   https://api.example.com\n  paths    /v1/ /v2/\n  methods  GET,HEAD\n  limits   max_requests 2, max_response_body 1.0 MiB\n  allow_ips 10.0.0.0/8\n  header   authorization: [redacted] (injected by the host)\n"
+        );
+        g.limits = Limits::default();
+        assert!(format!("{g:#}").contains("  limits   none of its own"));
+        assert!(!g.to_string().contains("limits"));
     }
 
     #[test]
