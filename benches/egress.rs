@@ -1,6 +1,6 @@
 //! Sequential GETs over keep-alive: urlcap's whole outbound path (canonicalize, policy, pooled
 //! egress, audit hook) against a bare hyper-util client, same loopback server, same run.
-//! Target (issue: egress): urlcap >= 0.95x the bare client's throughput.
+//! The target (issue: egress) and the results are in BENCHMARKS.md, "Egress".
 //! Run with `cargo bench --bench egress`.
 
 #[path = "../tests/it/support/mod.rs"]

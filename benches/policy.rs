@@ -1,7 +1,8 @@
 //! Policy decision and derivation cost.
 //!
-//! Targets (issue: foundation): <= 100 ns median per decision at 10k grants, flat in the number
-//! of grants; derive <= 1 us. Run with `cargo bench --bench policy`.
+//! The targets (issue: foundation) and the results are in BENCHMARKS.md, "Policy
+//! (foundation)": decisions flat in the number of grants, and derivation cheap. Run with
+//! `cargo bench --bench policy`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;

@@ -17,7 +17,7 @@ pub const MAX_FUNCTION_LOCALS: u64 = 4_096;
 /// Largest function body of a guest-supplied component, in bytes.
 pub const MAX_FUNCTION_BODY_BYTES: usize = 256 << 10;
 /// Deepest nesting of blocks, loops and ifs in one function: the compiler's SSA construction
-/// costs memory quadratic in it (600 levels took 2.2 GB).
+/// costs memory quadratic in it (a few hundred levels took gigabytes).
 pub const MAX_BLOCK_NESTING: u32 = 512;
 /// Most parameters plus results of one core function or block type.
 pub const MAX_SIGNATURE_VALUES: usize = 32;

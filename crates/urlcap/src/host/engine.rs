@@ -73,7 +73,8 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
     config.epoch_interruption(true);
     config.concurrency_support(false);
     // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
-    // matters for start-up: wasmtime's default of 1000 stacks costs ~2 ms to set up.
+    // matters for start-up: wasmtime's default of 1000 stacks is measurably slower to set up
+    // (BENCHMARKS.md, "What moved the numbers").
     let mut pooling = wasmtime::PoolingAllocationConfig::default();
     pooling
         .total_component_instances(128)
