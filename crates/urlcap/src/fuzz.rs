@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 /// The value every secret resolves to while fuzzing manifests; it must never be printed.
-pub const FUZZ_SECRET: &str = "FUZZ-SECRET-7f3a9c";
+pub(crate) const FUZZ_SECRET: &str = "FUZZ-SECRET-7f3a9c";
 
 /// Secrets for fuzzed manifests: every environment variable and file holds [`FUZZ_SECRET`].
 struct FuzzSecrets;

@@ -35,12 +35,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// More sibling path prefixes than this in one directory collapse into the directory.
-pub const MAX_SIBLINGS: usize = 3;
+pub(crate) const MAX_SIBLINGS: usize = 3;
 /// Distinct paths kept per learned authority before they are collapsed early (memory stays
 /// bounded whatever the guest asks for).
 const MAX_PATHS: usize = 4096;
 /// Exit status when OUT.toml cannot be written.
-pub const EXIT_CANNOT_WRITE: i32 = 74;
+pub(crate) const EXIT_CANNOT_WRITE: i32 = 74;
 
 /// One learned request: what it adds, to which authority.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub struct Lesson {
 
 impl Lesson {
     /// The `request.learned` record's detail.
-    pub fn detail(&self, status: u16) -> String {
+    pub(crate) fn detail(&self, status: u16) -> String {
         with_tail(
             &format!(
                 "learn mode let it through (status {status}) where it would have been denied: {}",
@@ -73,7 +73,7 @@ impl Lesson {
         )
     }
 
-    pub fn reason(&self) -> Reason {
+    pub(crate) fn reason(&self) -> Reason {
         self.reason
     }
 }
@@ -125,7 +125,7 @@ impl Learner {
 
     /// Learn against `policy`'s roots (once; a second policy is ignored: a learner records
     /// one run).
-    pub fn bind(&self, policy: &Policy) {
+    pub(crate) fn bind(&self, policy: &Policy) {
         let given = policy.authorities().map(|a| a.name().to_string()).collect();
         let _ = self.learning.set((policy.learning(), given));
     }
@@ -157,7 +157,7 @@ impl Learner {
 
     /// A request the grants denied (its fix filled in): let it through if it may be learned,
     /// with the lesson to record once its response arrives; otherwise the denial stands.
-    pub fn admit(&self, denial: Denial, req: Request) -> Result<(Approved, Lesson), Denial> {
+    pub(crate) fn admit(&self, denial: Denial, req: Request) -> Result<(Approved, Lesson), Denial> {
         let Some((learning, _)) = self.learning.get() else {
             return Err(denial);
         };
@@ -189,7 +189,7 @@ impl Learner {
     }
 
     /// A learned request got its response: it goes into the manifest.
-    pub fn learned(&self, lesson: &Lesson) {
+    pub(crate) fn learned(&self, lesson: &Lesson) {
         let mut state = self.state();
         let index = match state.learned.iter().position(|(n, _)| *n == lesson.name) {
             Some(i) => i,
@@ -217,12 +217,12 @@ impl Learner {
     }
 
     /// A request a given grant allowed (counted for the comments).
-    pub fn used(&self, name: &str) {
+    pub(crate) fn used(&self, name: &str) {
         *self.state().used.entry(name.to_string()).or_default() += 1;
     }
 
     /// Requests learned so far, and how many new origins they reached.
-    pub fn counts(&self) -> (u64, usize) {
+    pub(crate) fn counts(&self) -> (u64, usize) {
         let state = self.state();
         let requests = state.learned.iter().map(|(_, l)| l.requests).sum();
         let origins = state
@@ -358,7 +358,7 @@ impl Learner {
 
     /// Does the manifest `text` (as written to `path`) allow every request learned? Returns
     /// what does not hold, for a warning.
-    pub fn verify(&self, text: &str, path: &Path, config: &Config) -> Result<(), String> {
+    pub(crate) fn verify(&self, text: &str, path: &Path, config: &Config) -> Result<(), String> {
         let reread = Config::parse_with(text, path, &ProcessSecrets, &config.flag_vars)
             .map_err(|e| format!("it does not load as written: {e}"))?;
         let policy = reread.policy(Arc::new(SystemClock::new()));
@@ -472,7 +472,7 @@ fn merge_network(doc: &mut toml_edit::DocumentMut, config: &Config) -> Result<()
 /// The narrowest whole-segment prefixes covering `paths`: each path itself, except that more
 /// than [`MAX_SIBLINGS`] side by side in one directory become the directory, deepest first;
 /// then every prefix another covers is dropped.
-pub fn narrowest_prefixes(paths: &BTreeSet<String>) -> Vec<String> {
+pub(crate) fn narrowest_prefixes(paths: &BTreeSet<String>) -> Vec<String> {
     // The directory a path or prefix sits in: "/a/b/c" and "/a/b/c/" are in "/a/b/".
     fn parent(p: &str) -> Option<&str> {
         let trimmed = p.strip_suffix('/').unwrap_or(p);

@@ -39,7 +39,7 @@ impl GuestRequest {
     }
 
     /// Canonicalize: method, URL and headers checked as the policy requires.
-    pub fn canonicalize(&self) -> Result<Request, Denial> {
+    pub(crate) fn canonicalize(&self) -> Result<Request, Denial> {
         let request = Request::new(&self.method, &self.url)?;
         let request = self
             .headers
@@ -54,7 +54,7 @@ impl GuestRequest {
 
 /// A response read whole (the native guest API buffers bodies).
 #[derive(Debug, Clone)]
-pub struct Buffered {
+pub(crate) struct Buffered {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
@@ -99,7 +99,7 @@ impl Outbound {
     /// could have allowed it (see [`crate::learn`]) and recorded in `learner`. Only for the
     /// policy's own table of roots (a top-level sandbox); a nested sandbox made from this one
     /// ([`Outbound::for_child`]) does not learn.
-    pub fn learning(mut self, learner: Arc<Learner>) -> Outbound {
+    pub(crate) fn learning(mut self, learner: Arc<Learner>) -> Outbound {
         if self.handles.holds_roots() {
             self.learner = Some(learner);
         }
@@ -108,7 +108,7 @@ impl Outbound {
 
     /// The outbound path of a nested sandbox `sandbox` that holds exactly `handles`: the same
     /// egress client (its requests count against the same in-flight limits) and audit log.
-    pub fn for_child(&self, sandbox: &str, handles: HandleTable) -> Outbound {
+    pub(crate) fn for_child(&self, sandbox: &str, handles: HandleTable) -> Outbound {
         Outbound::new(handles, self.client.clone(), self.audit.clone(), sandbox)
     }
 
@@ -120,7 +120,7 @@ impl Outbound {
     }
 
     /// The sandbox id its audit records carry.
-    pub fn sandbox(&self) -> &str {
+    pub(crate) fn sandbox(&self) -> &str {
         &self.sandbox
     }
 
@@ -139,7 +139,7 @@ impl Outbound {
     }
 
     /// [`Outbound::send`] with the guest's own timeouts (they can only tighten egress's).
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         guest: &GuestRequest,
         body: RequestBody,
@@ -184,7 +184,7 @@ impl Outbound {
     /// A request relative to one handle's origin (the native guest API), with the response
     /// body read whole, up to `cap` bytes (the host's bound on what it buffers for a guest, on
     /// top of the authority's own `max_response_body`).
-    pub async fn fetch_buffered(
+    pub(crate) async fn fetch_buffered(
         &self,
         authority: &Authority,
         method: &str,
@@ -290,7 +290,7 @@ impl Outbound {
                     url: &url,
                     done: false,
                 };
-                let sent = self.client.send_with(approved, body, timeouts).await;
+                let sent = self.client.send(approved, body, timeouts).await;
                 in_flight.done();
                 sent.map(|r| (r, reference))
             }

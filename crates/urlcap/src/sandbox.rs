@@ -25,7 +25,7 @@ use crate::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost, DEFAULT_M
 use crate::learn::Learner;
 use crate::manifest::{Config, SandboxLimits};
 use crate::outbound::Outbound;
-use crate::policy::{Clock, Policy, SystemClock};
+use crate::policy::SystemClock;
 use std::sync::Arc;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
@@ -40,8 +40,6 @@ pub struct Builder {
     config: Config,
     audit: Option<Arc<AuditLog>>,
     resolver: Arc<dyn Resolve>,
-    clock: Arc<dyn Clock>,
-    egress: Option<EgressConfig>,
     id: String,
     learner: Option<Arc<Learner>>,
 }
@@ -67,19 +65,6 @@ impl Builder {
         self
     }
 
-    /// The clock budgets, rates and expiry are measured on (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Builder {
-        self.clock = clock;
-        self
-    }
-
-    /// Egress timeouts and idle-connection bounds (default: [`EgressConfig::default`]). The in-flight
-    /// limit always comes from the config's `max_concurrent_requests`.
-    pub fn egress(mut self, egress: EgressConfig) -> Builder {
-        self.egress = Some(egress);
-        self
-    }
-
     /// The sandbox id audit records carry (default: `sb-PID`).
     pub fn id(mut self, id: &str) -> Builder {
         self.id = id.to_string();
@@ -93,12 +78,12 @@ impl Builder {
             Some(audit) => audit,
             None => Arc::new(AuditLog::stderr()?),
         };
-        let policy = Arc::new(self.config.policy(self.clock));
+        let policy = self.config.policy(Arc::new(SystemClock::new()));
         let egress = EgressConfig {
             max_in_flight: limits
                 .max_concurrent_requests
                 .map_or(crate::egress::DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
-            ..self.egress.unwrap_or_default()
+            ..EgressConfig::default()
         };
         let mut outbound = Outbound::new(
             policy.preopens(),
@@ -114,7 +99,6 @@ impl Builder {
         let host = WasmHost::with_max_depth(limits.max_nesting_depth.unwrap_or(DEFAULT_MAX_DEPTH))?;
         Ok(Sandbox {
             host,
-            policy,
             outbound,
             audit,
             limits,
@@ -152,7 +136,6 @@ impl Guest {
 /// Guests run under one config: its grants (the top-level handle table), limits and audit log.
 pub struct Sandbox {
     host: WasmHost,
-    policy: Arc<Policy>,
     outbound: Arc<Outbound>,
     audit: Arc<AuditLog>,
     limits: SandboxLimits,
@@ -166,8 +149,6 @@ impl Sandbox {
             config,
             audit: None,
             resolver: Arc::new(SystemResolver),
-            clock: Arc::new(SystemClock::new()),
-            egress: None,
             id: format!("sb-{}", std::process::id()),
             learner: None,
         }
@@ -222,20 +203,5 @@ impl Sandbox {
     /// The id audit records carry.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// The policy: root grants and IP rules.
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
-    }
-
-    /// The choke point every request of this sandbox's guests passes.
-    pub fn outbound(&self) -> &Arc<Outbound> {
-        &self.outbound
-    }
-
-    /// The engine (for nested-sandbox statistics).
-    pub fn host(&self) -> &WasmHost {
-        &self.host
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 pub struct Secret(Vec<u8>);
 
 impl Secret {
-    pub fn new(value: impl Into<Vec<u8>>) -> Secret {
+    pub(crate) fn new(value: impl Into<Vec<u8>>) -> Secret {
         Secret(value.into())
     }
 

@@ -21,7 +21,7 @@ pub mod writer;
 const MAX_RAW_URL: usize = 2048;
 /// Longest `detail` kept in a record: details quote guest text (a denied path, a refused
 /// attenuation), so a record's size is bounded whatever the guest sent.
-pub const MAX_DETAIL: usize = 2048;
+pub(crate) const MAX_DETAIL: usize = 2048;
 
 /// What happened. The dotted names are a contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,7 +67,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(event: Event, sandbox: &str, detail: impl Into<String>) -> Record {
+    pub(crate) fn new(event: Event, sandbox: &str, detail: impl Into<String>) -> Record {
         Record {
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             event,
@@ -100,14 +100,14 @@ impl Record {
     }
 
     /// Attach the authority a record is about.
-    pub fn on(mut self, authority: &AuthorityRef) -> Record {
+    pub(crate) fn on(mut self, authority: &AuthorityRef) -> Record {
         self.authority = Some(authority.name.to_string());
         self.lineage = Some(authority.lineage.to_string());
         self
     }
 
     /// The record as one JSON line, newline included.
-    pub fn to_line(&self) -> Vec<u8> {
+    pub(crate) fn to_line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).expect("records always serialize");
         line.push(b'\n');
         line
@@ -115,7 +115,7 @@ impl Record {
 }
 
 /// What separates a denial's detail from its hint.
-pub const HINT_SEPARATOR: &str = "; hint: ";
+pub(crate) const HINT_SEPARATOR: &str = "; hint: ";
 /// Longest hint kept in a record (it quotes the request's path).
 const MAX_HINT: usize = 1024;
 /// Room [`bounded`]'s note of what it cut may take.
@@ -123,7 +123,7 @@ const CUT_NOTE: usize = 32;
 
 /// `detail; hint: hint`, at most [`MAX_DETAIL`] once JSON-escaped: the hint is kept whole up to
 /// [`MAX_HINT`] and the detail cut first, so a long detail never hides the hint.
-pub fn with_hint(detail: &str, hint: &str) -> String {
+pub(crate) fn with_hint(detail: &str, hint: &str) -> String {
     with_tail(detail, HINT_SEPARATOR, hint)
 }
 
@@ -329,7 +329,7 @@ impl AuditLog {
     }
 
     /// Resolves once the log has failed (at once if it already has).
-    pub async fn failure(&self) {
+    pub(crate) async fn failure(&self) {
         let notified = self.health.on_failure.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
@@ -358,7 +358,7 @@ impl AuditLog {
         self
     }
 
-    pub fn logs_allowed(&self) -> bool {
+    pub(crate) fn logs_allowed(&self) -> bool {
         self.log_allowed
     }
 
@@ -369,7 +369,7 @@ impl AuditLog {
 
     /// Write one record and return once it is written (or counted as lost): what a request
     /// that is allowed only while the log works waits for before it goes on.
-    pub async fn record_written(&self, record: &Record) {
+    pub(crate) async fn record_written(&self, record: &Record) {
         if let Some(number) = self.append(record) {
             self.wait_for(|queue| queue.settled(number)).await;
         }
@@ -407,7 +407,7 @@ impl AuditLog {
 
     /// Write bytes that are not a record (a guest's framed stderr line) to the sink, whole,
     /// in the same order as records, so neither can land inside the other.
-    pub fn write_beside(&self, bytes: &[u8]) {
+    pub(crate) fn write_beside(&self, bytes: &[u8]) {
         match &self.sink {
             Sink::InPlace(sink) => {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -421,7 +421,7 @@ impl AuditLog {
 
     /// Are guests running ahead of the sink? Then each waits for [`AuditLog::room`] at its
     /// next epoch tick, so what a guest makes the log hold is bounded.
-    pub fn backlogged(&self) -> bool {
+    pub(crate) fn backlogged(&self) -> bool {
         match &self.sink {
             Sink::InPlace(_) => false,
             Sink::Queued { queue, .. } => {
@@ -436,7 +436,7 @@ impl AuditLog {
 
     /// Resolves once the backlog has drained below the mark (or the log has failed, or with
     /// `--audit-fail-open` the sink has stalled). Only an `await`: a guest's wall clock ends it.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         self.wait_for(|queue| !queue.backlogged()).await
     }
 
@@ -465,8 +465,9 @@ impl AuditLog {
         }
     }
 
-    /// Records written so far.
-    pub fn written(&self) -> u64 {
+    /// Records written so far (the tests' view of the writer's progress).
+    #[cfg(test)]
+    fn written(&self) -> u64 {
         self.health.written.load(Ordering::Relaxed)
     }
 

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 
 /// Bytes of queued records past which guests wait for the sink (one tick's worth of records
 /// can still be appended by each running guest before it yields).
-pub const HIGH_WATER: usize = 1 << 20;
+pub(crate) const HIGH_WATER: usize = 1 << 20;
 /// Bytes the queue holds at most; what would not fit is counted as dropped (for the audit log,
 /// a lost record: it fails closed). Guests wait at [`HIGH_WATER`], so only a stalled sink
 /// with `--audit-fail-open`, or a burst from outside any guest, gets here.
-pub const MAX_PENDING: usize = 16 << 20;
+pub(crate) const MAX_PENDING: usize = 16 << 20;
 /// The most written in one `write` call; progress is noted after each.
 const WRITE_PIECE: usize = 64 << 10;
 /// How long a sink may take nothing while records wait before it counts as stalled.
-pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Records waiting for the writer, and what it has done.
 pub(crate) struct Queue {

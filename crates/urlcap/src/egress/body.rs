@@ -103,7 +103,7 @@ impl Exchange {
 }
 
 /// The request body as it goes on the wire.
-pub struct WireBody {
+pub(crate) struct WireBody {
     inner: RequestBody,
     max: Option<u64>,
     declared: Option<u64>,
@@ -208,7 +208,7 @@ pub(crate) struct BackToIdle {
 }
 
 /// Called once with the denial that ended an exchange early (for the audit log).
-pub type OnBodyError = Box<dyn FnOnce(&Denial) + Send + Sync>;
+pub(crate) type OnBodyError = Box<dyn FnOnce(&Denial) + Send + Sync>;
 
 /// The response body a guest reads.
 pub struct ResponseBody {
@@ -255,7 +255,7 @@ impl ResponseBody {
 
     /// Be told (once) if this exchange ends with a denial: this body cut before its last
     /// byte, or the request body refused after the response head arrived.
-    pub fn on_error(&mut self, hook: OnBodyError) {
+    pub(crate) fn on_error(&mut self, hook: OnBodyError) {
         self.exchange.set_hook(hook);
     }
 

@@ -21,7 +21,8 @@ mod idle;
 mod resolve;
 mod tls;
 
-pub use body::{empty_body, full_body, OnBodyError, RequestBody, ResponseBody, WireBody};
+pub(crate) use body::WireBody;
+pub use body::{empty_body, full_body, RequestBody, ResponseBody};
 pub use resolve::{lookup, vet_answer, Resolve, Resolving, StaticResolver, SystemResolver};
 
 use crate::policy::{Approved, Authority, Cause, Denial, Reason, Request, Scheme, VettedAddr};
@@ -81,7 +82,7 @@ impl Default for EgressConfig {
 
 /// A caller's own timeouts for one request; each can only shorten the configured one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     pub connect: Option<Duration>,
     pub first_byte: Option<Duration>,
     pub between_bytes: Option<Duration>,
@@ -137,13 +138,9 @@ impl Client {
     }
 
     /// Send an approved request. `body` streams to the server; the response body streams back.
-    pub async fn send(&self, approved: Approved, body: RequestBody) -> Result<Response, Denial> {
-        self.send_with(approved, body, Timeouts::default()).await
-    }
-
-    /// [`Client::send`] with a caller's own timeouts, which can only tighten the configured ones
-    /// (a `wasi:http` guest's `request-options`).
-    pub async fn send_with(
+    /// `timeouts` are the caller's own (a `wasi:http` guest's `request-options`), which can only
+    /// tighten the configured ones.
+    pub(crate) async fn send(
         &self,
         approved: Approved,
         body: RequestBody,

@@ -11,34 +11,34 @@
 use wasmparser::{Encoding, Parser, Payload};
 
 /// Largest component a guest may hand to `sandbox.run`.
-pub const MAX_CHILD_COMPONENT_BYTES: usize = 16 << 20;
+pub(crate) const MAX_CHILD_COMPONENT_BYTES: usize = 16 << 20;
 /// Most locals one function of a guest-supplied component may declare.
-pub const MAX_FUNCTION_LOCALS: u64 = 4_096;
+pub(crate) const MAX_FUNCTION_LOCALS: u64 = 4_096;
 /// Largest function body of a guest-supplied component, in bytes.
-pub const MAX_FUNCTION_BODY_BYTES: usize = 256 << 10;
+pub(crate) const MAX_FUNCTION_BODY_BYTES: usize = 256 << 10;
 /// Deepest nesting of blocks, loops and ifs in one function: the compiler's SSA construction
 /// costs memory quadratic in it (a few hundred levels took gigabytes).
-pub const MAX_BLOCK_NESTING: u32 = 512;
+pub(crate) const MAX_BLOCK_NESTING: u32 = 512;
 /// Most parameters plus results of one core function or block type.
-pub const MAX_SIGNATURE_VALUES: usize = 32;
+pub(crate) const MAX_SIGNATURE_VALUES: usize = 32;
 /// Most parameters and results over all core function types (each gets compiled trampolines).
-pub const MAX_TOTAL_SIGNATURE_VALUES: usize = 64 << 10;
+pub(crate) const MAX_TOTAL_SIGNATURE_VALUES: usize = 64 << 10;
 /// Most functions over all core modules of a guest-supplied component.
-pub const MAX_FUNCTIONS: usize = 20_000;
+pub(crate) const MAX_FUNCTIONS: usize = 20_000;
 /// Most locals × control-flow blocks in one function. Cranelift's SSA construction does work
 /// for each local live across each block, so this product, not the body's size, is what a
 /// function costs to compile: 4,096 locals across 4,000 if/else blocks (a 24 KB body) took
 /// over a second of CPU, twice the body four times as long.
-pub const MAX_LOCALS_TIMES_BLOCKS: u64 = 1 << 22;
+pub(crate) const MAX_LOCALS_TIMES_BLOCKS: u64 = 1 << 22;
 /// Most locals × control-flow blocks over the whole component.
-pub const MAX_TOTAL_LOCALS_TIMES_BLOCKS: u64 = 1 << 25;
+pub(crate) const MAX_TOTAL_LOCALS_TIMES_BLOCKS: u64 = 1 << 25;
 /// Most `call_indirect`s over the whole component (each compiles to a table bounds and a
 /// signature check: about a millisecond of CPU apiece in a debug build).
-pub const MAX_CALL_INDIRECTS: u64 = 1 << 14;
+pub(crate) const MAX_CALL_INDIRECTS: u64 = 1 << 14;
 /// Most `call_indirect`s in one function (their cost grows faster than their number there).
-pub const MAX_FUNCTION_CALL_INDIRECTS: u64 = 1 << 10;
+pub(crate) const MAX_FUNCTION_CALL_INDIRECTS: u64 = 1 << 10;
 /// Most targets of one `br_table`.
-pub const MAX_BR_TABLE_TARGETS: u32 = 1 << 16;
+pub(crate) const MAX_BR_TABLE_TARGETS: u32 = 1 << 16;
 
 /// The first check, before anything else is spent on a component: its size.
 pub(crate) fn check_size(len: usize) -> Result<(), String> {

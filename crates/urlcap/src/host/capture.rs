@@ -23,7 +23,7 @@ struct Kept {
 }
 
 impl CappedPipe {
-    pub fn new(capacity: usize) -> CappedPipe {
+    pub(crate) fn new(capacity: usize) -> CappedPipe {
         CappedPipe {
             kept: Arc::default(),
             capacity,
@@ -39,7 +39,7 @@ impl CappedPipe {
     }
 
     /// What was kept, followed by a marker line if anything was dropped.
-    pub fn contents(&self) -> Vec<u8> {
+    pub(crate) fn contents(&self) -> Vec<u8> {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = kept.bytes.clone();
         if kept.dropped > 0 {
@@ -56,11 +56,6 @@ impl CappedPipe {
         }
         out
     }
-
-    /// Bytes dropped past the cap.
-    pub fn dropped(&self) -> u64 {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner()).dropped
-    }
 }
 
 impl Accept for CappedPipe {
@@ -71,11 +66,11 @@ impl Accept for CappedPipe {
 
 /// The most one write of a guest's output may carry (its `check-write` permit at most): what
 /// one host call does with it is bounded whatever the guest asks.
-pub const MAX_WRITE: usize = 64 << 10;
+pub(crate) const MAX_WRITE: usize = 64 << 10;
 
 /// Where a guest's output goes, byte for byte: the one thing an output stream of the host's
 /// must say. [`GuestOutput`] makes it a wasi stdout/stderr stream.
-pub trait Accept: Clone + Send + Sync + Unpin + 'static {
+pub(crate) trait Accept: Clone + Send + Sync + Unpin + 'static {
     /// Take `bytes` (at most [`MAX_WRITE`]); never blocks.
     fn accept(&self, bytes: &[u8]);
     /// Whether it can take a write now; when not, the guest's stream waits in
@@ -94,7 +89,7 @@ pub trait Accept: Clone + Send + Sync + Unpin + 'static {
 /// traps (as the wasi streams contract says), so no single host call handles more than
 /// [`MAX_WRITE`] bytes, and a guest that skips `check-write` cannot skip the wait for room.
 #[derive(Clone)]
-pub struct GuestOutput<T> {
+pub(crate) struct GuestOutput<T> {
     to: T,
     /// Bytes the last `check-write` permitted and no write has used yet.
     permit: usize,
@@ -102,7 +97,7 @@ pub struct GuestOutput<T> {
 
 impl<T> GuestOutput<T> {
     /// Output into `to`.
-    pub fn new(to: T) -> GuestOutput<T> {
+    pub(crate) fn new(to: T) -> GuestOutput<T> {
         GuestOutput { to, permit: 0 }
     }
 }

@@ -2,9 +2,9 @@
 //! (the host's own with wasmtime's disk cache; guest-supplied ones without it, vetted first,
 //! at most [`MAX_CONCURRENT_COMPILES`] at once).
 
+use super::guest_api::MAX_LIVE_HANDLES;
 use super::{
     admission, compiled, guest_api, Outcome, SandboxSpec, SandboxState, DEFAULT_MAX_DEPTH,
-    MAX_LIVE_HANDLES,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -13,7 +13,7 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "urlcap:http/imports",
     imports: { default: async | trappable },
-    with: { "urlcap:http/types.authority": super::GuestAuthority },
+    with: { "urlcap:http/types.authority": super::sandbox::GuestAuthority },
 });
 
 use self::urlcap::http::{preopens, sandbox, types as t};
@@ -21,9 +21,9 @@ use self::urlcap::http::{preopens, sandbox, types as t};
 /// Most authority handles one guest may hold at once in its resource table (listing the
 /// preopens past it traps; deriving past it is refused with `handle_limit`); also the most
 /// derived handles a whole sandbox tree may keep alive, held or not.
-pub const MAX_LIVE_HANDLES: usize = 10_000;
+pub(crate) const MAX_LIVE_HANDLES: usize = 10_000;
 /// Most bytes the grants of a sandbox tree's live derived handles may occupy in the host.
-pub const MAX_LIVE_HANDLE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_LIVE_HANDLE_BYTES: usize = 16 << 20;
 /// Entries of a sandbox's resource table that handles leave free for wasi's own resources.
 const RESOURCES_KEPT_FOR_WASI: usize = 64;
 /// Longest host name, rate or method text a derivation may carry.
@@ -390,13 +390,13 @@ impl t::HostAuthority for SandboxState {
 /// Bytes of a parent's memory charged per byte of a component it spawns, for the compiled code
 /// the host keeps while the child runs (an estimate; compiled code is typically a few times
 /// the size of the wasm).
-pub const COMPILED_CODE_CHARGE: u64 = 4;
+pub(crate) const COMPILED_CODE_CHARGE: u64 = 4;
 
 /// Most handles one `sandbox.run` may pass to the child.
-pub const MAX_CHILD_PREOPENS: usize = 256;
+pub(crate) const MAX_CHILD_PREOPENS: usize = 256;
 
 /// Most bytes of a nested sandbox's stdout and of its stderr kept for its parent.
-pub const CHILD_OUTPUT_CAP: usize = 1 << 20;
+pub(crate) const CHILD_OUTPUT_CAP: usize = 1 << 20;
 
 fn refusal(reason: Reason, detail: String) -> Denial {
     Denial::new(reason, detail)

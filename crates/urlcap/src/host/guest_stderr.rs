@@ -15,7 +15,7 @@ const PREFIX: &[u8] = b"guest: ";
 
 /// The guest's stderr, framed into prefixed lines beside the audit log.
 #[derive(Clone)]
-pub struct BesideAudit {
+pub(crate) struct BesideAudit {
     lines: Arc<Lines>,
 }
 
@@ -25,7 +25,7 @@ struct Lines {
 }
 
 impl BesideAudit {
-    pub fn new(audit: Arc<AuditLog>) -> BesideAudit {
+    pub(crate) fn new(audit: Arc<AuditLog>) -> BesideAudit {
         BesideAudit {
             lines: Arc::new(Lines {
                 audit,

@@ -60,14 +60,14 @@ fn stream(cell: &'static OnceLock<Stream>, sink: fn() -> Box<dyn Write + Send>) 
 
 impl HostOutput {
     /// The host's stdout.
-    pub fn stdout() -> HostOutput {
+    pub(crate) fn stdout() -> HostOutput {
         HostOutput {
             stream: stream(&STDOUT, || Box::new(std::io::stdout())),
         }
     }
 
     /// The host's stderr.
-    pub fn stderr() -> HostOutput {
+    pub(crate) fn stderr() -> HostOutput {
         HostOutput {
             stream: stream(&STDERR, || Box::new(std::io::stderr())),
         }

@@ -101,7 +101,7 @@ impl Outcome {
 /// body at two writes of [`wasi_http::OUTGOING_BODY_CHUNK`]), so a guest can make the host hold
 /// at most its own memory limit again. At least 256 (a wasi:http guest uses a few dozen at
 /// once); without a memory limit, wasmtime's default of a million.
-pub fn resource_capacity(memory_limit: Option<usize>) -> usize {
+pub(crate) fn resource_capacity(memory_limit: Option<usize>) -> usize {
     const HELD_PER_RESOURCE: usize = 64 << 10;
     memory_limit.map_or(1_000_000, |m| (m / HELD_PER_RESOURCE).clamp(256, 1_000_000))
 }

@@ -25,10 +25,7 @@ mod guest_stderr;
 pub mod host_output;
 mod wasi_http;
 
-pub use admission::{MAX_CHILD_COMPONENT_BYTES, MAX_FUNCTION_BODY_BYTES, MAX_FUNCTION_LOCALS};
-pub use capture::CappedPipe;
-pub use guest_api::MAX_LIVE_HANDLES;
-pub use wasi_http::{error_code, UrlcapHttpHooks};
+pub use wasi_http::UrlcapHttpHooks;
 
 mod engine;
 mod limits;
@@ -37,7 +34,6 @@ mod sandbox;
 pub(crate) use engine::Shared;
 pub use engine::{WasmHost, MAX_CONCURRENT_COMPILES, NESTED_CACHE};
 pub(crate) use limits::Limiter;
-pub use limits::{
-    resource_capacity, Outcome, DEFAULT_MAX_DEPTH, EXIT_AUDIT, EXIT_TIMEOUT, EXIT_TRAP,
-};
-pub use sandbox::{GuestAuthority, SandboxSpec, SandboxState, Stdio};
+pub use limits::{Outcome, DEFAULT_MAX_DEPTH, EXIT_AUDIT, EXIT_TIMEOUT, EXIT_TRAP};
+pub(crate) use sandbox::GuestAuthority;
+pub use sandbox::{SandboxSpec, SandboxState, Stdio};

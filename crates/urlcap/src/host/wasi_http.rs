@@ -43,7 +43,7 @@ pub struct UrlcapHttpHooks {
 }
 
 /// Refusals at `fields` recorded one by one per sandbox.
-pub const MAX_FIELD_REFUSALS_AUDITED: u64 = 64;
+pub(crate) const MAX_FIELD_REFUSALS_AUDITED: u64 = 64;
 
 impl UrlcapHttpHooks {
     pub fn new(outbound: Arc<Outbound>) -> UrlcapHttpHooks {
@@ -93,7 +93,7 @@ fn strip(headers: &mut http::HeaderMap, forbidden: &ForbiddenHeaderFilter) {
 /// The wasi:http error code a guest sees for a denial: the one the WASI HTTP spec means for
 /// that failure (and the one `wasmtime run -S http` gives for it); `HTTP-request-denied` only
 /// for policy denials.
-pub fn error_code(d: &Denial) -> HttpError {
+pub(crate) fn error_code(d: &Denial) -> HttpError {
     match d.reason {
         Reason::Timeout if d.cause == Some(Cause::ConnectTimeout) => HttpError::ConnectionTimeout,
         Reason::Timeout => HttpError::ConnectionReadTimeout,
@@ -127,11 +127,11 @@ type ResponseFuture = Box<
 /// unsent body (1 MiB each by default, so 2 MiB a body), so this bounds what one body the
 /// guest never sends makes the host hold to 64 KiB, the size of a `fields` map
 /// ([`FIELD_SIZE_LIMIT`]): see `host::resource_capacity`.
-pub const OUTGOING_BODY_CHUNK: usize = 32 << 10;
+pub(crate) const OUTGOING_BODY_CHUNK: usize = 32 << 10;
 
 /// The most one `fields` map may hold: no larger than the policy lets a request carry, instead
 /// of wasmtime's 128 KiB.
-pub const FIELD_SIZE_LIMIT: usize = 64 << 10;
+pub(crate) const FIELD_SIZE_LIMIT: usize = 64 << 10;
 
 impl WasiHttpHooks for UrlcapHttpHooks {
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {

@@ -10,7 +10,8 @@ mod units;
 mod vars;
 
 pub use error::ConfigError;
-pub use spec::{AllowSpec, SPEC_HELP};
+pub use spec::AllowSpec;
+pub(crate) use spec::SPEC_HELP;
 pub use vars::{FlagVars, VariableSource, VariableUse};
 
 use crate::policy::{
@@ -84,15 +85,15 @@ impl SecretStore for ProcessSecrets {
 }
 
 /// Largest secret file a manifest may name (`file = ...` under `[authority.headers]`).
-pub const MAX_SECRET_FILE: u64 = 64 << 10;
+pub(crate) const MAX_SECRET_FILE: u64 = 64 << 10;
 /// Largest `ca_file`.
-pub const MAX_CA_FILE: u64 = 1 << 20;
+pub(crate) const MAX_CA_FILE: u64 = 1 << 20;
 /// Largest manifest.
-pub const MAX_MANIFEST: u64 = 16 << 20;
+pub(crate) const MAX_MANIFEST: u64 = 16 << 20;
 
 /// Read a file a manifest names, with bounds: only a regular file (not `/dev/zero`, a FIFO or a
 /// directory), and at most `max` bytes — checked on the size it claims and on what is read.
-pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");

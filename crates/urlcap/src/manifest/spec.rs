@@ -17,7 +17,7 @@ pub struct AllowSpec {
     pub paths: Vec<PathPrefix>,
 }
 
-pub const SPEC_HELP: &str = "expected [NAME=][METHODS ]URL, e.g. `https://api.example.com` or `gh=GET,HEAD https://api.github.com/repos/`";
+pub(crate) const SPEC_HELP: &str = "expected [NAME=][METHODS ]URL, e.g. `https://api.example.com` or `gh=GET,HEAD https://api.github.com/repos/`";
 
 impl AllowSpec {
     pub fn parse(spec: &str) -> Result<AllowSpec, String> {

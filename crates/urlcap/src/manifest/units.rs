@@ -6,13 +6,13 @@ use toml::Value;
 
 /// The largest size a manifest may name: far beyond any body or memory the host can honour,
 /// and far below where arithmetic on it could saturate.
-pub const MAX_SIZE: u64 = 1 << 50;
+pub(crate) const MAX_SIZE: u64 = 1 << 50;
 /// The longest duration a manifest may name.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A size: a string with a unit (`"64MiB"`, `"1 MB"`) or a whole number of bytes, at most
 /// [`MAX_SIZE`] (1 PiB); larger is an error, never clamped.
-pub fn size(value: &Value) -> Result<u64, String> {
+pub(crate) fn size(value: &Value) -> Result<u64, String> {
     let bytes = unbounded_size(value)?;
     if bytes > MAX_SIZE {
         return Err(format!(
@@ -50,7 +50,7 @@ fn unbounded_size(value: &Value) -> Result<u64, String> {
 }
 
 /// A positive duration with a unit (`"30s"`, `"1m 30s"`, `"250ms"`).
-pub fn duration(value: &Value) -> Result<Duration, String> {
+pub(crate) fn duration(value: &Value) -> Result<Duration, String> {
     match value {
         Value::String(s) => match humantime::parse_duration(s) {
             Ok(d) if d.is_zero() => Err(format!(

@@ -79,7 +79,7 @@ impl FlagVars {
         Ok(FlagVars(vars))
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
 
@@ -109,7 +109,7 @@ pub(super) struct Expanded {
 impl Expanded {
     /// `message` with every substituted value replaced by its `${NAME}`, as written and as
     /// `{:?}` or the host parser (lowercase) would show it.
-    pub fn hide_values(&self, message: &str) -> String {
+    pub(crate) fn hide_values(&self, message: &str) -> String {
         let mut out = message.to_string();
         let mut uses: Vec<&(String, String, VariableSource, usize)> =
             self.uses.iter().filter(|u| !u.1.is_empty()).collect();

@@ -27,11 +27,11 @@ impl Approved {
         &self.authority
     }
 
-    pub fn request(&self) -> &Request {
+    pub(crate) fn request(&self) -> &Request {
         &self.request
     }
 
-    pub fn into_parts(self) -> (Authority, Request) {
+    pub(crate) fn into_parts(self) -> (Authority, Request) {
         (self.authority, self.request)
     }
 }

@@ -27,37 +27,32 @@ use std::time::Duration;
 /// Most levels a handle may be derived below its root (each nested sandbox's fresh child counts
 /// as one). Every check that walks a handle's chain (revocation, expiry, budget, rate) and its
 /// lineage text are bounded by this, whatever a guest does.
-pub const MAX_DERIVATION_DEPTH: u32 = 32;
+pub(crate) const MAX_DERIVATION_DEPTH: u32 = 32;
 /// Most path prefixes one derivation may name.
-pub const MAX_ATTENUATION_PATHS: usize = 32;
+pub(crate) const MAX_ATTENUATION_PATHS: usize = 32;
 /// Longest path prefix a derivation may name, in bytes.
-pub const MAX_PATH_PREFIX_LEN: usize = 512;
+pub(crate) const MAX_PATH_PREFIX_LEN: usize = 512;
 /// Most methods one derivation may name.
-pub const MAX_ATTENUATION_METHODS: usize = 16;
+pub(crate) const MAX_ATTENUATION_METHODS: usize = 16;
 
 /// Counts the derived handles one holder (a sandbox) has made that are still alive — held by
 /// the guest, or kept alive only as an ancestor of another handle — and the bytes their grants
 /// occupy, and refuses a derivation past either limit. A handle gives its share back when the
 /// last reference to it goes.
 #[derive(Debug)]
-pub struct HandleQuota {
+pub(crate) struct HandleQuota {
     live: Mutex<(usize, usize)>,
     max_handles: usize,
     max_bytes: usize,
 }
 
 impl HandleQuota {
-    pub fn new(max_handles: usize, max_bytes: usize) -> Arc<HandleQuota> {
+    pub(crate) fn new(max_handles: usize, max_bytes: usize) -> Arc<HandleQuota> {
         Arc::new(HandleQuota {
             live: Mutex::new((0, 0)),
             max_handles,
             max_bytes,
         })
-    }
-
-    /// Derived handles and grant bytes alive now.
-    pub fn live(&self) -> (usize, usize) {
-        *self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn reserve(&self, bytes: usize) -> Result<(), String> {
@@ -249,23 +244,14 @@ impl Authority {
         &self.0.grant
     }
 
-    /// The sandbox-wide IP rules this handle is judged under.
-    pub fn network(&self) -> &IpRules {
+    /// The sandbox-wide IP rules this handle is judged under (for working out a fix-it hint).
+    pub(crate) fn network(&self) -> &IpRules {
         &self.0.network
     }
 
-    pub fn parent(&self) -> Option<&Authority> {
+    /// The handle this one was derived from; `None` for a root.
+    pub(crate) fn parent(&self) -> Option<&Authority> {
         self.0.parent.as_ref()
-    }
-
-    /// Clock time at which this handle expires, if it does.
-    pub fn expires_at(&self) -> Option<Duration> {
-        self.0.expires_at
-    }
-
-    /// Is `other` this very handle (not merely an equal grant)?
-    pub fn same_handle(&self, other: &Authority) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// This handle and its ancestors, nearest first.
@@ -284,17 +270,15 @@ impl Authority {
 
     /// Judge a request without spending anything (dry run, `urlcap explain`).
     pub fn check(&self, req: &Request) -> Decision {
-        self.decide(req, false)
+        match self.evaluate(req, false) {
+            Ok(()) => Decision::Allow(self.0.reference.clone()),
+            Err(refusal) => Decision::Deny(self.denial(refusal, req)),
+        }
     }
 
-    /// Judge a request and, if it is allowed, spend one request of budget and rate on this
-    /// handle and on every ancestor, atomically.
-    pub fn admit(&self, req: &Request) -> Decision {
-        self.decide(req, true)
-    }
-
-    /// Admit `req` (spending budget and rate like [`Authority::admit`]) and return the proof
-    /// egress requires, or the denial.
+    /// Judge `req` and, if it is allowed, spend one request of budget and rate on this handle
+    /// and on every ancestor, atomically, and return the proof egress requires; or the denial
+    /// (which spends nothing anywhere).
     pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
         self.authorize_or_return(req).map_err(|(denial, _)| denial)
     }
@@ -304,20 +288,13 @@ impl Authority {
     // The request comes back by value, on the denial path only: boxing it would allocate on
     // every denial to save a copy.
     #[allow(clippy::result_large_err)]
-    pub fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
+    pub(crate) fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
         match self.evaluate(&req, true) {
             Ok(()) => Ok(Approved::new(self.clone(), req)),
             Err(refusal) => {
                 let denial = self.denial(refusal, &req);
                 Err((denial, req))
             }
-        }
-    }
-
-    fn decide(&self, req: &Request, spend: bool) -> Decision {
-        match self.evaluate(req, spend) {
-            Ok(()) => Decision::Allow(self.0.reference.clone()),
-            Err(refusal) => Decision::Deny(self.denial(refusal, req)),
         }
     }
 
@@ -552,7 +529,7 @@ impl Authority {
 
     /// [`Authority::derive`], charging the child to `quota` while it lives (refused with
     /// `handle_limit` when the quota is full).
-    pub fn derive_within(
+    pub(crate) fn derive_within(
         &self,
         att: &Attenuation,
         quota: &Arc<HandleQuota>,

@@ -55,7 +55,7 @@ impl Denial {
     }
 
     /// The same denial, saying which transport failure it was.
-    pub fn because(mut self, cause: Cause) -> Denial {
+    pub(crate) fn because(mut self, cause: Cause) -> Denial {
         self.cause = Some(cause);
         self
     }
@@ -84,6 +84,14 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The decision as a `Result`, for `?` and `unwrap_err` where only one side matters.
+    pub fn into_result(self) -> Result<AuthorityRef, Denial> {
+        match self {
+            Decision::Allow(a) => Ok(a),
+            Decision::Deny(d) => Err(d),
+        }
+    }
+
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow(_))
     }
@@ -93,13 +101,6 @@ impl Decision {
         match self {
             Decision::Allow(_) => None,
             Decision::Deny(d) => Some(d.reason),
-        }
-    }
-
-    pub fn into_result(self) -> Result<AuthorityRef, Denial> {
-        match self {
-            Decision::Allow(a) => Ok(a),
-            Decision::Deny(d) => Err(d),
         }
     }
 }

@@ -89,7 +89,7 @@ impl Fix {
 
     /// Does it only grant more origins, paths or methods (what learn mode may learn), and
     /// nothing about addresses or limits?
-    pub fn only_widens_scope(&self) -> bool {
+    pub(crate) fn only_widens_scope(&self) -> bool {
         self.allow_ips.is_empty()
             && self.max_request_body.is_none()
             && self.max_requests.is_none()
@@ -99,7 +99,7 @@ impl Fix {
 
     /// The new grant this fix makes, named `name` (for a fix on an existing authority,
     /// `None`).
-    pub fn new_grant(&self, name: &str) -> Option<Grant> {
+    pub(crate) fn new_grant(&self, name: &str) -> Option<Grant> {
         let FixTarget::New(origin) = &self.target else {
             return None;
         };
@@ -112,7 +112,7 @@ impl Fix {
 
     /// `grant` with this fix applied (paths, methods and address exceptions added, limits
     /// raised past what was refused).
-    pub fn widen(&self, grant: &Grant) -> Grant {
+    pub(crate) fn widen(&self, grant: &Grant) -> Grant {
         let mut g = grant.clone();
         if let Some(p) = &self.path {
             g.paths.push(p.clone());
@@ -228,7 +228,7 @@ impl HandleTable {
     /// denied with `denial`; `None` where nothing may (see the module docs). Only a table of
     /// root grants (the policy's) has grants a manifest could change: in a nested sandbox's
     /// table only the address rules can be hinted at.
-    pub fn fix(&self, denial: &Denial, req: &Request) -> Option<Fix> {
+    pub(crate) fn fix(&self, denial: &Denial, req: &Request) -> Option<Fix> {
         match &denial.authority {
             None if denial.reason == Reason::NoAuthority => {
                 let network = self.network()?;
@@ -268,7 +268,7 @@ impl HandleTable {
 impl Authority {
     /// The smallest change to this handle's root grant that would have allowed `req`, which
     /// this handle denied with `denial`; `None` where nothing may (see the module docs).
-    pub fn fix(&self, denial: &Denial, req: &Request) -> Option<Fix> {
+    pub(crate) fn fix(&self, denial: &Denial, req: &Request) -> Option<Fix> {
         let root = self.parent().is_none();
         if !root && denial.reason != Reason::IpDenied {
             return None;

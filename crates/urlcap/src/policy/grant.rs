@@ -48,7 +48,7 @@ impl Rate {
     }
 
     /// Is this rate at most `other`, in both sustained rate and burst size?
-    pub fn within(&self, other: &Rate) -> bool {
+    pub(crate) fn within(&self, other: &Rate) -> bool {
         let mine = u128::from(self.count) * other.per.as_nanos();
         let theirs = u128::from(other.count) * self.per.as_nanos();
         mine <= theirs && self.count <= other.count
@@ -192,7 +192,7 @@ impl Grant {
 
     /// About how many bytes a copy of this grant occupies (its fixed part and the text and
     /// lists it owns), for charging a derived handle to its holder's quota.
-    pub fn heap_estimate(&self) -> usize {
+    pub(crate) fn heap_estimate(&self) -> usize {
         std::mem::size_of::<Grant>()
             + self.name.len()
             + self
@@ -214,12 +214,12 @@ impl Grant {
             + self.ca.as_ref().map_or(0, |c| c.source.len())
     }
 
-    pub fn grants_path(&self, path: &str) -> bool {
+    pub(crate) fn grants_path(&self, path: &str) -> bool {
         self.paths.iter().any(|p| p.grants(path))
     }
 
     /// Is `name` (lowercase) a header this grant injects?
-    pub fn injects(&self, name: &str) -> bool {
+    pub(crate) fn injects(&self, name: &str) -> bool {
         self.headers.iter().any(|h| h.name == name)
     }
 }
@@ -326,7 +326,7 @@ pub fn grant_from_spec_url(raw: &str) -> Result<(OriginPattern, Vec<PathPrefix>)
 }
 
 /// Check a preopen name: 1-64 of `A-Z a-z 0-9 _ . -`, so it reads well in lineages (`gh/2/5`).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("name {name:?} must be 1 to 64 characters"));
     }

@@ -37,7 +37,7 @@ pub struct HandleTable {
 impl HandleTable {
     /// A table of `entries` (handle, the name the guest sees it under), in that order. Names
     /// must be unique.
-    pub fn new(
+    pub(crate) fn new(
         entries: impl IntoIterator<Item = (Authority, String)>,
     ) -> Result<HandleTable, String> {
         let mut table = HandleTable::default();
@@ -74,21 +74,13 @@ impl HandleTable {
     }
 
     /// Is this the policy's table of roots (the manifest's grants, under their own names)?
-    pub fn holds_roots(&self) -> bool {
+    pub(crate) fn holds_roots(&self) -> bool {
         self.roots_network.is_some()
     }
 
     /// The handles and their names, in the order given.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Authority, &str)> {
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&Authority, &str)> {
         self.entries.iter().map(|(a, n)| (a, &**n))
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The handle preopened under `name`.
@@ -97,14 +89,14 @@ impl HandleTable {
     }
 
     /// Judge an absolute-URL request against this table without spending (dry run).
-    pub fn check(&self, req: &Request) -> Decision {
+    pub(crate) fn check(&self, req: &Request) -> Decision {
         self.decide(req, false).0
     }
 
     /// Admit an absolute-URL request through the first handle of this table that allows it,
     /// spending its budget and rate (and its ancestors'), and return the proof egress
     /// requires, or the denial.
-    pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
+    pub(crate) fn authorize(&self, req: Request) -> Result<Approved, Denial> {
         self.authorize_or_return(req).map_err(|(denial, _)| denial)
     }
 
@@ -113,7 +105,7 @@ impl HandleTable {
     // The request comes back by value, on the denial path only: boxing it would allocate on
     // every denial to save a copy.
     #[allow(clippy::result_large_err)]
-    pub fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
+    pub(crate) fn authorize_or_return(&self, req: Request) -> Result<Approved, (Denial, Request)> {
         match self.decide(&req, true) {
             (_, Some(authority)) => Ok(Approved::new(authority.clone(), req)),
             (Decision::Deny(denial), None) => Err((denial, req)),

@@ -70,7 +70,12 @@ impl Learning {
     /// did). The denial stands if the request is not [`learnable`].
     ///
     /// Egress still vets the addresses the host resolves to against the IP rules.
-    pub fn admit(&self, req: Request, denial: Denial, name: &str) -> Result<Approved, Denial> {
+    pub(crate) fn admit(
+        &self,
+        req: Request,
+        denial: Denial,
+        name: &str,
+    ) -> Result<Approved, Denial> {
         let Some(fix) = learnable(&denial, &req) else {
             return Err(denial);
         };

@@ -8,9 +8,10 @@ use std::fmt;
 pub struct Method(String);
 
 /// The methods a grant allows when it names none.
-pub const DEFAULT_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+pub(crate) const DEFAULT_METHODS: &[&str] =
+    &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-pub fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -27,7 +28,7 @@ impl Method {
         Ok(Method(s.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -50,29 +51,29 @@ impl MethodSet {
         MethodSet(v)
     }
 
-    pub fn default_set() -> MethodSet {
+    pub(crate) fn default_set() -> MethodSet {
         MethodSet::new(DEFAULT_METHODS.iter().map(|m| Method(m.to_string())))
     }
 
-    pub fn contains(&self, method: &Method) -> bool {
+    pub(crate) fn contains(&self, method: &Method) -> bool {
         self.0.iter().any(|m| m == method)
     }
 
     /// Both sets are sorted, so one merge pass decides: O(n + m).
-    pub fn is_subset_of(&self, other: &MethodSet) -> bool {
+    pub(crate) fn is_subset_of(&self, other: &MethodSet) -> bool {
         let mut theirs = other.0.iter();
         self.0.iter().all(|m| theirs.by_ref().any(|o| o == m))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Method> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Method> {
         self.0.iter()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

@@ -48,22 +48,23 @@ mod reason;
 mod request;
 
 pub use approved::Approved;
-pub use authority::{
-    Attenuation, Authority, HandleQuota, MAX_ATTENUATION_METHODS, MAX_ATTENUATION_PATHS,
-    MAX_DERIVATION_DEPTH, MAX_PATH_PREFIX_LEN,
+pub use authority::{Attenuation, Authority};
+pub(crate) use authority::{
+    HandleQuota, MAX_ATTENUATION_METHODS, MAX_ATTENUATION_PATHS, MAX_PATH_PREFIX_LEN,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{AuthorityRef, Cause, Decision, Denial};
 pub use fix::{Fix, FixTarget};
-pub use grant::{
-    check_name, grant_from_spec_url, CaBundle, Grant, GrantSource, InjectedHeader, Limits, Rate,
-};
+pub(crate) use grant::check_name;
+pub use grant::{grant_from_spec_url, CaBundle, Grant, GrantSource, InjectedHeader, Limits, Rate};
 pub use handles::HandleTable;
 pub use ip::{IpRules, VettedAddr};
 pub use learn::{learnable, Learning};
-pub use method::{is_token, Method, MethodSet, DEFAULT_METHODS};
-pub use origin::{parse_port, Host, HostPattern, OriginPattern, Scheme};
-pub use path::{check_canonical_path, PathError, PathPrefix};
+pub(crate) use method::{is_token, DEFAULT_METHODS};
+pub use method::{Method, MethodSet};
+pub use origin::{Host, HostPattern, OriginPattern, Scheme};
+pub use path::{PathError, PathPrefix};
 pub use policy::Policy;
 pub use reason::Reason;
-pub use request::{is_forbidden_header, CanonicalUrl, Request, MAX_URL_LEN};
+pub(crate) use request::is_forbidden_header;
+pub use request::{CanonicalUrl, Request, MAX_URL_LEN};

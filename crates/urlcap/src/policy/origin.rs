@@ -15,7 +15,7 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    pub fn parse(s: &str) -> Option<Scheme> {
+    pub(crate) fn parse(s: &str) -> Option<Scheme> {
         if s.eq_ignore_ascii_case("http") {
             Some(Scheme::Http)
         } else if s.eq_ignore_ascii_case("https") {
@@ -32,7 +32,7 @@ impl Scheme {
         }
     }
 
-    pub fn default_port(self) -> u16 {
+    pub(crate) fn default_port(self) -> u16 {
         match self {
             Scheme::Http => 80,
             Scheme::Https => 443,
@@ -78,7 +78,7 @@ impl Host {
     }
 
     /// The IP address, if this host is a literal.
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
+    pub(crate) fn ip(&self) -> Option<std::net::IpAddr> {
         match self {
             Host::Domain(_) => None,
             Host::Ipv4(ip) => Some((*ip).into()),
@@ -164,7 +164,7 @@ impl HostPattern {
         }
     }
 
-    pub fn matches(&self, host: &Host) -> bool {
+    pub(crate) fn matches(&self, host: &Host) -> bool {
         match (self, host) {
             (HostPattern::Exact(h), host) => h == host,
             (HostPattern::Wildcard(suffix), Host::Domain(d)) => {
@@ -201,7 +201,7 @@ pub struct OriginPattern {
 }
 
 impl OriginPattern {
-    pub fn matches(&self, scheme: Scheme, host: &Host, port: u16) -> bool {
+    pub(crate) fn matches(&self, scheme: Scheme, host: &Host, port: u16) -> bool {
         self.scheme == scheme && self.port == port && self.host.matches(host)
     }
 }
@@ -217,7 +217,7 @@ impl fmt::Display for OriginPattern {
 }
 
 /// Parse a port exactly as written: plain decimal, no sign, no leading zero, 1..=65535.
-pub fn parse_port(raw: &str) -> Result<u16, String> {
+pub(crate) fn parse_port(raw: &str) -> Result<u16, String> {
     if raw.is_empty() {
         return Err("empty port after ':'".into());
     }
@@ -233,7 +233,7 @@ pub fn parse_port(raw: &str) -> Result<u16, String> {
 
 /// Split an authority (`host`, `host:port`, `[v6]`, `[v6]:port`) into its host and port text.
 /// Fails on userinfo and on anything after the port.
-pub fn split_authority(
+pub(crate) fn split_authority(
     authority: &str,
 ) -> Result<(&str, Option<&str>), (crate::policy::Reason, String)> {
     use crate::policy::Reason;

@@ -27,7 +27,7 @@ use super::reason::Reason;
 use super::request::CanonicalUrl;
 
 /// Headers servers read as the request's method.
-pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+pub(crate) const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
@@ -35,7 +35,7 @@ pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-forwarded-method",
 ];
 /// Headers servers read as the request's path (and query), or as a prefix of it.
-pub const PATH_OVERRIDE_HEADERS: &[&str] = &[
+pub(crate) const PATH_OVERRIDE_HEADERS: &[&str] = &[
     "x-original-url",
     "x-rewrite-url",
     "x-original-uri",
@@ -43,7 +43,7 @@ pub const PATH_OVERRIDE_HEADERS: &[&str] = &[
     "x-forwarded-prefix",
 ];
 /// Headers servers read as the request's host.
-pub const HOST_OVERRIDE_HEADERS: &[&str] = &[
+pub(crate) const HOST_OVERRIDE_HEADERS: &[&str] = &[
     "x-forwarded-host",
     "x-host",
     "x-forwarded-server",
@@ -51,14 +51,14 @@ pub const HOST_OVERRIDE_HEADERS: &[&str] = &[
     "forwarded",
 ];
 /// Headers servers read as the request's scheme.
-pub const SCHEME_OVERRIDE_HEADERS: &[&str] =
+pub(crate) const SCHEME_OVERRIDE_HEADERS: &[&str] =
     &["x-forwarded-proto", "x-forwarded-scheme", "x-url-scheme"];
 /// Headers servers read as "the request was https" when `on` (Rack, IIS).
-pub const TLS_FLAG_HEADERS: &[&str] = &["x-forwarded-ssl", "front-end-https"];
+pub(crate) const TLS_FLAG_HEADERS: &[&str] = &["x-forwarded-ssl", "front-end-https"];
 /// Headers servers read as the request's port.
-pub const PORT_OVERRIDE_HEADERS: &[&str] = &["x-forwarded-port"];
+pub(crate) const PORT_OVERRIDE_HEADERS: &[&str] = &["x-forwarded-port"];
 /// The query parameter servers read as the method of a POST.
-pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+pub(crate) const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 
 /// The first override in a request that `grant` would deny as a request line: what it was
 /// (`header "x-..."` or the query parameter), the reason, and why.

@@ -39,7 +39,7 @@ fn is_double_encoded_separator(decoded: &[u8]) -> bool {
 }
 
 /// Check that `path` (as the guest wrote it, before any parser touched it) is canonical.
-pub fn check_canonical_path(path: &str) -> Result<(), PathError> {
+pub(crate) fn check_canonical_path(path: &str) -> Result<(), PathError> {
     let err = |m: String| Err(PathError(m));
     if !path.starts_with('/') {
         return err(format!("path {path:?} must start with '/'"));
@@ -117,7 +117,7 @@ pub struct PathPrefix(String);
 
 impl PathPrefix {
     /// The prefix that grants every path.
-    pub fn root() -> PathPrefix {
+    pub(crate) fn root() -> PathPrefix {
         PathPrefix("/".to_string())
     }
 
@@ -142,7 +142,7 @@ impl PathPrefix {
     }
 
     /// Does this prefix grant the canonical `path`?
-    pub fn grants(&self, path: &str) -> bool {
+    pub(crate) fn grants(&self, path: &str) -> bool {
         let p = self.0.as_str();
         if p.ends_with('/') {
             path.starts_with(p)
@@ -152,8 +152,9 @@ impl PathPrefix {
         }
     }
 
-    /// Does this prefix grant every path that `narrower` grants?
-    pub fn covers(&self, narrower: &PathPrefix) -> bool {
+    /// Does this prefix grant every path that `narrower` grants? (Also the plain definition
+    /// [`PathPrefix::covered_by_any`] is tested against.)
+    pub(crate) fn covers(&self, narrower: &PathPrefix) -> bool {
         self.grants(&narrower.0)
     }
 
@@ -161,7 +162,7 @@ impl PathPrefix {
     /// few prefixes that could cover it are looked up — itself, and its text cut before and
     /// after each `/` — so the cost depends on this prefix's length, not on how many
     /// `prefixes` there are. Same answer as `prefixes.iter().any(|q| q.covers(self))`.
-    pub fn covered_by_any(&self, prefixes: &rustc_hash::FxHashSet<&str>) -> bool {
+    pub(crate) fn covered_by_any(&self, prefixes: &rustc_hash::FxHashSet<&str>) -> bool {
         let p = self.0.as_str();
         prefixes.contains(p)
             || p.match_indices('/')

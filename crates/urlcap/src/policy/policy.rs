@@ -45,16 +45,12 @@ impl Policy {
     }
 
     /// The root authorities, in manifest order.
-    pub fn authorities(&self) -> impl ExactSizeIterator<Item = &Authority> {
+    pub(crate) fn authorities(&self) -> impl ExactSizeIterator<Item = &Authority> {
         self.roots.iter().map(|(a, _)| a)
     }
 
     pub fn get(&self, name: &str) -> Option<&Authority> {
         self.roots.get(name)
-    }
-
-    pub fn network(&self) -> &IpRules {
-        &self.network
     }
 
     /// The handle table of a top-level sandbox that is given every root under its own name
@@ -76,7 +72,7 @@ impl Policy {
 
     /// What admits requests in learn mode, which the host that runs a guest in learn mode
     /// hands to its top-level sandbox (see [`Learning`]).
-    pub fn learning(&self) -> Learning {
+    pub(crate) fn learning(&self) -> Learning {
         Learning::new(self.roots.clone(), self.network.clone(), self.tree.clone())
     }
 

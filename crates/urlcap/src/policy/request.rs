@@ -21,10 +21,10 @@ pub const MAX_URL_LEN: usize = 8 * 1024;
 /// Most headers a guest may send with one request. Servers refuse far fewer than this would
 /// allow in bytes (hyper parses 100 by default); the bound keeps a hostile guest from making the
 /// host copy, check and frame an unbounded header block.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Most bytes of header names and values a guest may send with one request.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Headers only the host may set: they choose the destination or the framing of the connection.
 const FORBIDDEN_HEADERS: &[&str] = &[
@@ -39,7 +39,7 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 ];
 
 /// Is `name` (any case) a header the guest may never set, whatever the grant?
-pub fn is_forbidden_header(name: &str) -> bool {
+pub(crate) fn is_forbidden_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-")
 }
@@ -155,7 +155,10 @@ impl CanonicalUrl {
     /// name one host. The URL is assembled from parts with the WHATWG parser's setters (never
     /// by joining strings), after the path passes the same canonical checks as absolute URLs;
     /// nothing the guest writes can change the scheme, host or port.
-    pub fn relative(origin: &OriginPattern, path_and_query: &str) -> Result<CanonicalUrl, Denial> {
+    pub(crate) fn relative(
+        origin: &OriginPattern,
+        path_and_query: &str,
+    ) -> Result<CanonicalUrl, Denial> {
         let deny = |reason, detail: String| Err(Denial::new(reason, detail));
         let HostPattern::Exact(host) = &origin.host else {
             return deny(
@@ -219,11 +222,11 @@ impl CanonicalUrl {
         })
     }
 
-    pub fn scheme(&self) -> Scheme {
+    pub(crate) fn scheme(&self) -> Scheme {
         self.scheme
     }
 
-    pub fn host(&self) -> &Host {
+    pub(crate) fn host(&self) -> &Host {
         &self.host
     }
 
@@ -251,7 +254,7 @@ impl CanonicalUrl {
         self.url.as_str()
     }
 
-    pub fn as_url(&self) -> &Url {
+    pub(crate) fn as_url(&self) -> &Url {
         &self.url
     }
 }
@@ -298,7 +301,7 @@ impl Request {
     }
 
     /// A request relative to a grant's origin (the native guest API).
-    pub fn relative(
+    pub(crate) fn relative(
         method: &str,
         origin: &OriginPattern,
         path_and_query: &str,
@@ -372,13 +375,13 @@ impl Request {
     }
 
     /// The guest's headers, names lowercase, in the order given (repeats kept).
-    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+    pub(crate) fn headers(&self) -> &[(String, Vec<u8>)] {
         &self.headers
     }
 
     /// The body length declared in advance, if any (checked against `max_request_body`
     /// before anything is sent).
-    pub fn body_len(&self) -> Option<u64> {
+    pub(crate) fn body_len(&self) -> Option<u64> {
         self.body_len
     }
 }
