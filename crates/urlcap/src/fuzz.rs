@@ -128,9 +128,9 @@ pub fn guest_request(data: &[u8]) -> bool {
             .and_then(|r| fuzz_policy().authorize(r))
         {
             approved_any = true;
-            let req = approved.request();
+            let (authority, req) = approved.into_parts();
             let host = req.url().host_str();
-            match approved.authority().name() {
+            match authority.name() {
                 "api" => {
                     assert_eq!(
                         req.url().as_str().split('/').nth(2),

@@ -15,7 +15,7 @@
 //! - each authority gets a comment saying how many requests of the run it covers.
 //!
 //! Path prefixes: each path seen is its own narrowest prefix (`/v1/users/42`); where more than
-//! [`MAX_SIBLINGS`] prefixes sit side by side in one directory they become that directory
+//! `MAX_SIBLINGS` prefixes sit side by side in one directory they become that directory
 //! (`/v1/users/`), repeatedly, deepest first — up to `/`. Query strings, headers and bodies
 //! are never learned, so neither is anything secret the guest sent (an `Authorization` value);
 //! injected headers stay as written in the given manifest (`env = "TOKEN"`), never their
@@ -100,7 +100,7 @@ struct State {
 }
 
 /// Records what a learn-mode run lets through. Made by the host for the top-level sandbox
-/// only ([`crate::outbound::Outbound::learning`]).
+/// only (`crate::outbound::Outbound::learning`).
 pub struct Learner {
     /// Set once, by [`Learner::bind`], when the sandbox's policy is made.
     learning: OnceLock<(Learning, BTreeSet<String>)>,

@@ -13,6 +13,7 @@
 //! - [`policy`]: the pure decision engine (no I/O).
 //! - [`audit`]: one JSON line per event, never dropped silently.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod audit;
 pub mod egress;

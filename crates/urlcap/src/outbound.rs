@@ -3,7 +3,7 @@
 //!
 //! Both guest APIs go through here: `wasi:http` guests with absolute URLs ([`Outbound::send`],
 //! matched to a preopened authority) and native guests through a handle
-//! ([`Outbound::fetch_buffered`]). A denial that happens after the response head — a body over its
+//! (`Outbound::fetch_buffered`). A denial that happens after the response head — a body over its
 //! cap, a stall, a reset — is audited when the guest's read fails.
 
 use crate::audit::{AuditLog, Event, Record};
@@ -12,18 +12,23 @@ use crate::learn::{Learner, Lesson};
 use crate::policy::{Approved, Authority, Denial, HandleTable, Request};
 use std::sync::Arc;
 
-/// A request as a guest asked for it, before anything was checked.
+/// A request as a guest asked for it, before anything was checked. Its fields are open on
+/// purpose: it is raw guest input, and [`Outbound::send`] canonicalizes it into a
+/// [`Request`] (whose fields are closed) before the policy sees it.
 #[derive(Debug, Clone, Default)]
 pub struct GuestRequest {
+    /// The method as the guest wrote it (checked to be an HTTP token, never CONNECT).
     pub method: String,
     /// Absolute URL.
     pub url: String,
+    /// Header names and values as the guest gave them, in order.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body length, when the guest declared it.
     pub body_len: Option<u64>,
 }
 
 impl GuestRequest {
+    /// A request with no headers and no declared body length.
     pub fn new(method: &str, url: &str) -> GuestRequest {
         GuestRequest {
             method: method.to_string(),
@@ -32,6 +37,7 @@ impl GuestRequest {
         }
     }
 
+    /// Add a header, unchecked (checking is the policy's, at [`Outbound::send`]).
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> GuestRequest {
         self.headers
             .push((name.to_string(), value.as_ref().to_vec()));
@@ -67,7 +73,7 @@ pub(crate) struct Buffered {
 /// An `Outbound` holds no [`crate::policy::Policy`]: a request is matched only against the
 /// handles preopened for this sandbox, never against the root grants unless the host preopened
 /// them for it. A nested sandbox gets its own `Outbound` with its own table
-/// ([`Outbound::for_child`]).
+/// (`Outbound::for_child`).
 pub struct Outbound {
     handles: HandleTable,
     client: Client,
@@ -129,6 +135,7 @@ impl Outbound {
         &self.handles
     }
 
+    /// Where this sandbox's records go (shared with its nested sandboxes).
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
     }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+/// A secret value: a type rather than a convention, so no `{:?}`, `{}` or serialization of a
+/// grant, a denial or a record can print it by accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
 

@@ -26,20 +26,28 @@ pub(crate) const MAX_DETAIL: usize = 2048;
 /// What happened. The dotted names are a contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Event {
+    /// A request refused at any step (policy, IP vetting, transport, limits): every denial
+    /// gets exactly one, so the log alone says what a guest was kept from.
     #[serde(rename = "request.denied")]
     RequestDenied,
+    /// A request that got its response head; written only with `--audit-allowed`, because a
+    /// busy guest's allowed traffic would drown the denials the log is for.
     #[serde(rename = "request.allowed")]
     RequestAllowed,
     /// An admitted request whose response head never arrived because the guest, or its
     /// sandbox (its wall-clock limit), stopped waiting for it. It may have reached the origin.
     #[serde(rename = "request.aborted")]
     RequestAborted,
+    /// A guest derived a narrower handle: the lineage in later records points back here.
     #[serde(rename = "authority.derived")]
     AuthorityDerived,
+    /// A guest revoked a handle (and so everything derived from it).
     #[serde(rename = "authority.revoked")]
     AuthorityRevoked,
+    /// A sandbox started (top level or nested), so every other record has a start to belong to.
     #[serde(rename = "sandbox.spawned")]
     SandboxSpawned,
+    /// A sandbox ended, with its exit status or the limit that stopped it.
     #[serde(rename = "sandbox.exited")]
     SandboxExited,
     /// Learn mode only: a request no grant allowed, let through so that the manifest being
@@ -56,13 +64,24 @@ pub enum Event {
 pub struct Record {
     /// RFC 3339 UTC with milliseconds.
     pub ts: String,
+    /// What happened (`request.denied`...).
     pub event: Event,
+    /// The id of the sandbox the event belongs to, so the records of nested sandboxes sharing
+    /// one log can be told apart.
     pub sandbox: String,
+    /// The preopen name of the root authority involved (a derived handle keeps its root's
+    /// name), or null when no handle was: a request that matched none.
     pub authority: Option<String>,
+    /// The exact handle, as its path from the root (`github/2/5`): which derivation was used.
     pub lineage: Option<String>,
+    /// The request method, escaped (it may be guest text that was refused as a method).
     pub method: Option<String>,
+    /// The request URL, canonical when it parsed, with userinfo and injected secrets removed
+    /// and its length bounded.
     pub url: Option<String>,
+    /// The stable reason code of a denial; never free text, so tools can match on it.
     pub reason: Option<Reason>,
+    /// Human-readable detail, bounded in length (it quotes guest text).
     pub detail: String,
 }
 
@@ -83,7 +102,7 @@ impl Record {
 
     /// The record for a denial of `method url`, where `url` is canonical or raw guest text.
     /// Its detail ends with the denial's fix-it hint, if it has one (`; hint: add POST to
-    /// methods of authority gh (policy/app.toml:12)`), within the same [`MAX_DETAIL`].
+    /// methods of authority gh (policy/app.toml:12)`), within the same `MAX_DETAIL`.
     pub fn denied(sandbox: &str, denial: &Denial, method: &str, url: &str) -> Record {
         let detail = match &denial.fix {
             None => denial.detail.clone(),
@@ -348,6 +367,8 @@ impl AuditLog {
         AuditLog::threaded(Box::new(file))
     }
 
+    /// Records to standard error (`--audit -`, the default), written by the log's own thread
+    /// so a terminal or pipe that stops reading never holds a guest.
     pub fn stderr() -> io::Result<AuditLog> {
         AuditLog::threaded(Box::new(io::stderr()))
     }
@@ -484,7 +505,7 @@ impl AuditLog {
     }
 
     /// Write everything still queued, and if anything was lost, say so in a last record and
-    /// on stderr. A sink that has stalled is waited for at most [`writer::STALL_LIMIT`].
+    /// on stderr. A sink that has stalled is waited for at most `writer::STALL_LIMIT`.
     pub fn finish(&self, sandbox: &str) -> io::Result<()> {
         let mut sink_back = None;
         if let Sink::Queued { queue, thread } = &self.sink {

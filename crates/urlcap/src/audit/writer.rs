@@ -7,11 +7,11 @@
 //! written, in order and in batches, by one thread of their own:
 //!
 //! - Appending never blocks. A guest that outruns the sink is slowed instead: while more than
-//!   [`HIGH_WATER`] bytes wait, its next epoch tick yields until the backlog drains (see
+//!   `HIGH_WATER` bytes wait, its next epoch tick yields until the backlog drains (see
 //!   `host`), and that wait is an `await` its wall clock can end.
-//! - A sink that takes nothing for [`STALL_LIMIT`] while records wait has stalled: the log has
+//! - A sink that takes nothing for `STALL_LIMIT` while records wait has stalled: the log has
 //!   failed (it fails closed, so every guest stops), or with `--audit-fail-open` guests stop
-//!   waiting for it and what does not fit in [`MAX_PENDING`] is counted as dropped.
+//!   waiting for it and what does not fit in `MAX_PENDING` is counted as dropped.
 //! - Finishing waits for the queue to drain, but never longer than a stall: a process whose
 //!   audit reader is gone still exits, saying how many records were lost.
 

@@ -1,6 +1,6 @@
 //! Egress: the only code in urlcap that opens network connections.
 //!
-//! [`Client::send`] takes an [`Approved`] request — which only the policy can make — and:
+//! `Client::send` takes an [`Approved`] request — which only the policy can make — and:
 //! 1. reuses an idle connection to the same canonical origin whose vetted address this
 //!    authority's IP rules accept, or
 //! 2. resolves the granted name once (through a [`Resolve`], never inside the connector),
@@ -117,6 +117,10 @@ struct Inner {
 }
 
 impl Client {
+    /// A client with these timeouts and bounds, resolving through `resolver` (injected so
+    /// tests and embedders can answer, hostilely if they like; every answer is still vetted).
+    /// Share one client per sandbox tree: its in-flight limit and idle connections are the
+    /// tree's.
     pub fn new(config: EgressConfig, resolver: Arc<dyn Resolve>) -> Client {
         Client(Arc::new(Inner {
             idle: Arc::new(IdleConnections::new(
@@ -359,9 +363,6 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The request exactly as approved: canonical method, path and query, `Host` from the granted
-/// URL, the guest's headers in order (its Content-Length dropped: framing comes from the body),
-/// and the grant's injected headers last.
 /// Most informational (1xx) responses accepted before a request's response: a server that
 /// sends them forever would otherwise keep a core busy until the first-byte timeout. (HTTP/1;
 /// the HTTP/2 client does not report them.)
@@ -388,6 +389,9 @@ impl Interim {
     }
 }
 
+/// The request exactly as approved: canonical method, path and query, `Host` from the granted
+/// URL, the guest's headers in order (its Content-Length dropped: framing comes from the body),
+/// and the grant's injected headers last.
 fn wire_request(
     authority: &Authority,
     request: &Request,

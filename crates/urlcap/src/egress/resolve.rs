@@ -72,6 +72,8 @@ pub type Resolving<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + 
 /// Resolves a granted host name to addresses. Called once per new connection; every answer is
 /// vetted before any socket is opened.
 pub trait Resolve: Send + Sync + 'static {
+    /// The addresses `host` (a granted name, never an IP literal) has now. `port` is only a
+    /// hint for resolvers that take one; the answer is judged per address.
     fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a>;
 }
 
@@ -120,6 +122,7 @@ pub struct StaticResolver {
 }
 
 impl StaticResolver {
+    /// A resolver that knows no names yet (every lookup fails until [`StaticResolver::set`]).
     pub fn new() -> StaticResolver {
         StaticResolver::default()
     }

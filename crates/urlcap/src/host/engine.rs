@@ -105,6 +105,7 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
 }
 
 impl WasmHost {
+    /// A host whose guests may nest sandboxes [`DEFAULT_MAX_DEPTH`] levels deep.
     pub fn new() -> wasmtime::Result<WasmHost> {
         WasmHost::with_max_depth(DEFAULT_MAX_DEPTH)
     }

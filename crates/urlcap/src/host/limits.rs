@@ -80,6 +80,8 @@ pub const DEFAULT_MAX_DEPTH: u32 = 3;
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// The guest's own exit status, or the one urlcap chose for how it was stopped
+    /// ([`EXIT_TIMEOUT`], [`EXIT_TRAP`], [`EXIT_AUDIT`]), so a script can tell them apart.
     pub exit_code: i32,
     /// Why the host stopped the guest (trap, limit), if it did.
     pub message: Option<String>,

@@ -4,7 +4,7 @@
 //! Guests get wasi:cli (args, stdio, clocks, random; environment variables only as granted;
 //! directories only as granted), no sockets (TCP, UDP and name lookup are disabled and every
 //! socket address is refused), and `urlcap:http`. Every `fetch` goes through the sandbox's
-//! [`Outbound`]: policy → egress → audit. Limits: linear memory (a grow past it traps), wall
+//! [`Outbound`](crate::outbound::Outbound): policy → egress → audit. Limits: linear memory (a grow past it traps), wall
 //! clock (epoch interruption while the guest computes, and a timer around the whole run while
 //! it waits on the host), and in-flight requests (egress). A trap or limit ends the guest with
 //! a clear message and exit status; the host is unharmed.

@@ -72,10 +72,13 @@ pub struct SandboxSpec {
     pub outbound: Arc<Outbound>,
     /// `argv`, program name first.
     pub args: Vec<String>,
+    /// The guest's whole environment: it inherits none of the host's, which may hold secrets.
     pub env: Vec<(String, String)>,
     /// Host directory, guest path.
     pub dirs: Vec<(String, String)>,
+    /// Linear memory cap in bytes (a grow past it traps); `None`: wasmtime's own bounds.
     pub memory: Option<u64>,
+    /// Wall-clock limit for the whole run, computing or waiting on the host alike.
     pub timeout: Option<Duration>,
     /// Where the guest's stdout and stderr go.
     pub stdio: Stdio,
@@ -229,6 +232,8 @@ impl Shared {
 /// Guest stdout and stderr: the host's, or captured.
 #[derive(Clone)]
 pub enum Stdio {
+    /// The host's stdout and stderr, as `urlcap run` gives them when the audit log is not on
+    /// stderr.
     Inherit,
     /// The host's stdout; stderr shared with this audit log (`--audit -`): the guest's stderr
     /// is written as whole lines prefixed `guest: `, under the audit log's lock, so it can

@@ -36,7 +36,7 @@ pub struct UrlcapHttpHooks {
     /// forbids), the rest urlcap forbids (`TE`, `Trailer`, `Proxy-*`), and every header a
     /// grant of this sandbox injects.
     forbidden: ForbiddenHeaderFilter,
-    /// Refusals at `fields` so far: the first [`MAX_FIELD_REFUSALS_AUDITED`] are recorded one
+    /// Refusals at `fields` so far: the first `MAX_FIELD_REFUSALS_AUDITED` are recorded one
     /// by one, the rest counted into one record when the sandbox ends (they cost the guest
     /// nothing, no request and no grant, so they must not cost the log without bound).
     refused_at_fields: u64,
@@ -46,6 +46,9 @@ pub struct UrlcapHttpHooks {
 pub(crate) const MAX_FIELD_REFUSALS_AUDITED: u64 = 64;
 
 impl UrlcapHttpHooks {
+    /// Hooks that send through `outbound`, which fixes the sandbox: its handle table is all
+    /// the guest's `wasi:http` requests can be matched against, and the headers its grants
+    /// inject are forbidden to the guest from the first `fields` call on.
     pub fn new(outbound: Arc<Outbound>) -> UrlcapHttpHooks {
         let injected: rustc_hash::FxHashSet<String> = outbound
             .handles()
@@ -64,7 +67,7 @@ impl UrlcapHttpHooks {
 }
 
 impl Drop for UrlcapHttpHooks {
-    /// The refusals past the first [`MAX_FIELD_REFUSALS_AUDITED`], in one record: none is lost.
+    /// The refusals past the first `MAX_FIELD_REFUSALS_AUDITED`, in one record: none is lost.
     fn drop(&mut self) {
         let more = self
             .refused_at_fields

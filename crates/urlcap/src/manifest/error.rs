@@ -8,21 +8,35 @@ use std::fmt;
 pub enum ConfigError {
     /// A problem at a place in a manifest file.
     Manifest {
+        /// The manifest's path as given.
         file: String,
+        /// 1-based line, so editors can jump to it.
         line: usize,
+        /// 1-based column, in characters.
         column: usize,
+        /// What is wrong.
         message: String,
+        /// What to write instead (the nearest valid key, the accepted forms), when known.
         help: Option<String>,
     },
     /// A problem with one command-line flag's value.
     Flag {
+        /// The flag, e.g. `--allow`.
         flag: &'static str,
+        /// The value given, with any userinfo removed (it may hold a password).
         value: String,
+        /// What is wrong.
         message: String,
+        /// What to write instead, when known.
         help: Option<String>,
     },
     /// The manifest (or a secret file it names) could not be read.
-    Io { file: String, message: String },
+    Io {
+        /// The file that could not be read.
+        file: String,
+        /// Why (the system's error, or what was wrong with what was read).
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -44,6 +58,8 @@ impl ConfigError {
         }
     }
 
+    /// An error in the value of `flag`; the value and message are scrubbed of userinfo
+    /// before they are kept, so no printing of the error can leak a password.
     pub fn flag(
         flag: &'static str,
         value: &str,

@@ -30,8 +30,13 @@ use toml::{Spanned, Value};
 /// Limits on the whole sandbox (`[limits]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxLimits {
+    /// `memory`: the guest's linear memory, in bytes (each nested sandbox gets its own).
     pub memory: Option<u64>,
+    /// `timeout`: wall clock for the whole run.
     pub timeout: Option<Duration>,
+    /// `max_concurrent_requests`: requests in flight at once across the whole sandbox tree
+    /// (default [`crate::egress::DEFAULT_MAX_IN_FLIGHT`]), so a guest cannot open sockets
+    /// without bound.
     pub max_concurrent_requests: Option<u32>,
     /// How many levels of nested sandboxes a guest may create below itself.
     pub max_nesting_depth: Option<u32>,
@@ -40,8 +45,12 @@ pub struct SandboxLimits {
 /// Everything the manifest and flags say: the effective policy input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
+    /// `[limits]`: what the whole sandbox may use.
     pub limits: SandboxLimits,
+    /// `[network]` and the IP flags: the rules every address is vetted against.
     pub network: IpRules,
+    /// `[[authority]]` tables, then `--allow` flags, in that order: the root handles, and the
+    /// order `wasi:http` requests are matched in.
     pub grants: Vec<Grant>,
     /// Every `${NAME}` the manifest used, where, and where its value came from.
     pub variables: Vec<VariableUse>,
@@ -54,10 +63,15 @@ pub struct Config {
 /// Where grants come from: the shared GRANTS flags of `run`, `explain` and `check`.
 #[derive(Debug, Clone, Default)]
 pub struct GrantSources {
+    /// `--manifest FILE`; files it names (secrets, `ca_file`) are relative to its directory.
     pub manifest: Option<PathBuf>,
+    /// `--allow SPEC` values, added after the manifest's authorities.
     pub allow: Vec<String>,
+    /// `--allow-ip CIDR` values: exceptions to the special-purpose deny set.
     pub allow_ip: Vec<String>,
+    /// `--deny-ip CIDR` values: denials that beat every exception.
     pub deny_ip: Vec<String>,
+    /// `--allow-private`: do not apply the special-purpose deny set at all.
     pub allow_private: bool,
     /// `NAME=VALUE` for `${NAME}` in the manifest (beats the environment).
     pub vars: Vec<String>,
@@ -66,6 +80,7 @@ pub struct GrantSources {
 /// Where secret header values are read from. The real one reads the process environment and
 /// files; tests pass their own.
 pub trait SecretStore {
+    /// The environment variable `name`, if set (`env = "NAME"` under `[authority.headers]`).
     fn env(&self, name: &str) -> Option<String>;
     /// The whole file, if it is a regular file of at most `max` bytes.
     fn read_file(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>>;

@@ -11,15 +11,21 @@ use crate::policy::{
 /// One parsed `--allow` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowSpec {
+    /// `NAME=`, if given; otherwise the grant is named after its host.
     pub name: Option<String>,
+    /// `METHODS`, if given; otherwise the default set.
     pub methods: Option<MethodSet>,
+    /// The URL's scheme, host (or `*.suffix`) and port.
     pub origin: OriginPattern,
+    /// The URL's path as the one prefix (`/` when it has none).
     pub paths: Vec<PathPrefix>,
 }
 
 pub(crate) const SPEC_HELP: &str = "expected [NAME=][METHODS ]URL, e.g. `https://api.example.com` or `gh=GET,HEAD https://api.github.com/repos/`";
 
 impl AllowSpec {
+    /// Parse one `--allow` value, or say what is wrong with it (the caller adds
+    /// `SPEC_HELP` and the flag's name).
     pub fn parse(spec: &str) -> Result<AllowSpec, String> {
         // NAME= is everything before the first '=', if that holds no space and no "://".
         let (name, rest) = match spec.split_once('=') {

@@ -33,7 +33,9 @@ impl std::fmt::Display for VariableSource {
 /// One `${NAME}` in a manifest, resolved: for `check` to show where each value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VariableUse {
+    /// The variable's name (never its value: that may be a secret-looking host).
     pub name: String,
+    /// Whether `--var` or the environment gave the value, so a surprise can be traced.
     pub source: VariableSource,
     /// `file:line:column` of the `${`.
     pub at: String,

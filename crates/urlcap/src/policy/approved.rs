@@ -27,10 +27,6 @@ impl Approved {
         &self.authority
     }
 
-    pub(crate) fn request(&self) -> &Request {
-        &self.request
-    }
-
     pub(crate) fn into_parts(self) -> (Authority, Request) {
         (self.authority, self.request)
     }

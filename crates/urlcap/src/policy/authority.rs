@@ -150,12 +150,19 @@ pub struct Authority(Arc<Node>);
 pub struct Attenuation {
     /// Narrow a wildcard grant to one concrete host.
     pub host: Option<Host>,
+    /// Path prefixes, each under one of the parent's (whole segments).
     pub paths: Option<Vec<PathPrefix>>,
+    /// Methods, all among the parent's.
     pub methods: Option<MethodSet>,
+    /// A budget of the child's own; spending still counts against every ancestor's too.
     pub max_requests: Option<u64>,
+    /// A rate of the child's own, within the parent's in both rate and burst.
     pub rate: Option<Rate>,
+    /// Total time per request, at most the parent's.
     pub timeout: Option<Duration>,
+    /// Largest request body, at most the parent's.
     pub max_request_body: Option<u64>,
+    /// Largest response body, at most the parent's.
     pub max_response_body: Option<u64>,
     /// The child dies this long after it is derived.
     pub expires_in: Option<Duration>,
@@ -264,6 +271,8 @@ impl Authority {
         self.0.revoked.store(true, Ordering::SeqCst);
     }
 
+    /// Is this handle, or any ancestor, revoked? (Revoking a parent is enough: the chain is
+    /// checked, so handles derived after the revocation are dead too.)
     pub fn is_revoked(&self) -> bool {
         self.chain().any(|a| a.0.revoked.load(Ordering::SeqCst))
     }
@@ -518,10 +527,11 @@ impl Authority {
     /// Derive a child handle that allows a subset of what this one allows.
     ///
     /// Fails with `attenuation_widens` if any dimension would grow, `invalid_attenuation` if it
-    /// would allow nothing or names more than [`MAX_ATTENUATION_PATHS`] paths (each at most
-    /// [`MAX_PATH_PREFIX_LEN`] bytes) or [`MAX_ATTENUATION_METHODS`] methods, `handle_limit`
-    /// if the child would be more than [`MAX_DERIVATION_DEPTH`] levels below its root, and
-    /// `revoked` / `expired` if this handle is dead. Its cost does not depend on how deep this
+    /// would allow nothing or names more than 32 paths (`MAX_ATTENUATION_PATHS`; each at most
+    /// 512 bytes, `MAX_PATH_PREFIX_LEN`) or 16 methods (`MAX_ATTENUATION_METHODS`),
+    /// `handle_limit` if the child would be more than 32 levels below its root
+    /// (`MAX_DERIVATION_DEPTH`), and `revoked` / `expired` if this handle is dead. The bounds
+    /// keep what a guest can make the host do small, whatever it sends. Its cost does not depend on how deep this
     /// handle is or how many paths its parent grants.
     pub fn derive(&self, att: &Attenuation) -> Result<Authority, Denial> {
         self.derive_charged(att, None)

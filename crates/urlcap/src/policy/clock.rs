@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 /// A monotonic clock: time elapsed since some fixed start.
 pub trait Clock: Send + Sync {
+    /// Time since the clock's start; must never go backwards, or rates would refill wrongly.
     fn now(&self) -> Duration;
 }
 
@@ -14,6 +15,7 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock(Instant);
 
 impl SystemClock {
+    /// A clock whose time starts now.
     pub fn new() -> SystemClock {
         SystemClock(Instant::now())
     }
@@ -36,6 +38,7 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicU64);
 
 impl ManualClock {
+    /// Move time forward by `by` (it never goes back), for every handle of the policy at once.
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
     }

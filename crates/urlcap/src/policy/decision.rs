@@ -18,15 +18,18 @@ pub struct AuthorityRef {
 /// A refusal: the stable reason code, human detail, and the handle involved when one was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
+    /// The stable code: what the guest's error, the audit record and `explain` all carry.
     pub reason: Reason,
+    /// For people: what was refused and why, quoting the request (never a secret).
     pub detail: String,
+    /// The handle the request was judged on, if it got that far (a malformed URL matches none).
     pub authority: Option<AuthorityRef>,
     /// For a transport failure, which one more precisely (the reason code stays coarse and
     /// stable; this picks the `wasi:http` error code a guest sees).
     pub cause: Option<Cause>,
     /// The smallest change to the grants that would have allowed the request, where one
     /// would: for the host's eyes (audit records, `explain`), never shown to the guest.
-    /// Filled in by whoever asks for it ([`super::HandleTable::fix`]), not by the decision.
+    /// Filled in by whoever asks for it (`super::HandleTable::fix`), not by the decision.
     pub fix: Option<Box<Fix>>,
 }
 
@@ -44,6 +47,7 @@ pub enum Cause {
 }
 
 impl Denial {
+    /// A denial naming no handle yet (see [`Denial::on`]) and no transport cause.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Denial {
         Denial {
             reason,
@@ -60,6 +64,7 @@ impl Denial {
         self
     }
 
+    /// The same denial, on the handle it was judged on (so the audit record can name it).
     pub fn on(mut self, authority: &AuthorityRef) -> Denial {
         self.authority = Some(authority.clone());
         self
@@ -92,6 +97,7 @@ impl Decision {
         }
     }
 
+    /// Was the request allowed?
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow(_))
     }

@@ -40,7 +40,10 @@ pub enum FixTarget {
     New(OriginPattern),
     /// The root authority of this name, written at `source`.
     Authority {
+        /// The root's preopen name.
         name: Arc<str>,
+        /// Where it was written (manifest line or `--allow` flag), so the hint says where to
+        /// edit; `None` for a grant made in code.
         source: Option<GrantSource>,
     },
 }
@@ -48,6 +51,7 @@ pub enum FixTarget {
 /// The smallest change to one grant that would have allowed a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fix {
+    /// The grant to change, or the new one to add.
     pub target: FixTarget,
     /// Add this path prefix: the request's own path, the narrowest whole-segment prefix
     /// that grants it.

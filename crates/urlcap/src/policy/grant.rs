@@ -12,7 +12,9 @@ use std::time::Duration;
 /// A request rate: at most `count` requests per `per`, with bursts of up to `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// Requests per period, and the largest burst (a full bucket).
     pub count: u32,
+    /// The period the bucket refills over.
     pub per: Duration,
 }
 
@@ -66,10 +68,15 @@ impl fmt::Display for Rate {
 pub struct Limits {
     /// Lifetime request budget, shared with every handle derived from this one.
     pub max_requests: Option<u64>,
+    /// Requests per period (token bucket), counted along the chain like the budget.
     pub rate: Option<Rate>,
     /// Total time for one request, connect to last body byte.
     pub timeout: Option<Duration>,
+    /// Largest request body, in bytes: a declared length past it is denied before anything is
+    /// sent, and a streamed body is cut when it passes it.
     pub max_request_body: Option<u64>,
+    /// Largest response body, in bytes: a declared length past it is refused before the body,
+    /// and a streamed body is cut when it passes it.
     pub max_response_body: Option<u64>,
     /// Requests through this grant (and everything derived from it) in flight at once.
     pub max_concurrent_requests: Option<u32>,
@@ -114,6 +121,7 @@ impl Limits {
 pub struct InjectedHeader {
     /// Lowercase header name.
     pub name: String,
+    /// The value, which only egress reads (it prints as `[redacted]` everywhere else).
     pub value: Secret,
 }
 
@@ -123,6 +131,7 @@ pub struct InjectedHeader {
 pub struct CaBundle {
     /// Where the certificates came from (shown in `check` and errors).
     pub source: String,
+    /// The certificates, DER, shared by every handle derived from the grant.
     pub certs: Arc<Vec<Vec<u8>>>,
 }
 
@@ -141,7 +150,12 @@ impl fmt::Debug for CaBundle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantSource {
     /// An `[[authority]]` table of a manifest, starting at this line.
-    Manifest { file: Arc<str>, line: usize },
+    Manifest {
+        /// The manifest's path as given.
+        file: Arc<str>,
+        /// The 1-based line of the table's `[[authority]]` header.
+        line: usize,
+    },
     /// An `--allow` flag with this SPEC.
     Flag(Arc<str>),
 }
@@ -160,13 +174,17 @@ impl fmt::Display for GrantSource {
 pub struct Grant {
     /// The preopen name the guest sees; unique in a policy.
     pub name: String,
+    /// Scheme, host (or `*.suffix`) and port: what a request's origin must match exactly.
     pub origin: OriginPattern,
     /// Whole-segment path prefixes; never empty.
     pub paths: Vec<PathPrefix>,
+    /// Methods, matched exactly (case-sensitive).
     pub methods: MethodSet,
+    /// Budget, rate, timeouts, body sizes and concurrency.
     pub limits: Limits,
     /// Exceptions to the special-purpose IP deny set, for this grant only.
     pub allow_ips: Vec<IpNet>,
+    /// Headers the host adds to every request; the guest may not set them itself.
     pub headers: Vec<InjectedHeader>,
     /// Trust anchors added to the default roots (webpki and system) for this grant.
     pub ca: Option<CaBundle>,

@@ -10,7 +10,7 @@
 //! allowed only if the IPv6 address and every IPv4 address it embeds each pass, so a
 //! `deny_ips` entry on either form denies it.
 //!
-//! A yes is a value, not a boolean: [`IpRules::vet`] is the only code that makes a
+//! A yes is a value, not a boolean: `IpRules::vet` is the only code that makes a
 //! [`VettedAddr`], and egress connects only to one (as cap-std's `Pool` is the only way to a
 //! socket there). Vetting stays pure: it judges an address someone else resolved and opens
 //! nothing.
@@ -338,7 +338,7 @@ pub(crate) fn special_purpose(ip: IpAddr) -> Option<(IpNet, &'static str)> {
 
 /// A socket address the IP rules accepted: the proof egress needs to open a connection.
 ///
-/// Its field is private to this module, so the only way to get one is [`IpRules::vet`] (or
+/// Its field is private to this module, so the only way to get one is `IpRules::vet` (or
 /// [`super::Authority::vet`], which calls it with the grant's exceptions). The connector takes
 /// a `VettedAddr`, never a bare `SocketAddr`, so a socket cannot be opened to an address no
 /// one vetted, whatever path the code took to get there. It proves the address passed the rules
@@ -391,7 +391,7 @@ impl IpRules {
         Ok(VettedAddr(addr))
     }
 
-    /// The judgment behind [`IpRules::vet`], for callers that only need yes or no about an
+    /// The judgment behind `IpRules::vet`, for callers that only need yes or no about an
     /// address with no port (the manifest's warnings).
     pub(crate) fn judge(&self, ip: IpAddr, grant_allow: &[IpNet]) -> Result<(), Denial> {
         self.vet_one(ip, grant_allow)?;

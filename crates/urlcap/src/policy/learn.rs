@@ -24,7 +24,7 @@ use super::request::Request;
 use std::sync::Arc;
 
 /// May `req`, which the grants denied with `denial` (its fix filled in by
-/// [`HandleTable::fix`] or [`Authority::fix`]), be let through in learn mode? The grant change
+/// `HandleTable::fix` or `Authority::fix`), be let through in learn mode? The grant change
 /// that would have allowed it, if so.
 pub fn learnable<'a>(denial: &'a Denial, req: &Request) -> Option<&'a Fix> {
     let fix = denial.fix.as_deref()?;
@@ -47,7 +47,7 @@ pub fn learnable<'a>(denial: &'a Denial, req: &Request) -> Option<&'a Fix> {
 }
 
 /// What admits learned requests: made only from a [`super::Policy`] by the host that runs a
-/// guest in learn mode ([`super::Policy::learning`]), never reachable from a guest API.
+/// guest in learn mode (`super::Policy::learning`), never reachable from a guest API.
 pub struct Learning {
     roots: HandleTable,
     network: Arc<IpRules>,

@@ -18,6 +18,8 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 impl Method {
+    /// A method exactly as written (methods are case-sensitive: `get` is not `GET`), if it is
+    /// an HTTP token; CONNECT never is a method here.
     pub fn parse(s: &str) -> Result<Method, String> {
         if !is_token(s) {
             return Err(format!("method {s:?} is not an HTTP token"));
@@ -44,6 +46,7 @@ impl fmt::Display for Method {
 pub struct MethodSet(Vec<Method>);
 
 impl MethodSet {
+    /// The set of `methods`, sorted and without repeats (so subset checks are one merge pass).
     pub fn new(methods: impl IntoIterator<Item = Method>) -> MethodSet {
         let mut v: Vec<Method> = methods.into_iter().collect();
         v.sort();

@@ -10,7 +10,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// The only schemes urlcap speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// `http`: plain text, default port 80.
     Http,
+    /// `https`: TLS for the granted name, default port 443.
     Https,
 }
 
@@ -25,6 +27,7 @@ impl Scheme {
         }
     }
 
+    /// The scheme as written in a canonical URL (lowercase).
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
@@ -43,8 +46,11 @@ impl Scheme {
 /// A concrete, canonical host: lowercase ASCII domain (IDNA applied) or an IP address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
+    /// A DNS name, resolved (and its answers vetted) by egress.
     Domain(String),
+    /// An IPv4 literal, in any spelling the WHATWG parser accepts, normalised.
     Ipv4(Ipv4Addr),
+    /// An IPv6 literal (written in brackets in a URL).
     Ipv6(Ipv6Addr),
 }
 
@@ -129,6 +135,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 /// The host part of a grant: one exact host, or every host one label below a suffix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostPattern {
+    /// Exactly this host.
     Exact(Host),
     /// `*.suffix`: matches `label.suffix` for exactly one label.
     Wildcard(String),
@@ -195,8 +202,11 @@ impl fmt::Display for HostPattern {
 /// Scheme, host pattern and port of a grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OriginPattern {
+    /// The scheme, exactly.
     pub scheme: Scheme,
+    /// The host, exactly or one label below a wildcard suffix.
     pub host: HostPattern,
+    /// The port, exactly (the scheme's default when the grant names none).
     pub port: u16,
 }
 

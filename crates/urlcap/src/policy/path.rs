@@ -137,6 +137,7 @@ impl PathPrefix {
         Ok(PathPrefix(prefix.to_string()))
     }
 
+    /// The prefix as granted (canonical, starting with `/`).
     pub fn as_str(&self) -> &str {
         &self.0
     }

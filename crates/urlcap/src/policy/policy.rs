@@ -49,6 +49,8 @@ impl Policy {
         self.roots.iter().map(|(a, _)| a)
     }
 
+    /// The root authority preopened as `name` (the handle itself: checking through it and
+    /// authorizing through it spend the same budgets as the sandboxes that hold it).
     pub fn get(&self, name: &str) -> Option<&Authority> {
         self.roots.get(name)
     }
@@ -65,7 +67,7 @@ impl Policy {
     }
 
     /// The smallest change to the grants that would have allowed `req`, which
-    /// [`Policy::check`] denied with `denial` (see [`HandleTable::fix`]).
+    /// [`Policy::check`] denied with `denial` (see `HandleTable::fix`).
     pub fn fix(&self, denial: &Denial, req: &Request) -> Option<Fix> {
         self.roots.fix(denial, req)
     }
@@ -77,7 +79,7 @@ impl Policy {
     }
 
     /// Admit an absolute-URL request through the first root that allows it (see
-    /// [`HandleTable::authorize`]).
+    /// `HandleTable::authorize`).
     pub fn authorize(&self, req: Request) -> Result<Approved, Denial> {
         self.roots.authorize(req)
     }

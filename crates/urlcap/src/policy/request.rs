@@ -245,6 +245,7 @@ impl CanonicalUrl {
         self.url.path()
     }
 
+    /// The canonical query, without the `?`, if there is one.
     pub fn query(&self) -> Option<&str> {
         self.url.query()
     }
