@@ -331,7 +331,7 @@ async fn slow_servers_time_out() {
     let err = read_body(response).await.unwrap_err();
     assert_eq!(err.reason, Reason::Timeout);
     assert!(err.detail.contains("no response bytes"), "{}", err.detail);
-    // Bytes keep trickling (never idle for 300ms) but the grant's 700ms total expires.
+    // Bytes keep trickling (never silent for the 300ms between-bytes timeout) but the grant's 700ms total expires.
     let response = out
         .send(&get(port, "/v1/trickle"), empty_body())
         .await
@@ -740,7 +740,7 @@ async fn a_request_body_refused_after_the_response_head_is_audited_once() {
 }
 
 /// Idle connections are capped in all, not only per origin (a wildcard grant reaches many
-/// origins), and a timer closes them after the idle timeout even if no request comes again.
+/// origins), and a timer closes them after the idle-connection timeout even if no request comes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_capped_in_all_and_expire_on_a_timer() {
     use urlcap::audit::AuditLog;
