@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub mod writer;
+pub(crate) mod writer;
 
 /// Longest raw URL text kept in a record.
 const MAX_RAW_URL: usize = 2048;
@@ -224,7 +224,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Where records go: a file, stderr, or any writer. Records are written whole and in order, so
 /// concurrent guests never interleave them. A sink that can block (stderr, a file, a pipe) is
-/// written by a thread of its own ([`writer`]), so that a reader who stops reading can never
+/// written by a thread of its own (the `writer` module), so that a reader who stops reading can never
 /// hold a guest past its wall clock; an in-memory sink is written in place.
 pub struct AuditLog {
     health: Arc<Health>,

@@ -4,11 +4,10 @@
 //! reader that stops reading (`urlcap run … | stuck`) would hold the guest, and the thread its
 //! wall clock runs on, forever. Here each stream is written by a thread of its own, through the
 //! same bounded queue as the audit log: the guest's stream says it has no room while more
-//! than [`HIGH_WATER`](crate::audit::writer::HIGH_WATER) bytes wait, and the guest waits in an
-//! `await` its wall clock ends. At exit the process waits at most [`EXIT_GRACE`] for what is
-//! left. A stream that takes nothing for
-//! [`STALL_LIMIT`](crate::audit::writer::STALL_LIMIT) stops being waited for: what the guest
-//! writes after that is dropped and counted (see [`dropped`]), so a guest with no wall clock
+//! than the queue's high-water mark wait, and the guest waits in an `await` its wall clock
+//! ends. At exit the process waits at most `EXIT_GRACE` for what is left. A stream that
+//! takes nothing for the queue's stall limit stops being waited for: what the guest writes
+//! after that is dropped and counted (see [`dropped`]), so a guest with no wall clock
 //! cannot be held by it either.
 
 use super::capture::Accept;
@@ -19,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 /// One of the host's output streams, shared by every guest that inherits it.
 #[derive(Clone)]
-pub struct HostOutput {
+pub(crate) struct HostOutput {
     stream: &'static Stream,
 }
 
@@ -107,10 +106,10 @@ impl Accept for HostOutput {
 
 /// How long the process waits at exit for a reader to take what guests left queued: a slow
 /// reader must not keep it alive long past the guest's wall clock.
-pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Write out what guests left in the host's stdout and stderr queues, waiting at most
-/// [`EXIT_GRACE`] for each; what is still queued then counts as dropped. Call before the
+/// `EXIT_GRACE` for each; what is still queued then counts as dropped. Call before the
 /// process exits.
 pub fn flush() {
     for cell in [&STDOUT, &STDERR] {
