@@ -276,7 +276,12 @@ impl Outbound {
         url: String,
         timeouts: Timeouts,
     ) -> Result<Response, Denial> {
-        // A log that can no longer be written allows nothing more (it fails closed).
+        // A log that can no longer be written allows nothing more (it fails closed): an
+        // allowed request first waits for every earlier record to be written (at once when
+        // none is pending), so a failure on any of them is known before anything is sent.
+        if approved.is_ok() {
+            self.audit.all_written().await;
+        }
         let approved = approved.and_then(|a| {
             if self.audit.has_failed() {
                 Err(Denial::new(

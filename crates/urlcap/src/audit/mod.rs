@@ -388,6 +388,16 @@ impl AuditLog {
         self.append(record);
     }
 
+    /// Return once every record appended so far is written (or counted as lost): what an
+    /// allowed request waits for before it is sent, so that a log that failed on any earlier
+    /// record allows nothing after it. At once when nothing is pending (the usual case).
+    pub(crate) async fn all_written(&self) {
+        if let Sink::Queued { queue, .. } = &self.sink {
+            let through = queue.queued();
+            self.wait_for(|queue| queue.settled(through)).await;
+        }
+    }
+
     /// Write one record and return once it is written (or counted as lost): what a request
     /// that is allowed only while the log works waits for before it goes on.
     pub(crate) async fn record_written(&self, record: &Record) {

@@ -123,6 +123,10 @@ impl Queue {
     }
 
     /// Has record `number` been written (or counted as dropped)?
+    pub(super) fn queued(&self) -> u64 {
+        self.lock().queued
+    }
+
     pub(super) fn settled(&self, number: u64) -> bool {
         self.lock().settled >= number
     }
