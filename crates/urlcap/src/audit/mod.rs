@@ -477,23 +477,19 @@ impl AuditLog {
         let Sink::Queued { queue, .. } = &self.sink else {
             return;
         };
-        loop {
-            let moved = queue.moved.notified();
-            let mut moved = std::pin::pin!(moved);
-            moved.as_mut().enable();
-            if done(queue) || self.has_failed() {
-                return;
-            }
-            if queue.stalled() {
-                if self.fails_closed() {
+        queue
+            .wait_until(|| {
+                if done(queue) || self.has_failed() {
+                    return true;
+                }
+                let stalled = queue.stalled();
+                if stalled && self.fails_closed() {
                     self.health.failed.store(true, Ordering::SeqCst);
                     self.health.on_failure.notify_waiters();
                 }
-                return;
-            }
-            // The writer says when it moves; a stall is looked for once a second.
-            let _ = tokio::time::timeout(Duration::from_secs(1), moved).await;
-        }
+                stalled
+            })
+            .await
     }
 
     /// Records written so far (the tests' view of the writer's progress).

@@ -183,6 +183,21 @@ impl Queue {
         }
     }
 
+    /// Resolves once `done()` holds, looking again each time the writer moves and at least
+    /// once a second (so a caller can notice a stall, which no wake-up announces). Only an
+    /// `await`: a guest's wall clock can end it.
+    pub(crate) async fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        loop {
+            let moved = self.moved.notified();
+            let mut moved = std::pin::pin!(moved);
+            moved.as_mut().enable();
+            if done() {
+                return;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), moved).await;
+        }
+    }
+
     /// `write_all`, noting progress after each write that took any bytes.
     fn write_noting_progress(&self, sink: &mut dyn Write, mut bytes: &[u8]) -> std::io::Result<()> {
         while !bytes.is_empty() {

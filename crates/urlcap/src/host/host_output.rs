@@ -89,18 +89,7 @@ impl Accept for HostOutput {
     fn wait_for_room(
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let queue = &self.stream.queue;
-            loop {
-                let moved = queue.moved.notified();
-                let mut moved = std::pin::pin!(moved);
-                moved.as_mut().enable();
-                if self.has_room() {
-                    return;
-                }
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), moved).await;
-            }
-        })
+        Box::pin(self.stream.queue.wait_until(|| self.has_room()))
     }
 }
 
