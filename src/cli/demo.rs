@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use urlcap::audit::AuditLog;
 use urlcap::egress::StaticResolver;
+use urlcap::host::compile_worker::CompileWorker;
 use urlcap::host::Stdio;
 use urlcap::manifest::{Config, ProcessSecrets};
 use urlcap::{Guest, Sandbox};
@@ -90,6 +91,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
         .audit(Arc::new(AuditLog::new(Box::new(audit_text.clone()))))
         .resolver(resolver)
         .id("demo")
+        .compile_worker(Some(CompileWorker::this_program()?))
         .build()?;
     let command = sandbox.compile(DEMO_GUEST)?;
     let stdio = Stdio::capture(1 << 20);

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
+use urlcap::host::compile_worker::WORKER_ARG;
 use urlcap::manifest::{Config, ConfigError, GrantSources, ProcessSecrets};
 
 /// Exit codes: 0 allow / success, 1 deny, 2 bad usage or bad manifest.
@@ -129,12 +130,13 @@ pub fn run(
     }
 }
 
-/// The binary's entry point.
+/// The binary's entry point. Started with [`WORKER_ARG`] it is a compile process for a guest's
+/// nested component (see [`urlcap::host::compile_worker`]), not the command line.
 pub fn main() -> std::process::ExitCode {
-    let code = run(
-        std::env::args_os(),
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    );
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == WORKER_ARG) {
+        return urlcap::host::compile_worker::serve(&args[2..]);
+    }
+    let code = run(args, &mut std::io::stdout(), &mut std::io::stderr());
     std::process::ExitCode::from(code)
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use urlcap::audit::AuditLog;
+use urlcap::host::compile_worker::CompileWorker;
 use urlcap::host::Stdio;
 use urlcap::{Guest, Sandbox};
 
@@ -108,9 +109,12 @@ fn run_inner(
     });
     let audit_on_stderr = matches!(args.audit.as_deref(), None | Some("-"));
     let learn = urlcap::learn::Session::open(args.learn.as_deref(), &config)?;
+    let worker = CompileWorker::this_program()
+        .map_err(|e| format!("cannot find this program to compile nested components with: {e}"))?;
     let sandbox = Sandbox::builder(config)
         .audit(audit.clone())
         .learn(learn.learner())
+        .compile_worker(Some(worker))
         .build()?;
     let command = sandbox
         .compile(&wasm)

@@ -727,3 +727,35 @@ async fn a_host_call_does_bounded_work() {
         .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(derived, kept, "one record per handle the guest got: {out}");
 }
+
+/// Compiling a component a guest hands to `sandbox.run` is charged to the memory that guest
+/// has left: `urlcap run` compiles it in a process of its own whose address space may grow by
+/// no more than that. The probe (340 KB, several MiB to compile) spawning itself is refused
+/// under a 4 MiB limit, naming the memory, and runs under 32 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_is_charged_to_the_spawning_sandboxs_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = Path::new(PROBE).parent().unwrap().display().to_string();
+    for (memory, refused) in [("4MiB", true), ("32MiB", false)] {
+        let mut args = run_under(
+            dir.path(),
+            &format!("memory = \"{memory}\"\ntimeout = \"30s\""),
+            PROBE,
+            "spawn /g/probe.wasm - 1 probe list",
+        );
+        args.splice(1..1, ["--dir".to_string(), format!("{guests}::/g")]);
+        let m = urlcap_measured(args).await;
+        let stdout = support::text(&m.output.stdout);
+        if refused {
+            assert!(
+                stdout
+                    .starts_with("err nesting_limit compiling the component needed more than the")
+                    && stdout.contains("of memory this sandbox has left"),
+                "{memory}: {stdout}"
+            );
+        } else {
+            assert!(stdout.starts_with("spawned 0"), "{memory}: {stdout}");
+        }
+        assert_eq!(m.output.status.code(), Some(0), "{memory}: {stdout}");
+    }
+}

@@ -21,6 +21,7 @@
 
 use crate::audit::{AuditLog, Event, Record};
 use crate::egress::{Client, EgressConfig, Resolve, SystemResolver};
+use crate::host::compile_worker::CompileWorker;
 use crate::host::{Outcome, SandboxSpec, SandboxState, Stdio, WasmHost, DEFAULT_MAX_DEPTH};
 use crate::learn::Learner;
 use crate::manifest::{Config, SandboxLimits};
@@ -42,9 +43,19 @@ pub struct Builder {
     resolver: Arc<dyn Resolve>,
     id: String,
     learner: Option<Arc<Learner>>,
+    compile_worker: Option<CompileWorker>,
 }
 
 impl Builder {
+    /// Where components a guest hands to `sandbox.run` compile: `Some` — in a process of their
+    /// own, started as the worker says, limited to the spawning sandbox's remaining memory and
+    /// killed when its wall clock ends (what `urlcap run` does); `None` (the default) — in a
+    /// thread of this process, bounded only by the admission caps and run to its end.
+    pub fn compile_worker(mut self, worker: Option<CompileWorker>) -> Builder {
+        self.compile_worker = worker;
+        self
+    }
+
     /// Learn mode ([`crate::learn`]) when `Some`: a request the grants deny but a manifest
     /// could grant is let through and recorded in the learner, which writes the manifest
     /// afterwards. `None` (the default): the grants are enforced.
@@ -96,7 +107,10 @@ impl Builder {
             outbound = outbound.learning(learner);
         }
         let outbound = Arc::new(outbound);
-        let host = WasmHost::with_max_depth(limits.max_nesting_depth.unwrap_or(DEFAULT_MAX_DEPTH))?;
+        let host = WasmHost::with_compile_worker(
+            limits.max_nesting_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+            self.compile_worker,
+        )?;
         Ok(Sandbox {
             host,
             outbound,
@@ -151,6 +165,7 @@ impl Sandbox {
             resolver: Arc::new(SystemResolver),
             id: format!("sb-{}", std::process::id()),
             learner: None,
+            compile_worker: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! (the host's own with wasmtime's disk cache; guest-supplied ones without it, vetted first,
 //! at most [`MAX_CONCURRENT_COMPILES`] at once).
 
+use super::compile_worker::{Allowance, CompileError, CompileWorker};
 use super::guest_api::MAX_LIVE_HANDLES;
 use super::{
     admission, compiled, guest_api, Outcome, SandboxSpec, SandboxState, DEFAULT_MAX_DEPTH,
@@ -37,14 +38,17 @@ pub(crate) struct Shared {
     /// Guest-supplied components compiling at once, host-wide: see [`MAX_CONCURRENT_COMPILES`].
     pub(super) compile_slots: Arc<tokio::sync::Semaphore>,
     /// Guest-supplied components compiling now (whether or not anyone still waits for them).
-    pub(super) compiling: AtomicUsize,
+    pub(super) compiling: Arc<AtomicUsize>,
+    /// Where guest-supplied components compile: a process of their own that the deadline kills
+    /// (`Some`), or a thread of this one that runs to the end of the compile (`None`).
+    pub(super) worker: Option<CompileWorker>,
 }
 
-/// Most guest-supplied components compiling at once in one host. wasmtime cannot cancel a
-/// compile, so one that outlives the sandbox that asked for it (its wall clock ended the
-/// spawn) runs on to its end — bounded by the admission caps — and keeps its slot until then:
-/// a guest that keeps spawning and abandoning compiles makes the host compile at most this
-/// many at a time, and its next spawn waits for a slot within its own wall clock.
+/// Most guest-supplied components compiling at once in one host. A compile in a process of its
+/// own ([`CompileWorker`]) ends when its sandbox's wall clock does; one in a thread cannot be
+/// cancelled, so it runs on to its end — bounded by the admission caps — and keeps its slot
+/// until then: a guest that keeps spawning and abandoning compiles makes the host compile at
+/// most this many at a time, and its next spawn waits for a slot within its own wall clock.
 pub const MAX_CONCURRENT_COMPILES: usize = 2;
 
 /// Most host-supplied components kept linked, and their total bytes.
@@ -66,12 +70,36 @@ pub struct WasmHost {
     shared: Arc<Shared>,
 }
 
-/// An engine for urlcap's sandboxes (epoch interruption, pooling), with or without wasmtime's
-/// on-disk compilation cache, and its linker: wasi:cli, wasi:http and urlcap:http.
-fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
+/// The compile settings of urlcap's engines (epoch interruption; for guest-supplied code, a
+/// compile whose time grows no faster than the code and that uses one core), without the
+/// instance allocator.
+fn compile_config(guest_supplied: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.concurrency_support(false);
+    if guest_supplied {
+        // Guest-supplied code: compile time must not grow faster than the code does, so the
+        // register allocator is Cranelift's single-pass one (the default backtracking one is
+        // superlinear on large functions with many live locals: a 191 KB function of if/else
+        // over 4,096 locals took it minutes), and one compile uses one core, so a compile a
+        // deadline abandoned holds one core of the host, not all of them.
+        config.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
+        config.parallel_compilation(false);
+    }
+    config
+}
+
+/// An engine that only compiles guest-supplied components, with the settings of the engine
+/// that runs them: what a compile process ([`super::compile_worker`]) uses. No instance
+/// allocator is reserved, as it runs nothing.
+pub(super) fn nested_compile_engine() -> wasmtime::Result<Engine> {
+    Engine::new(&compile_config(true))
+}
+
+/// An engine for urlcap's sandboxes (epoch interruption, pooling), with or without wasmtime's
+/// on-disk compilation cache, and its linker: wasi:cli, wasi:http and urlcap:http.
+fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
+    let mut config = compile_config(!disk_cache);
     // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
     // matters for start-up: wasmtime's default of 1000 stacks is measurably slower to set up
     // (BENCHMARKS.md, "What moved the numbers").
@@ -87,14 +115,6 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
             config.cache(Some(cache));
         }
-    } else {
-        // Guest-supplied code: compile time must not grow faster than the code does, so the
-        // register allocator is Cranelift's single-pass one (the default backtracking one is
-        // superlinear on large functions with many live locals: a 191 KB function of if/else
-        // over 4,096 locals took it minutes), and one compile uses one core, so a compile a
-        // deadline abandoned holds one core of the host, not all of them.
-        config.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
-        config.parallel_compilation(false);
     }
     let engine = Engine::new(&config)?;
     let mut linker = Linker::new(&engine);
@@ -110,8 +130,19 @@ impl WasmHost {
         WasmHost::with_max_depth(DEFAULT_MAX_DEPTH)
     }
 
-    /// A host whose guests may nest sandboxes `max_depth` levels deep (0: no nesting).
+    /// A host whose guests may nest sandboxes `max_depth` levels deep (0: no nesting), and
+    /// compile the components they hand to `sandbox.run` in this process.
     pub fn with_max_depth(max_depth: u32) -> wasmtime::Result<WasmHost> {
+        WasmHost::with_compile_worker(max_depth, None)
+    }
+
+    /// A host whose guests may nest sandboxes `max_depth` levels deep, and whose guests'
+    /// components compile with `worker` (in a process the deadline kills, charged to the
+    /// spawning sandbox's memory and time), or in this process when `None`.
+    pub fn with_compile_worker(
+        max_depth: u32,
+        worker: Option<CompileWorker>,
+    ) -> wasmtime::Result<WasmHost> {
         let (engine, linker) = engine(true)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>> = Arc::default();
@@ -137,7 +168,8 @@ impl WasmHost {
             nested: std::sync::OnceLock::new(),
             nested_commands: compiled::CompiledCache::new(NESTED_CACHE.0, NESTED_CACHE.1),
             compile_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES)),
-            compiling: AtomicUsize::new(0),
+            compiling: Arc::default(),
+            worker,
             nested_weak,
             max_depth,
             ticker_stop,
@@ -194,53 +226,81 @@ impl WasmHost {
 
 impl Shared {
     /// Vet, compile (with the nested engine: never the disk cache) and link a guest-supplied
-    /// component, or reuse the result for the same bytes. Blocking: run it off the async
-    /// threads.
-    pub(crate) fn nested_command_for(
-        &self,
+    /// component within `allowance`, or reuse the result for the same bytes. Waits for a
+    /// compile slot first. Dropping the future abandons the compile: a compile process is
+    /// killed; a compile in a thread runs on and keeps its slot until it ends.
+    pub(crate) async fn compile_nested(
+        self: &Arc<Self>,
         wasm: Arc<[u8]>,
-    ) -> Result<CommandPre<SandboxState>, String> {
+        allowance: Allowance,
+    ) -> Result<CommandPre<SandboxState>, CompileError> {
         if let Some(command) = self.nested_commands.get(&wasm) {
             return Ok(command);
         }
-        admission::vet_child_component(&wasm)?;
-        self.compiling.fetch_add(1, Ordering::SeqCst);
-        struct Done<'a>(&'a AtomicUsize);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let _done = Done(&self.compiling);
-        let (engine, linker) = self
-            .nested
+        let slot = self.compile_slot().await;
+        let shared = self.clone();
+        let Some(worker) = &self.worker else {
+            return tokio::task::spawn_blocking(move || {
+                let _held_until_compiled = slot;
+                shared.compile_nested_here(wasm)
+            })
+            .await
+            .map_err(|e| CompileError::Host(format!("the compile stopped: {e}")))?;
+        };
+        let _running = Compiling::start(&self.compiling);
+        let vetted = wasm.clone();
+        tokio::task::spawn_blocking(move || admission::vet_child_component(&vetted))
+            .await
+            .map_err(|e| CompileError::Host(format!("the vetting stopped: {e}")))?
+            .map_err(CompileError::Invalid)?;
+        let artifact = worker.precompile(&wasm, allowance).await?;
+        let command = tokio::task::spawn_blocking(move || {
+            let (engine, linker) = shared.nested_engine().map_err(CompileError::Host)?;
+            // The crate's one unsafe load of compiled code.
+            // SAFETY: the artifact was made by this program's own compile process for these
+            // bytes, by this wasmtime under the nested engine's compile settings (which
+            // `deserialize` checks, with the version); it is trusted as the compiler is.
+            #[allow(unsafe_code)]
+            let component = unsafe { Component::deserialize(engine, &artifact) }
+                .map_err(|e| CompileError::Host(first_line(e)))?;
+            let command = link(linker, &component)?;
+            shared.nested_commands.insert(wasm, command.clone());
+            Ok::<_, CompileError>(command)
+        })
+        .await
+        .map_err(|e| CompileError::Host(format!("loading the compiled code stopped: {e}")))??;
+        Ok(command)
+    }
+
+    /// The in-process compile of [`Shared::compile_nested`]. Blocking.
+    fn compile_nested_here(
+        &self,
+        wasm: Arc<[u8]>,
+    ) -> Result<CommandPre<SandboxState>, CompileError> {
+        admission::vet_child_component(&wasm).map_err(CompileError::Invalid)?;
+        let _running = Compiling::start(&self.compiling);
+        let (engine, linker) = self.nested_engine().map_err(CompileError::Host)?;
+        let component =
+            Component::new(engine, &wasm).map_err(|e| CompileError::Invalid(first_line(e)))?;
+        let command = link(linker, &component)?;
+        self.nested_commands.insert(wasm, command.clone());
+        Ok(command)
+    }
+
+    /// The engine and linker for guest-supplied components, made on first use.
+    fn nested_engine(&self) -> Result<&(Engine, Linker<SandboxState>), String> {
+        self.nested
             .get_or_init(|| {
                 let made = engine(false).map_err(|e| e.to_string())?;
                 let _ = self.nested_weak.set(made.0.weak());
                 Ok(made)
             })
             .as_ref()
-            .map_err(|e| format!("the host cannot run nested sandboxes: {e}"))?;
-        let first_line = |e: wasmtime::Error| {
-            let text = e.to_string();
-            text.lines().next().unwrap_or("not a component").to_string()
-        };
-        let component = Component::new(engine, &wasm).map_err(first_line)?;
-        let command = linker
-            .instantiate_pre(&component)
-            .and_then(CommandPre::new)
-            .map_err(first_line)?;
-        self.nested_commands.insert(wasm, command.clone());
-        Ok(command)
-    }
-
-    /// The linked command for a guest-supplied component, if it is in the bounded cache.
-    pub(crate) fn nested_cached(&self, wasm: &[u8]) -> Option<CommandPre<SandboxState>> {
-        self.nested_commands.get(wasm)
+            .map_err(|e| format!("the host cannot run nested sandboxes: {e}"))
     }
 
     /// A slot to compile a guest-supplied component in, held until that compile ends.
-    pub(crate) async fn compile_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+    async fn compile_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
         self.compile_slots
             .clone()
             .acquire_owned()
@@ -250,5 +310,39 @@ impl Shared {
 
     pub(crate) fn max_depth(&self) -> u32 {
         self.max_depth
+    }
+}
+
+/// Link a guest-supplied component against the host's imports; a component importing what the
+/// host does not give is the guest's error.
+fn link(
+    linker: &Linker<SandboxState>,
+    component: &Component,
+) -> Result<CommandPre<SandboxState>, CompileError> {
+    linker
+        .instantiate_pre(component)
+        .and_then(CommandPre::new)
+        .map_err(|e| CompileError::Invalid(first_line(e)))
+}
+
+/// An error's first line (wasmtime's later lines carry backtraces and context).
+fn first_line(e: wasmtime::Error) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or("not a component").to_string()
+}
+
+/// Counts one compile as running while it lives ([`WasmHost::compiles_running`]).
+struct Compiling(Arc<AtomicUsize>);
+
+impl Compiling {
+    fn start(running: &Arc<AtomicUsize>) -> Compiling {
+        running.fetch_add(1, Ordering::SeqCst);
+        Compiling(running.clone())
+    }
+}
+
+impl Drop for Compiling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

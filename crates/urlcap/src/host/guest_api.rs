@@ -503,22 +503,15 @@ impl SandboxState {
                 ),
             )));
         }
-        // Waiting for a compile slot counts against the wall clock too; the slot goes with the
-        // compile, which keeps it until it really ends, even if this spawn stopped waiting.
-        let compile = {
-            let (shared, wasm) = (shared.clone(), std::sync::Arc::<[u8]>::from(component));
-            async move {
-                if let Some(command) = shared.nested_cached(&wasm) {
-                    return Ok(Ok(command));
-                }
-                let slot = shared.compile_slot().await;
-                tokio::task::spawn_blocking(move || {
-                    let _held_until_compiled = slot;
-                    shared.nested_command_for(wasm)
-                })
-                .await
-            }
+        // Waiting for a compile slot counts against the wall clock too. The compile may use
+        // what this sandbox has left: all its memory (the compile is over before the child
+        // runs) and its wall clock, at whose end the compile is abandoned (and, in a compile
+        // process, killed).
+        let allowance = super::compile_worker::Allowance {
+            memory: left,
+            time: timeout,
         };
+        let compile = shared.compile_nested(std::sync::Arc::from(component), allowance);
         let compiled = match timeout {
             None => compile.await,
             Some(left) => match tokio::time::timeout(left, compile).await {
@@ -531,10 +524,18 @@ impl SandboxState {
                 }
             },
         };
+        use super::compile_worker::CompileError;
         let command = match compiled {
-            Ok(Ok(command)) => command,
-            Ok(Err(why)) => return Ok(Err(refusal(Reason::InvalidComponent, why))),
-            Err(e) => wasmtime::bail!("compiling a nested component failed: {e}"),
+            Ok(command) => command,
+            Err(CompileError::Invalid(why)) => {
+                return Ok(Err(refusal(Reason::InvalidComponent, why)))
+            }
+            Err(CompileError::OverLimit(why)) => {
+                return Ok(Err(refusal(Reason::NestingLimit, why)))
+            }
+            Err(CompileError::Host(why)) => {
+                wasmtime::bail!("compiling a nested component failed: {why}")
+            }
         };
         // What is left of the wall clock after the compile.
         let timeout = match self.time_left() {

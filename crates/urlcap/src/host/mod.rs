@@ -14,11 +14,12 @@
 //! ends), `limits` (memory, table and resource limits, and how a stopped guest's exit status
 //! and message are chosen), `guest_api` (the `urlcap:http` host functions), `wasi_http` (the
 //! `wasi:http` hooks into the same choke point), `admission` (vetting guest-supplied
-//! components), `compiled` (the bounded cache of linked components), `capture` and
+//! components), `compile_worker` (compiling them in a process the deadline kills), `compiled` (the bounded cache of linked components), `capture` and
 //! `guest_stderr` (where guest output goes).
 
 mod admission;
 mod capture;
+pub mod compile_worker;
 mod compiled;
 mod guest_api;
 mod guest_stderr;

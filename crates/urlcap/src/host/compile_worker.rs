@@ -1,0 +1,336 @@
+//! Compiling a guest-supplied component in a process of its own, which the host can kill.
+//!
+//! wasmtime cannot cancel a compile once started, and what a compile costs depends on the
+//! code, not only on its size: the admission caps ([`super::admission`]) refuse the shapes
+//! known to be costly, but each review found another. So the host (the `urlcap` command, or
+//! an embedder that opts in with [`crate::sandbox::Builder::compile_worker`]) compiles a
+//! guest's component in a short-lived process of its own:
+//!
+//! - its address space may grow by no more than the memory the spawning sandbox has left
+//!   (`RLIMIT_AS`), so the compile is charged to that sandbox's memory limit;
+//! - its CPU time is capped by the time the sandbox has left (`RLIMIT_CPU`), and the host kills
+//!   it (`SIGKILL`) the moment the sandbox's wall clock ends or the spawn is abandoned;
+//! - it writes no file (`RLIMIT_FSIZE` 0, no core dump), gets no environment, and talks to the
+//!   host only through its stdin (the component) and stdout (the compiled artifact).
+//!
+//! The artifact is what wasmtime's `Engine::precompile_component` makes, under the same
+//! compile settings as the host's engine for guest-supplied code; the host loads it with
+//! `Component::deserialize`, which checks that it was made by this wasmtime with compatible
+//! settings. The host trusts it as it would trust the compiler in-process: the process is the
+//! host's own program, started fresh for this one compile.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The argument after which a program's `main` hands over to [`serve`] (`urlcap` checks for
+/// it before parsing its command line; it is not part of the documented interface).
+pub const WORKER_ARG: &str = "__compile-guest-component";
+
+/// Most CPU time one compile may take when its sandbox has no wall-clock limit.
+pub const MAX_COMPILE_CPU: Duration = Duration::from_secs(60);
+
+/// Most memory one compile may use when its sandbox has no memory limit.
+pub const MAX_COMPILE_MEMORY: u64 = 2 << 30;
+
+/// Exit status of a compile process whose component did not compile (the message is the first
+/// line of its stderr).
+const EXIT_INVALID: u8 = 2;
+/// Exit status of a compile process that could not set its own limits or was misused.
+const EXIT_UNUSABLE: u8 = 3;
+
+/// Most bytes of a compile process's stderr the host reads.
+const MAX_MESSAGE: u64 = 4096;
+
+/// How to start a compile process: a program and the arguments that make its `main` call
+/// [`serve`].
+#[derive(Clone, Debug)]
+pub struct CompileWorker {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl CompileWorker {
+    /// `program ARGS... MEMORY CPU_SECONDS` must run [`serve`] with the last two arguments.
+    pub fn new(program: impl Into<PathBuf>, args: Vec<OsString>) -> CompileWorker {
+        CompileWorker {
+            program: program.into(),
+            args,
+        }
+    }
+
+    /// This very program, started as `PROGRAM` [`WORKER_ARG`] `MEMORY CPU_SECONDS`: its
+    /// `main` must call [`serve`] when its first argument is [`WORKER_ARG`]. On Linux the
+    /// program is `/proc/self/exe`, the very file this process runs even if its path was
+    /// since replaced (an upgrade mid-run) or removed.
+    pub fn this_program() -> std::io::Result<CompileWorker> {
+        let program = Path::new("/proc/self/exe");
+        let program = if program.exists() {
+            program.to_path_buf()
+        } else {
+            std::env::current_exe()?
+        };
+        Ok(CompileWorker::new(program, vec![WORKER_ARG.into()]))
+    }
+}
+
+/// What one compile may spend: what its sandbox has left.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Allowance {
+    /// Bytes of memory (None: the sandbox has no memory limit; [`MAX_COMPILE_MEMORY`] then).
+    pub(crate) memory: Option<u64>,
+    /// Wall-clock time (None: no limit; [`MAX_COMPILE_CPU`] of CPU time then).
+    pub(crate) time: Option<Duration>,
+}
+
+impl Allowance {
+    fn memory_bytes(self) -> u64 {
+        self.memory
+            .map_or(MAX_COMPILE_MEMORY, |m| m.min(MAX_COMPILE_MEMORY))
+    }
+
+    /// Whole seconds of CPU time, rounded up (the kill at the deadline is the finer bound).
+    fn cpu_seconds(self) -> u64 {
+        let time = self
+            .time
+            .map_or(MAX_COMPILE_CPU, |t| t.min(MAX_COMPILE_CPU));
+        time.as_secs() + u64::from(time.subsec_nanos() > 0)
+    }
+}
+
+/// Why a compile gave no artifact.
+#[derive(Debug)]
+pub(crate) enum CompileError {
+    /// The bytes are not a component this host can run (the compiler's one-line reason).
+    Invalid(String),
+    /// The compile needed more memory or CPU time than its sandbox had left.
+    OverLimit(String),
+    /// The host could not compile (the compile process did not start, or failed on its own).
+    Host(String),
+}
+
+impl CompileWorker {
+    /// Compile `wasm` in a new process under `allowance`, returning wasmtime's artifact.
+    /// Dropping the future kills the process.
+    pub(crate) async fn precompile(
+        &self,
+        wasm: &[u8],
+        allowance: Allowance,
+    ) -> Result<Vec<u8>, CompileError> {
+        let memory = allowance.memory_bytes();
+        let mut child = tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .arg(memory.to_string())
+            .arg(allowance.cpu_seconds().to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| CompileError::Host(format!("the host's compiler did not start: {e}")))?;
+        let (mut stdin, mut stdout, mut stderr) = (
+            child.stdin.take().expect("piped"),
+            child.stdout.take().expect("piped"),
+            child.stderr.take().expect("piped"),
+        );
+        let feed = async {
+            // A compile process that stopped reading (it failed) shows in its exit status.
+            let _ = stdin.write_all(wasm).await;
+            drop(stdin);
+        };
+        // The artifact cannot be larger than the memory the process had to make it in.
+        let (mut artifact, mut message) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr) =
+            ((&mut stdout).take(memory), (&mut stderr).take(MAX_MESSAGE));
+        let ((), read, _) = tokio::join!(
+            feed,
+            stdout.read_to_end(&mut artifact),
+            stderr.read_to_end(&mut message)
+        );
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| CompileError::Host(format!("the host's compiler was lost: {e}")))?;
+        read.map_err(|e| CompileError::Host(format!("the compiled code could not be read: {e}")))?;
+        interpret(status, artifact, &message, allowance)
+    }
+}
+
+/// What a compile process's exit status says (typed: a signal or an exit code, never text a
+/// guest could shape, except the compiler's one-line reason for refusing the component).
+fn interpret(
+    status: std::process::ExitStatus,
+    artifact: Vec<u8>,
+    message: &[u8],
+    allowance: Allowance,
+) -> Result<Vec<u8>, CompileError> {
+    use std::os::unix::process::ExitStatusExt;
+    if status.success() {
+        return Ok(artifact);
+    }
+    let memory = bytesize::ByteSize(allowance.memory_bytes()).display().iec();
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code == i32::from(EXIT_INVALID) => {
+            let text = String::from_utf8_lossy(message);
+            let line = text.lines().next().unwrap_or("").trim();
+            let line: String = line.chars().take(300).collect();
+            Err(CompileError::Invalid(if line.is_empty() {
+                "the component did not compile".into()
+            } else {
+                line
+            }))
+        }
+        // Rust aborts when an allocation fails, and allocations fail at the address-space limit.
+        (_, Some(libc::SIGABRT)) => Err(CompileError::OverLimit(format!(
+            "compiling the component needed more than the {memory} of memory this sandbox has left"
+        ))),
+        (_, Some(libc::SIGXCPU | libc::SIGKILL)) => Err(CompileError::OverLimit(format!(
+            "compiling the component took more than the {} s of CPU time this sandbox has left",
+            allowance.cpu_seconds()
+        ))),
+        (code, signal) => Err(CompileError::Host(format!(
+            "the host's compiler failed ({})",
+            match (code, signal) {
+                (Some(code), _) => format!("exit status {code}"),
+                (_, Some(signal)) => format!("signal {signal}"),
+                _ => "no status".into(),
+            }
+        ))),
+    }
+}
+
+/// The compile process: read a component from stdin, compile it under the limits given as the
+/// last two arguments (`MEMORY` bytes the address space may grow by, `CPU_SECONDS`), and
+/// write the artifact to stdout (exit 0), or the reason it does not compile to stderr (exit 2).
+pub fn serve(args: &[OsString]) -> ExitCode {
+    let limits = match args {
+        [.., memory, cpu] => memory
+            .to_str()
+            .and_then(|m| m.parse::<u64>().ok())
+            .zip(cpu.to_str().and_then(|c| c.parse::<u64>().ok())),
+        _ => None,
+    };
+    let Some((memory, cpu)) = limits else {
+        eprintln!("usage: {WORKER_ARG} MEMORY CPU_SECONDS < component.wasm > artifact");
+        return ExitCode::from(EXIT_UNUSABLE);
+    };
+    match compile_stdin(memory, cpu) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(reason)) => {
+            eprintln!("{reason}");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(e) => {
+            eprintln!("the compile process cannot run: {e}");
+            ExitCode::from(EXIT_UNUSABLE)
+        }
+    }
+}
+
+/// `Ok(Err(..))`: the component does not compile; `Err(..)`: this process cannot do its job.
+fn compile_stdin(memory: u64, cpu: u64) -> std::io::Result<Result<(), String>> {
+    use std::io::{Read, Write};
+    let engine = super::engine::nested_compile_engine().map_err(std::io::Error::other)?;
+    let mut wasm = Vec::new();
+    std::io::stdin()
+        .take(super::admission::MAX_CHILD_COMPONENT_BYTES as u64 + 1)
+        .read_to_end(&mut wasm)?;
+    // From here on the bytes are the guest's: bound everything before touching them.
+    set_limit(libc::RLIMIT_CORE, 0, 0)?;
+    set_limit(libc::RLIMIT_FSIZE, 0, 0)?;
+    set_limit(libc::RLIMIT_CPU, cpu, cpu.saturating_add(1))?;
+    let address_space = current_address_space()?.saturating_add(memory);
+    set_limit(libc::RLIMIT_AS, address_space, address_space)?;
+    if let Err(why) = super::admission::check_size(wasm.len()) {
+        return Ok(Err(why));
+    }
+    let artifact = match engine.precompile_component(&wasm) {
+        Ok(artifact) => artifact,
+        Err(e) => {
+            let text = e.to_string();
+            return Ok(Err(text.lines().next().unwrap_or("").to_string()));
+        }
+    };
+    drop(wasm);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&artifact)?;
+    out.flush()?;
+    Ok(Ok(()))
+}
+
+// The crate denies unsafe code; these are the compile process's only system calls without a
+// safe wrapper in std.
+#[allow(unsafe_code)]
+fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct it is given and changes only this process's limits.
+    if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// This process's address space now, in bytes (`VmSize` in `/proc/self/status`).
+fn current_address_space() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|kb| kb.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| std::io::Error::other("no VmSize in /proc/self/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowance_is_capped_and_rounded_up() {
+        let a = Allowance {
+            memory: Some(64 << 20),
+            time: Some(Duration::from_millis(2_100)),
+        };
+        assert_eq!((a.memory_bytes(), a.cpu_seconds()), (64 << 20, 3));
+        let unlimited = Allowance {
+            memory: None,
+            time: None,
+        };
+        assert_eq!(unlimited.memory_bytes(), MAX_COMPILE_MEMORY);
+        assert_eq!(unlimited.cpu_seconds(), MAX_COMPILE_CPU.as_secs());
+    }
+
+    #[test]
+    fn exit_statuses_are_read_by_type() {
+        use std::os::unix::process::ExitStatusExt;
+        let a = Allowance {
+            memory: Some(1 << 20),
+            time: Some(Duration::from_secs(1)),
+        };
+        let status = |raw| std::process::ExitStatus::from_raw(raw);
+        assert!(matches!(interpret(status(0), vec![1], b"", a), Ok(v) if v == [1]));
+        assert!(matches!(
+            interpret(status(2 << 8), vec![], b"bad magic\nmore", a),
+            Err(CompileError::Invalid(m)) if m == "bad magic"
+        ));
+        assert!(matches!(
+            interpret(status(libc::SIGABRT), vec![], b"memory allocation failed", a),
+            Err(CompileError::OverLimit(m)) if m.contains("memory")
+        ));
+        assert!(matches!(
+            interpret(status(libc::SIGKILL), vec![], b"", a),
+            Err(CompileError::OverLimit(m)) if m.contains("CPU")
+        ));
+        assert!(matches!(
+            interpret(status(101 << 8), vec![], b"thread 'main' panicked", a),
+            Err(CompileError::Host(m)) if !m.contains("panicked")
+        ));
+    }
+}
