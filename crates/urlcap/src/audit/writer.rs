@@ -217,20 +217,8 @@ impl Queue {
     /// Wait (blocking) at most `grace` for everything queued to be written; the bytes still
     /// queued or being written then.
     pub(crate) fn drain_within(&self, grace: std::time::Duration) -> u64 {
-        let until = Instant::now() + grace;
-        let mut state = self.lock();
-        loop {
-            let left = state.pending.len() as u64 + state.writing_bytes;
-            let now = Instant::now();
-            if left == 0 || now >= until {
-                return left;
-            }
-            state = self
-                .progress
-                .wait_timeout(state, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let state = self.wait_settled(self.lock(), Patience::Until(Instant::now() + grace));
+        state.pending.len() as u64 + state.writing_bytes
     }
 
     /// Close the queue and wait until the writer has written everything, or until it has made
@@ -241,37 +229,47 @@ impl Queue {
         if state.idle {
             self.work.notify_one();
         }
-        loop {
-            let busy = !state.pending.is_empty() || state.writing.is_some();
-            if !busy {
-                return 0;
-            }
-            let waited = state.last_progress.elapsed();
-            if waited >= STALL_LIMIT {
-                let stuck = state.pending_records + state.writing.map_or(0, |(_, n)| n);
-                return stuck;
-            }
-            state = self
-                .progress
-                .wait_timeout(state, STALL_LIMIT - waited)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let state = self.wait_settled(state, Patience::WhileProgressing);
+        state.pending_records + state.writing.map_or(0, |(_, n)| n)
     }
 
     /// Wait (blocking) until everything queued so far is settled, or the sink stalls.
     pub(crate) fn drain(&self) {
-        let mut state = self.lock();
-        while !state.pending.is_empty() || state.writing.is_some() {
-            let waited = state.last_progress.elapsed();
-            if waited >= STALL_LIMIT {
-                return;
+        drop(self.wait_settled(self.lock(), Patience::WhileProgressing));
+    }
+
+    /// The one blocking wait: until nothing is queued or being written, or `patience` ends.
+    fn wait_settled<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        patience: Patience,
+    ) -> MutexGuard<'a, State> {
+        loop {
+            if state.pending.is_empty() && state.writing.is_none() {
+                return state;
+            }
+            let until = match patience {
+                Patience::Until(until) => until,
+                Patience::WhileProgressing => state.last_progress + STALL_LIMIT,
+            };
+            let now = Instant::now();
+            if now >= until {
+                return state;
             }
             state = self
                 .progress
-                .wait_timeout(state, STALL_LIMIT - waited)
+                .wait_timeout(state, until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
     }
+}
+
+/// How long a blocking drain waits for the writer.
+#[derive(Clone, Copy)]
+enum Patience {
+    /// Until this instant, however the writer is doing.
+    Until(Instant),
+    /// As long as the writer made progress within [`STALL_LIMIT`].
+    WhileProgressing,
 }
