@@ -757,5 +757,6 @@ async fn a_compile_is_charged_to_the_spawning_sandboxs_memory() {
             assert!(stdout.starts_with("spawned 0"), "{memory}: {stdout}");
         }
         assert_eq!(m.output.status.code(), Some(0), "{memory}: {stdout}");
+        within_bounds(memory, &m, "", 0);
     }
 }
