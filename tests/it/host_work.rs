@@ -415,10 +415,28 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
                 ],
             ),
         ),
+        // What a fourth review compiled into 2 GB from 458 KB: components nested in components
+        // (memory quadratic in depth), and components of very many modules.
+        ("deep.wasm", nested_components(5_000)),
+        ("modules.wasm", {
+            let mut many = wasm_encoder::Component::new();
+            for _ in 0..300 {
+                many.section(&wasm_encoder::ModuleSection(&wasm_encoder::Module::new()));
+            }
+            many.finish()
+        }),
     ];
     let (m, log, stdout) = spawn_each(dir.path(), &components).await;
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 9, "{stdout}");
+    assert_eq!(lines.len(), 11, "{stdout}");
+    assert!(
+        lines[9].contains("components and modules nest more than 16 deep"),
+        "{stdout}"
+    );
+    assert!(
+        lines[10].contains("more than 256 components and modules"),
+        "{stdout}"
+    );
     assert!(
         lines[6].contains("has 4096 locals across 1100 blocks"),
         "{stdout}"
@@ -459,7 +477,29 @@ async fn guest_supplied_components_are_vetted_before_compiling() {
         m.cpu
     );
     let refusals = log.matches("\"invalid_component\"").count();
-    assert_eq!(refusals, 9, "{log}");
+    assert_eq!(refusals, 11, "{log}");
+}
+
+/// A component holding a component holding … `depth` levels of empty components.
+fn nested_components(depth: u32) -> Vec<u8> {
+    const HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    let mut component = HEADER.to_vec();
+    for _ in 0..depth {
+        let mut outer = HEADER.to_vec();
+        outer.push(4); // a component section
+        let mut len = component.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            outer.push(if len == 0 { byte } else { byte | 0x80 });
+            if len == 0 {
+                break;
+            }
+        }
+        outer.extend_from_slice(&component);
+        component = outer;
+    }
+    component
 }
 
 /// Files under `dir`, recursively.
@@ -758,5 +798,66 @@ async fn a_compile_is_charged_to_the_spawning_sandboxs_memory() {
         }
         assert_eq!(m.output.status.code(), Some(0), "{memory}: {stdout}");
         within_bounds(memory, &m, "", 0);
+    }
+}
+
+/// A compile process dies with its host: `urlcap run` killed (SIGKILL, which it cannot
+/// handle) while a guest's component compiles for seconds leaves no compile running on.
+#[test]
+fn a_compile_process_dies_with_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let heavy = support::probe_with_heavy_module(2_000, 1_000, 2);
+    std::fs::write(dir.path().join("heavy.wasm"), &heavy).unwrap();
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_urlcap"))
+        .args(["run", "--audit", "/dev/null", "--dir"])
+        .arg(format!("{}::/g", dir.path().display()))
+        .args([
+            PROBE,
+            "--",
+            "spawn",
+            "/g/heavy.wasm",
+            "-",
+            "1",
+            "probe",
+            "list",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // A compile process that has read the whole component (killed before, it would end at
+    // once on a short read).
+    let compile = loop {
+        let read_all = |pid: u32| {
+            let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar: "))
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|read| read >= heavy.len())
+        };
+        if let Some(&pid) = support::compile_processes(host.id())
+            .iter()
+            .find(|&&pid| read_all(pid))
+        {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no compile process started"
+        );
+        assert!(host.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let killed = std::time::Instant::now();
+    // Gone, or a zombie waiting for init to reap it: either way no longer compiling.
+    while support::process_state(compile).is_some_and(|(_, state, _)| state != "Z") {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(3),
+            "the compile process outlived its host (it compiles for seconds)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

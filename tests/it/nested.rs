@@ -928,27 +928,6 @@ async fn abandoned_compiles_keep_their_slot_until_they_end() {
     }
 }
 
-/// This program's own compile processes, now running (children of this test process).
-fn compile_processes() -> usize {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // pid (comm) state ppid ...: the parent is the fourth field after the comm.
-            let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-            let ppid = after_comm.split(' ').nth(1).unwrap_or("");
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            ppid == me
-                && String::from_utf8_lossy(&cmdline)
-                    .contains(urlcap::host::compile_worker::WORKER_ARG)
-        })
-        .count()
-}
-
 /// With a compile process (what `urlcap run` uses), a guest's compile ends with its sandbox's
 /// wall clock: a component that passes admission but takes seconds to compile (16 MB of
 /// straight-line arithmetic), spawned under a 3 s limit, is compiled in a process of its
@@ -963,7 +942,7 @@ async fn a_compile_process_is_killed_with_its_sandboxs_wall_clock() {
     let host = WasmHost::with_compile_worker(3, Some(worker)).unwrap();
     let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let heavy = probe_with_heavy_module(2_000, 1_000, 1);
+    let heavy = support::probe_with_heavy_module(2_000, 1_000, 1);
     assert!(heavy.len() < 16 << 20, "within the size cap");
     std::fs::write(dir.path().join("heavy.wasm"), heavy).unwrap();
     let (out, _audit) = setup("version = 1\n");
@@ -983,7 +962,7 @@ async fn a_compile_process_is_killed_with_its_sandboxs_wall_clock() {
     };
     let mut seen = 0;
     while !run.is_finished() {
-        seen = seen.max(compile_processes());
+        seen = seen.max(support::compile_processes(std::process::id()).len());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(host.compiles_running(), 0, "the compile ended with the run");
@@ -996,7 +975,7 @@ async fn a_compile_process_is_killed_with_its_sandboxs_wall_clock() {
     );
     assert_eq!(seen, 1, "the compile ran in a process of its own");
     let watched = Instant::now();
-    while compile_processes() > 0 {
+    while !support::compile_processes(std::process::id()).is_empty() {
         assert!(
             watched.elapsed() < Duration::from_secs(30),
             "the compile process outlived its sandbox"
@@ -1005,37 +984,58 @@ async fn a_compile_process_is_killed_with_its_sandboxs_wall_clock() {
     }
 }
 
-/// The probe with one more core module appended: `functions` functions of `ops` arithmetic
-/// instructions over 4 locals each. Admission passes it (few locals, no blocks), yet it takes
-/// long to compile: what only a compile process the deadline kills can stop.
-fn probe_with_heavy_module(functions: u32, ops: u32, tag: u8) -> Vec<u8> {
-    use wasm_encoder::{
-        CodeSection, Component, Function, FunctionSection, Instruction as I, Module, ModuleSection,
-        TypeSection, ValType,
-    };
-    let mut types = TypeSection::new();
-    types.ty().function([ValType::I64], [ValType::I64]);
-    let mut funcs = FunctionSection::new();
-    let mut code = CodeSection::new();
-    for f in 0..functions {
-        funcs.function(0);
-        let mut body = Function::new([(4, ValType::I64)]);
-        for i in 0..ops {
-            body.instruction(&I::LocalGet(i % 5));
-            body.instruction(&I::I64Const(i64::from(i ^ f ^ u32::from(tag))));
-            body.instruction(&I::I64Mul);
-            body.instruction(&I::LocalSet((i + 1) % 5));
+/// What a child's compiled code takes is charged to its parent, not an estimate from the
+/// component's size: 2 bytes of wasm (`i64.trunc_f64_u` of `f64.convert_i64_u`) compile to
+/// about 75 bytes of machine code, so a 1 MB component makes about 70 MB of code, which a
+/// parent with 32 MiB left cannot have (refused, naming the size), though the 4× estimate of
+/// the component's size fits. The host compiles it in this process here (no compile process,
+/// which could not even make that much under 32 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_compiled_code_is_charged_at_its_real_size() {
+    use wasm_encoder::Instruction as I;
+    let ops = 10_000;
+    let expanding = support::probe_with_module(24, ops, |_, i, body| {
+        if i == 0 {
+            body.instruction(&I::LocalGet(0));
         }
-        body.instruction(&I::LocalGet(0));
-        body.instruction(&I::End);
-        code.function(&body);
-    }
-    let mut module = Module::new();
-    module.section(&types).section(&funcs).section(&code);
-    let mut extra = Component::new();
-    extra.section(&ModuleSection(&module));
-    let extra = extra.finish();
-    let mut bytes = std::fs::read(PROBE).unwrap();
-    bytes.extend_from_slice(&extra[8..]);
-    bytes
+        body.instruction(&I::F64ConvertI64U);
+        body.instruction(&I::I64TruncF64U);
+        if i == ops - 1 {
+            body.instruction(&I::LocalSet(1));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.wasm"), &expanding).unwrap();
+    let host = WasmHost::with_max_depth(3).unwrap();
+    let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
+    let (out, audit) = setup("version = 1\n");
+    let stdio = Stdio::capture(1 << 20);
+    let spec = SandboxSpec {
+        args: ["probe", "spawn", "/g/x.wasm", "-", "1", "list"]
+            .map(String::from)
+            .to_vec(),
+        dirs: vec![(dir.path().display().to_string(), "/g".into())],
+        stdio: stdio.clone(),
+        memory: Some(32 << 20),
+        timeout: Some(Duration::from_secs(120)),
+        ..SandboxSpec::new(out, "expanding")
+    };
+    let outcome = host.run(&command, spec).await.unwrap();
+    let stdout = stdio.contents().0;
+    assert_eq!(outcome.exit_code, 0, "{outcome:?} {stdout}");
+    assert!(
+        stdout.starts_with("err nesting_limit the component's compiled code takes"),
+        "{stdout}"
+    );
+    let code: u64 = stdout
+        .split_whitespace()
+        .nth(7)
+        .and_then(|n| n.parse().ok())
+        .expect("the size in the refusal");
+    assert!(
+        code > 32 << 20 && (expanding.len() as u64) * 4 < 32 << 20,
+        "{code} bytes of code for {} bytes of wasm",
+        expanding.len()
+    );
+    assert!(audit.text().contains("compiled code takes"), "audited");
 }

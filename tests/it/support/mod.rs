@@ -669,3 +669,82 @@ async fn measured(
     .await
     .unwrap()
 }
+
+/// The compile processes (`urlcap`'s nested-component compiles) whose parent is `parent`, now
+/// running: their pids.
+pub fn compile_processes(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let (_, state, ppid) = process_state(pid)?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let compiling = String::from_utf8_lossy(&cmdline)
+                .contains(urlcap::host::compile_worker::WORKER_ARG);
+            (ppid == parent && state != "Z" && compiling).then_some(pid)
+        })
+        .collect()
+}
+
+/// A process's (pid, state, parent pid) from `/proc/PID/stat`, if it exists.
+pub fn process_state(pid: u32) -> Option<(u32, String, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: the comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.to_string();
+    let ppid = fields.next()?.to_string();
+    Some((pid, state, ppid))
+}
+
+/// The probe with one more core module appended: `functions` functions of `ops` arithmetic
+/// instructions over 4 locals each. Admission passes it (few locals, no blocks), yet it takes
+/// long to compile: what only a compile process the deadline kills can stop.
+pub fn probe_with_heavy_module(functions: u32, ops: u32, tag: u8) -> Vec<u8> {
+    use wasm_encoder::Instruction as I;
+    probe_with_module(functions, ops, |f, i, body| {
+        body.instruction(&I::LocalGet(i % 5));
+        body.instruction(&I::I64Const(i64::from(i ^ f ^ u32::from(tag))));
+        body.instruction(&I::I64Mul);
+        body.instruction(&I::LocalSet((i + 1) % 5));
+    })
+}
+
+/// The probe with one more core module appended: `functions` functions of type (i64) -> i64
+/// with 4 more i64 locals, whose bodies are `ops` times what `op(function, i, body)` adds.
+pub fn probe_with_module(
+    functions: u32,
+    ops: u32,
+    op: impl Fn(u32, u32, &mut wasm_encoder::Function),
+) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction as I, Module, ModuleSection,
+        TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I64], [ValType::I64]);
+    let mut funcs = FunctionSection::new();
+    let mut code = CodeSection::new();
+    for f in 0..functions {
+        funcs.function(0);
+        let mut body = Function::new([(4, ValType::I64)]);
+        for i in 0..ops {
+            op(f, i, &mut body);
+        }
+        body.instruction(&I::LocalGet(0));
+        body.instruction(&I::End);
+        code.function(&body);
+    }
+    let mut module = Module::new();
+    module.section(&types).section(&funcs).section(&code);
+    let mut extra = Component::new();
+    extra.section(&ModuleSection(&module));
+    let extra = extra.finish();
+    let mut bytes = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+    bytes.extend_from_slice(&extra[8..]);
+    bytes
+}

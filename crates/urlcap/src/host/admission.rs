@@ -37,6 +37,11 @@ pub(crate) const MAX_TOTAL_LOCALS_TIMES_BLOCKS: u64 = 1 << 25;
 pub(crate) const MAX_CALL_INDIRECTS: u64 = 1 << 14;
 /// Most `call_indirect`s in one function (their cost grows faster than their number there).
 pub(crate) const MAX_FUNCTION_CALL_INDIRECTS: u64 = 1 << 10;
+/// Deepest nesting of components and modules inside a guest-supplied component: compiling
+/// costs memory quadratic in it (20,000 levels of empty components, 458 KB, took 2 GB).
+pub(crate) const MAX_COMPONENT_NESTING: u32 = 16;
+/// Most components and core modules in a guest-supplied component, at every depth.
+pub(crate) const MAX_COMPONENTS_AND_MODULES: u32 = 256;
 /// Most targets of one `br_table`.
 pub(crate) const MAX_BR_TABLE_TARGETS: u32 = 1 << 16;
 
@@ -54,7 +59,7 @@ pub(crate) fn check_size(len: usize) -> Result<(), String> {
 /// `wasi:cli/run`, whose every function is within the caps. The error says what is wrong.
 pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
     check_size(bytes.len())?;
-    let mut depth = 0u32;
+    let (mut depth, mut parts) = (0u32, 0u32);
     let mut exports_run = false;
     let mut function = 0usize;
     let mut signature_values = 0usize;
@@ -67,6 +72,13 @@ pub(crate) fn vet_child_component(bytes: &[u8]) -> Result<(), String> {
                     return Err("a core module, not a component; build for wasm32-wasip2".into());
                 }
                 depth += 1;
+                parts += 1;
+                if depth > MAX_COMPONENT_NESTING {
+                    return Err(format!("components and modules nest more than {MAX_COMPONENT_NESTING} deep; too deep for a nested sandbox"));
+                }
+                if parts > MAX_COMPONENTS_AND_MODULES {
+                    return Err(format!("more than {MAX_COMPONENTS_AND_MODULES} components and modules; too many for a nested sandbox"));
+                }
             }
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentExportSection(exports) if depth == 1 => {

@@ -10,6 +10,8 @@
 //!   (`RLIMIT_AS`), so the compile is charged to that sandbox's memory limit;
 //! - its CPU time is capped by the time the sandbox has left (`RLIMIT_CPU`), and the host kills
 //!   it (`SIGKILL`) the moment the sandbox's wall clock ends or the spawn is abandoned;
+//! - it dies with the host (`PR_SET_PDEATHSIG`), so a host killed mid-compile leaves none
+//!   behind;
 //! - it writes no file (`RLIMIT_FSIZE` 0, no core dump), gets no environment, and talks to the
 //!   host only through its stdin (the component) and stdout (the compiled artifact).
 //!
@@ -53,7 +55,8 @@ pub struct CompileWorker {
 }
 
 impl CompileWorker {
-    /// `program ARGS... MEMORY CPU_SECONDS` must run [`serve`] with the last two arguments.
+    /// `program ARGS... HOST_PID MEMORY CPU_SECONDS` must run [`serve`] with the last three
+    /// arguments.
     pub fn new(program: impl Into<PathBuf>, args: Vec<OsString>) -> CompileWorker {
         CompileWorker {
             program: program.into(),
@@ -61,7 +64,7 @@ impl CompileWorker {
         }
     }
 
-    /// This very program, started as `PROGRAM` [`WORKER_ARG`] `MEMORY CPU_SECONDS`: its
+    /// This very program, started as `PROGRAM` [`WORKER_ARG`] `HOST_PID MEMORY CPU_SECONDS`: its
     /// `main` must call [`serve`] when its first argument is [`WORKER_ARG`]. On Linux the
     /// program is `/proc/self/exe`, the very file this process runs even if its path was
     /// since replaced (an upgrade mid-run) or removed.
@@ -121,7 +124,9 @@ impl CompileWorker {
     ) -> Result<Vec<u8>, CompileError> {
         let memory = allowance.memory_bytes();
         let mut child = tokio::process::Command::new(&self.program)
+            .arg0("urlcap-compile")
             .args(&self.args)
+            .arg(std::process::id().to_string())
             .arg(memory.to_string())
             .arg(allowance.cpu_seconds().to_string())
             .env_clear()
@@ -187,10 +192,21 @@ fn interpret(
         (_, Some(libc::SIGABRT)) => Err(CompileError::OverLimit(format!(
             "compiling the component needed more than the {memory} of memory this sandbox has left"
         ))),
-        (_, Some(libc::SIGXCPU | libc::SIGKILL)) => Err(CompileError::OverLimit(format!(
+        (_, Some(libc::SIGXCPU)) => Err(CompileError::OverLimit(format!(
             "compiling the component took more than the {} s of CPU time this sandbox has left",
             allowance.cpu_seconds()
         ))),
+        // The hard CPU limit, or the system's out-of-memory killer.
+        (_, Some(libc::SIGKILL)) => Err(CompileError::OverLimit(format!(
+            "the compile was killed: it took more than the {} s of CPU time this sandbox has left, or the host ran short of memory",
+            allowance.cpu_seconds()
+        ))),
+        // The compile process's own message (it could not set its limits): host text only.
+        (Some(code), _) if code == i32::from(EXIT_UNUSABLE) => {
+            let text = String::from_utf8_lossy(message);
+            let line: String = text.lines().next().unwrap_or("").chars().take(300).collect();
+            Err(CompileError::Host(line))
+        }
         (code, signal) => Err(CompileError::Host(format!(
             "the host's compiler failed ({})",
             match (code, signal) {
@@ -203,20 +219,26 @@ fn interpret(
 }
 
 /// The compile process: read a component from stdin, compile it under the limits given as the
-/// last two arguments (`MEMORY` bytes the address space may grow by, `CPU_SECONDS`), and
-/// write the artifact to stdout (exit 0), or the reason it does not compile to stderr (exit 2).
+/// last three arguments (`HOST_PID`, the process it dies with; `MEMORY` bytes the address
+/// space may grow by; `CPU_SECONDS`), and write the artifact to stdout (exit 0), or the reason
+/// it does not compile to stderr (exit 2).
 pub fn serve(args: &[OsString]) -> ExitCode {
+    let number = |arg: &OsString| arg.to_str().and_then(|a| a.parse::<u64>().ok());
     let limits = match args {
-        [.., memory, cpu] => memory
-            .to_str()
-            .and_then(|m| m.parse::<u64>().ok())
-            .zip(cpu.to_str().and_then(|c| c.parse::<u64>().ok())),
+        [.., host, memory, cpu] => match (number(host), number(memory), number(cpu)) {
+            (Some(host), Some(memory), Some(cpu)) => Some((host, memory, cpu)),
+            _ => None,
+        },
         _ => None,
     };
-    let Some((memory, cpu)) = limits else {
-        eprintln!("usage: {WORKER_ARG} MEMORY CPU_SECONDS < component.wasm > artifact");
+    let Some((host, memory, cpu)) = limits else {
+        eprintln!("usage: {WORKER_ARG} HOST_PID MEMORY CPU_SECONDS < component.wasm > artifact");
         return ExitCode::from(EXIT_UNUSABLE);
     };
+    if let Err(e) = die_with(host) {
+        eprintln!("the compile process cannot run: {e}");
+        return ExitCode::from(EXIT_UNUSABLE);
+    }
     match compile_stdin(memory, cpu) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(reason)) => {
@@ -239,11 +261,11 @@ fn compile_stdin(memory: u64, cpu: u64) -> std::io::Result<Result<(), String>> {
         .take(super::admission::MAX_CHILD_COMPONENT_BYTES as u64 + 1)
         .read_to_end(&mut wasm)?;
     // From here on the bytes are the guest's: bound everything before touching them.
-    set_limit(libc::RLIMIT_CORE, 0, 0)?;
-    set_limit(libc::RLIMIT_FSIZE, 0, 0)?;
-    set_limit(libc::RLIMIT_CPU, cpu, cpu.saturating_add(1))?;
+    lower_limit(libc::RLIMIT_CORE, 0, 0)?;
+    lower_limit(libc::RLIMIT_FSIZE, 0, 0)?;
+    lower_limit(libc::RLIMIT_CPU, cpu, cpu.saturating_add(1))?;
     let address_space = current_address_space()?.saturating_add(memory);
-    set_limit(libc::RLIMIT_AS, address_space, address_space)?;
+    lower_limit(libc::RLIMIT_AS, address_space, address_space)?;
     if let Err(why) = super::admission::check_size(wasm.len()) {
         return Ok(Err(why));
     }
@@ -263,15 +285,42 @@ fn compile_stdin(memory: u64, cpu: u64) -> std::io::Result<Result<(), String>> {
 
 // The crate denies unsafe code; these are the compile process's only system calls without a
 // safe wrapper in std.
+
+/// Set a limit to at most `soft` and `hard`, never above the hard limit the process already has
+/// (which an unprivileged process cannot raise: `ulimit -t 30` around the host stays in force).
 #[allow(unsafe_code)]
-fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
+fn lower_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given, which lives for the call.
+    if unsafe { libc::getrlimit(resource, &mut now) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let hard = hard.min(now.rlim_max);
     let limit = libc::rlimit {
-        rlim_cur: soft,
+        rlim_cur: soft.min(hard),
         rlim_max: hard,
     };
     // SAFETY: setrlimit reads the struct it is given and changes only this process's limits.
     if unsafe { libc::setrlimit(resource, &limit) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Be killed when the host process ends (however it ends), and end now if it already has: a
+/// compile the host can no longer use must not run on.
+#[allow(unsafe_code)]
+fn die_with(host: u64) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) sets a flag of this process and reads no memory.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The host may have ended before the flag was set; then this process has a new parent.
+    if u64::from(std::os::unix::process::parent_id()) != host {
+        return Err(std::io::Error::other("the host has ended"));
     }
     Ok(())
 }
@@ -331,6 +380,10 @@ mod tests {
         assert!(matches!(
             interpret(status(101 << 8), vec![], b"thread 'main' panicked", a),
             Err(CompileError::Host(m)) if !m.contains("panicked")
+        ));
+        assert!(matches!(
+            interpret(status(3 << 8), vec![], b"the compile process cannot run: EPERM\n", a),
+            Err(CompileError::Host(m)) if m == "the compile process cannot run: EPERM"
         ));
     }
 }

@@ -1,6 +1,7 @@
 //! Linked components by content, kept so that running the same bytes again skips the compile,
 //! and bounded so that a guest spawning ever new components cannot grow the host without end:
-//! at most so many entries and so many bytes of component, the least recently used evicted.
+//! at most so many entries and so many bytes (of component and of the compiled code made of
+//! it), the least recently used evicted.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,8 @@ struct Entry<C> {
     hash: u64,
     bytes: Arc<[u8]>,
     command: C,
+    /// Bytes the entry keeps: the component's and its compiled code's.
+    kept: usize,
     last_used: u64,
 }
 
@@ -44,10 +47,12 @@ impl<C: Clone> CompiledCache<C> {
         Some(entry.command.clone())
     }
 
-    /// Keep `command` for `wasm`, evicting the least recently used entries past the bounds.
-    /// A component larger than the whole byte bound is not kept.
-    pub(crate) fn insert(&self, wasm: Arc<[u8]>, command: C) {
-        if wasm.len() > self.max_bytes || self.max_entries == 0 {
+    /// Keep `command` for `wasm`, whose compiled code takes `code` bytes, evicting the least
+    /// recently used entries past the bounds. An entry larger than the whole byte bound is not
+    /// kept.
+    pub(crate) fn insert(&self, wasm: Arc<[u8]>, command: C, code: usize) {
+        let kept = wasm.len().saturating_add(code);
+        if kept > self.max_bytes || self.max_entries == 0 {
             return;
         }
         let hash = hash(&wasm);
@@ -59,21 +64,22 @@ impl<C: Clone> CompiledCache<C> {
             hash,
             bytes: wasm,
             command,
+            kept,
             last_used: self.uses.fetch_add(1, Ordering::Relaxed),
         });
-        let mut bytes: usize = entries.iter().map(|e| e.bytes.len()).sum();
+        let mut bytes: usize = entries.iter().map(|e| e.kept).sum();
         while entries.len() > self.max_entries || bytes > self.max_bytes {
             let oldest = (0..entries.len())
                 .min_by_key(|&i| entries[i].last_used)
                 .expect("not empty while over a bound");
-            bytes -= entries.swap_remove(oldest).bytes.len();
+            bytes -= entries.swap_remove(oldest).kept;
         }
     }
 
-    /// Entries and bytes of component kept now.
+    /// Entries and bytes (of component and compiled code) kept now.
     pub(crate) fn size(&self) -> (usize, usize) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        (entries.len(), entries.iter().map(|e| e.bytes.len()).sum())
+        (entries.len(), entries.iter().map(|e| e.kept).sum())
     }
 }
 
@@ -95,7 +101,7 @@ mod tests {
         let cache = CompiledCache::new(4, 10_000);
         let key = |i: u8, len: usize| -> Arc<[u8]> { vec![i; len].into() };
         for i in 0..10u8 {
-            cache.insert(key(i, 100), command);
+            cache.insert(key(i, 100), command, 0);
             if i >= 1 {
                 assert!(cache.get(&key(1, 100)).is_some(), "1 is used every time");
             }
@@ -109,13 +115,22 @@ mod tests {
             cache.get(&key(9, 99)).is_none(),
             "only the exact bytes match"
         );
-        cache.insert(key(20, 6_000), command);
-        cache.insert(key(21, 6_000), command);
+        cache.insert(key(20, 6_000), command, 0);
+        cache.insert(key(21, 6_000), command, 0);
         assert!(cache.size().1 <= 10_000, "{:?}", cache.size());
-        cache.insert(key(22, 20_000), command);
+        cache.insert(key(22, 20_000), command, 0);
         assert!(
             cache.get(&key(22, 20_000)).is_none(),
             "larger than the whole bound"
         );
+        cache.insert(key(23, 100), command, 9_950);
+        assert!(
+            cache.get(&key(23, 100)).is_none(),
+            "its compiled code counts: larger than the whole bound"
+        );
+        cache.insert(key(24, 100), command, 5_000);
+        cache.insert(key(25, 100), command, 5_000);
+        assert!(cache.size().1 <= 10_000, "{:?}", cache.size());
+        assert!(cache.get(&key(24, 100)).is_none(), "evicted for its code");
     }
 }

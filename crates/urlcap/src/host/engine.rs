@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pub(super) commands: compiled::CompiledCache<CommandPre<SandboxState>>,
     /// The engine and linker for guest-supplied components, made on the first spawn.
     pub(super) nested: std::sync::OnceLock<Result<(Engine, Linker<SandboxState>), String>>,
-    pub(super) nested_commands: compiled::CompiledCache<CommandPre<SandboxState>>,
+    pub(super) nested_commands: compiled::CompiledCache<NestedCommand>,
     /// The nested engine, for the epoch ticker once it exists.
     pub(super) nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>>,
     pub(super) max_depth: u32,
@@ -54,8 +54,23 @@ pub const MAX_CONCURRENT_COMPILES: usize = 2;
 /// Most host-supplied components kept linked, and their total bytes.
 const HOST_CACHE: (usize, usize) = (64, 512 << 20);
 
-/// Most guest-supplied components kept linked, and their total bytes.
+/// Most guest-supplied components kept linked, and their total bytes (component and compiled
+/// code).
 pub const NESTED_CACHE: (usize, usize) = (16, 64 << 20);
+
+/// A guest-supplied component, linked, and the bytes of compiled code the host keeps for it
+/// (what its sandbox is charged while the child runs).
+#[derive(Clone)]
+pub(crate) struct NestedCommand {
+    pub(crate) command: CommandPre<SandboxState>,
+    pub(crate) code_bytes: u64,
+}
+
+/// Bytes of compiled code (the loaded image) of a component.
+fn code_bytes(component: &Component) -> usize {
+    let image = component.image_range();
+    (image.end as usize).saturating_sub(image.start as usize)
+}
 
 impl Drop for Shared {
     fn drop(&mut self) {
@@ -194,10 +209,11 @@ impl WasmHost {
         if let Some(command) = self.shared.commands.get(wasm) {
             return Ok(command);
         }
-        let command = self.prepare(&self.compile(wasm)?)?;
+        let component = self.compile(wasm)?;
+        let command = self.prepare(&component)?;
         self.shared
             .commands
-            .insert(Arc::from(wasm), command.clone());
+            .insert(Arc::from(wasm), command.clone(), code_bytes(&component));
         Ok(command)
     }
 
@@ -233,7 +249,7 @@ impl Shared {
         self: &Arc<Self>,
         wasm: Arc<[u8]>,
         allowance: Allowance,
-    ) -> Result<CommandPre<SandboxState>, CompileError> {
+    ) -> Result<NestedCommand, CompileError> {
         if let Some(command) = self.nested_commands.get(&wasm) {
             return Ok(command);
         }
@@ -263,8 +279,7 @@ impl Shared {
             #[allow(unsafe_code)]
             let component = unsafe { Component::deserialize(engine, &artifact) }
                 .map_err(|e| CompileError::Host(first_line(e)))?;
-            let command = link(linker, &component)?;
-            shared.nested_commands.insert(wasm, command.clone());
+            let command = shared.keep(wasm, linker, &component)?;
             Ok::<_, CompileError>(command)
         })
         .await
@@ -273,17 +288,28 @@ impl Shared {
     }
 
     /// The in-process compile of [`Shared::compile_nested`]. Blocking.
-    fn compile_nested_here(
-        &self,
-        wasm: Arc<[u8]>,
-    ) -> Result<CommandPre<SandboxState>, CompileError> {
+    fn compile_nested_here(&self, wasm: Arc<[u8]>) -> Result<NestedCommand, CompileError> {
         admission::vet_child_component(&wasm).map_err(CompileError::Invalid)?;
         let _running = Compiling::start(&self.compiling);
         let (engine, linker) = self.nested_engine().map_err(CompileError::Host)?;
         let component =
             Component::new(engine, &wasm).map_err(|e| CompileError::Invalid(first_line(e)))?;
-        let command = link(linker, &component)?;
-        self.nested_commands.insert(wasm, command.clone());
+        self.keep(wasm, linker, &component)
+    }
+
+    /// Link a compiled guest-supplied component and keep it in the bounded cache.
+    fn keep(
+        &self,
+        wasm: Arc<[u8]>,
+        linker: &Linker<SandboxState>,
+        component: &Component,
+    ) -> Result<NestedCommand, CompileError> {
+        let code = code_bytes(component);
+        let command = NestedCommand {
+            command: link(linker, component)?,
+            code_bytes: code as u64,
+        };
+        self.nested_commands.insert(wasm, command.clone(), code);
         Ok(command)
     }
 

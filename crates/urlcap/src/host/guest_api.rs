@@ -387,10 +387,10 @@ impl t::HostAuthority for SandboxState {
     }
 }
 
-/// Bytes of a parent's memory charged per byte of a component it spawns, for the compiled code
-/// the host keeps while the child runs (an estimate; compiled code is typically a few times
-/// the size of the wasm).
-pub(crate) const COMPILED_CODE_CHARGE: u64 = 4;
+/// Bytes of a parent's memory a component it spawns needs at the least, per byte of it, for
+/// its compiled code (typically a few times the wasm's size): a spawn without that much left
+/// is refused before anything is compiled. What is charged is the compiled code's real size.
+pub(crate) const MIN_COMPILED_CODE_CHARGE: u64 = 4;
 
 /// Most handles one `sandbox.run` may pass to the child.
 pub(crate) const MAX_CHILD_PREOPENS: usize = 256;
@@ -485,13 +485,14 @@ impl SandboxState {
             Ok(table) => table,
             Err(e) => return Ok(Err(refusal(Reason::InvalidAttenuation, e))),
         };
-        // The compiled code is charged to this sandbox's memory (an estimate: its size times
-        // COMPILED_CODE_CHARGE), and the compile to its wall clock: it runs off the async
-        // threads, so this sandbox's deadline still fires while it compiles.
+        // The compiled code is charged to this sandbox's memory while the child runs (refused
+        // at once without room for at least MIN_COMPILED_CODE_CHARGE times the component),
+        // and the compile to its wall clock: it runs off the async threads, so this sandbox's
+        // deadline still fires while it compiles.
         if let Err(why) = super::admission::check_size(component.len()) {
             return Ok(Err(refusal(Reason::InvalidComponent, why)));
         }
-        let charge = (component.len() as u64).saturating_mul(COMPILED_CODE_CHARGE);
+        let charge = (component.len() as u64).saturating_mul(MIN_COMPILED_CODE_CHARGE);
         let left = self.limiter.remaining();
         if left.is_some_and(|left| left < charge) {
             return Ok(Err(refusal(
@@ -534,9 +535,25 @@ impl SandboxState {
                 return Ok(Err(refusal(Reason::NestingLimit, why)))
             }
             Err(CompileError::Host(why)) => {
-                wasmtime::bail!("compiling a nested component failed: {why}")
+                return Ok(Err(refusal(
+                    Reason::NestingLimit,
+                    format!("the host could not compile the component: {why}"),
+                )))
             }
         };
+        let super::engine::NestedCommand {
+            command,
+            code_bytes: charge,
+        } = command;
+        if left.is_some_and(|left| left < charge) {
+            return Ok(Err(refusal(
+                Reason::NestingLimit,
+                format!(
+                    "the component's compiled code takes {charge} bytes of this sandbox's memory; it has {} left",
+                    left.unwrap_or_default()
+                ),
+            )));
+        }
         // What is left of the wall clock after the compile.
         let timeout = match self.time_left() {
             Ok(left) => left,
