@@ -50,7 +50,10 @@ impl Builder {
     /// Where components a guest hands to `sandbox.run` compile: `Some` — in a process of their
     /// own, started as the worker says, limited to the spawning sandbox's remaining memory and
     /// killed when its wall clock ends (what `urlcap run` does); `None` (the default) — in a
-    /// thread of this process, bounded only by the admission caps and run to its end.
+    /// thread of this process, bounded only by the admission caps (a denylist of what is known
+    /// to be costly to compile) and run to its end. Set one whenever guests are untrusted:
+    /// [`CompileWorker::this_program`] with a `main` that calls
+    /// [`serve`](crate::host::compile_worker::serve) first.
     pub fn compile_worker(mut self, worker: Option<CompileWorker>) -> Builder {
         self.compile_worker = worker;
         self
