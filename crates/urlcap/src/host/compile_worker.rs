@@ -1,7 +1,7 @@
 //! Compiling a guest-supplied component in a process of its own, which the host can kill.
 //!
 //! wasmtime cannot cancel a compile once started, and what a compile costs depends on the
-//! code, not only on its size: the admission caps ([`super::admission`]) refuse the shapes
+//! code, not only on its size: the admission caps (`host/admission.rs`) refuse the shapes
 //! known to be costly, but each review found another. So the host (the `urlcap` command, or
 //! an embedder that opts in with [`crate::sandbox::Builder::compile_worker`]) compiles a
 //! guest's component in a short-lived process of its own:
