@@ -861,3 +861,44 @@ fn a_compile_process_dies_with_its_host() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A child is charged what its component takes loaded — code and tables — as the compile
+/// process measured it, not only its code: the probe with 100,000 more exports (1 MB of wasm,
+/// little code, but more than 10 MB of export tables once loaded) spawned under 128 MiB
+/// leaves its child under 118 MiB (charging its code alone would leave about 124), and the
+/// same bytes again (from the cache) are charged the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_is_charged_what_its_component_takes_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("exports.wasm"),
+        support::probe_with_exports(100_000),
+    )
+    .unwrap();
+    let mut args = run_under(
+        dir.path(),
+        "memory = \"128MiB\"\ntimeout = \"60s\"",
+        PROBE,
+        "spawn /g/exports.wasm - 2 probe membomb spawn /g/exports.wasm - 2 probe membomb",
+    );
+    args.splice(
+        1..1,
+        ["--dir".to_string(), format!("{}::/g", dir.path().display())],
+    );
+    let m = urlcap_measured(args).await;
+    let stdout = support::text(&m.output.stdout);
+    let limits: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("spawned 134 guest stopped: memory limit of "))
+        .filter_map(|l| l.strip_suffix(" MiB exceeded"))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(limits.len(), 2, "{stdout}");
+    assert!(
+        limits[0] < 118.0,
+        "the child kept {} MiB: {stdout}",
+        limits[0]
+    );
+    assert_eq!(limits[0], limits[1], "cached spawns are charged the same");
+    within_bounds("loaded charge", &m, "", 0);
+}

@@ -1024,12 +1024,12 @@ async fn a_childs_compiled_code_is_charged_at_its_real_size() {
     let stdout = stdio.contents().0;
     assert_eq!(outcome.exit_code, 0, "{outcome:?} {stdout}");
     assert!(
-        stdout.starts_with("err nesting_limit the component's compiled code takes"),
+        stdout.starts_with("err nesting_limit the component's compiled code and tables take"),
         "{stdout}"
     );
     let code: u64 = stdout
         .split_whitespace()
-        .nth(7)
+        .nth(9)
         .and_then(|n| n.parse().ok())
         .expect("the size in the refusal");
     assert!(
@@ -1037,5 +1037,93 @@ async fn a_childs_compiled_code_is_charged_at_its_real_size() {
         "{code} bytes of code for {} bytes of wasm",
         expanding.len()
     );
-    assert!(audit.text().contains("compiled code takes"), "audited");
+    assert!(
+        audit.text().contains("compiled code and tables take"),
+        "audited"
+    );
+}
+
+/// A component the compiler fails on (a 1 KB shape that trips an assertion in wasmparser) is
+/// refused as `invalid_component` with a fixed message, whether it compiles in a compile
+/// process or in a thread of the host: the failure's own text, which names the host's code,
+/// never reaches the guest or the audit log, and the host serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_the_compiler_fails_on_is_refused_without_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("crash.wasm"),
+        support::compiler_crashing_component(),
+    )
+    .unwrap();
+    let worker = urlcap::host::compile_worker::CompileWorker::new(
+        env!("CARGO_BIN_EXE_urlcap"),
+        vec![urlcap::host::compile_worker::WORKER_ARG.into()],
+    );
+    for worker in [Some(worker), None] {
+        let in_process = worker.is_none();
+        let host = WasmHost::with_compile_worker(3, worker).unwrap();
+        let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
+        let (out, audit) = setup("version = 1\n");
+        let stdio = Stdio::capture(1 << 20);
+        let spec = SandboxSpec {
+            args: ["probe", "spawn", "/g/crash.wasm", "-", "1", "x", "list"]
+                .map(String::from)
+                .to_vec(),
+            dirs: vec![(dir.path().display().to_string(), "/g".into())],
+            stdio: stdio.clone(),
+            timeout: Some(Duration::from_secs(60)),
+            ..SandboxSpec::new(out, "crash")
+        };
+        let outcome = host.run(&command, spec).await.unwrap();
+        let stdout = stdio.contents().0;
+        assert_eq!(outcome.exit_code, 0, "in process {in_process}: {outcome:?}");
+        assert!(
+            stdout.starts_with(
+                "err invalid_component the component could not be compiled (the compiler failed on it)"
+            ),
+            "in process {in_process}: {stdout}"
+        );
+        let log = audit.text();
+        for leak in ["panicked", "assert", "MAX_DEPTH", "task", ".rs"] {
+            assert!(!log.contains(leak), "in process {in_process}: {log}");
+            assert!(!stdout.contains(leak), "in process {in_process}: {stdout}");
+        }
+    }
+}
+
+/// The host's pools of tables and memories for nested sandboxes are shared by all of them; a
+/// guest whose children hold many slots (58 empty tables and memories each, three deep) can
+/// fill them, but the spawn that finds them full is refused (`nesting_limit`, saying why),
+/// not run into a trap that would look like the child's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_that_finds_the_pools_full_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pm.wasm"),
+        support::probe_holding_pool_slots(58),
+    )
+    .unwrap();
+    let host = WasmHost::with_max_depth(3).unwrap();
+    let command = host.command_for(&std::fs::read(PROBE).unwrap()).unwrap();
+    let (out, audit) = setup("version = 1\n");
+    let stdio = Stdio::capture(1 << 20);
+    let steps =
+        "probe spawn /g/pm.wasm - 11 probe spawn @/g/pm.wasm - 6 probe spawn @/g/pm.wasm - 1 probe";
+    let spec = SandboxSpec {
+        args: steps.split(' ').map(String::from).collect(),
+        dirs: vec![(dir.path().display().to_string(), "/g".into())],
+        stdio: stdio.clone(),
+        memory: Some(256 << 20),
+        timeout: Some(Duration::from_secs(60)),
+        ..SandboxSpec::new(out, "pools")
+    };
+    let outcome = host.run(&command, spec).await.unwrap();
+    let stdout = stdio.contents().0;
+    assert_eq!(outcome.exit_code, 0, "{outcome:?} {stdout}");
+    assert!(
+        stdout.contains("err nesting_limit the host has no room for another nested sandbox now"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("spawned 134"), "{stdout}");
+    assert!(audit.text().contains("the host had no room to run it"));
 }

@@ -748,3 +748,130 @@ pub fn probe_with_module(
     bytes.extend_from_slice(&extra[8..]);
     bytes
 }
+
+/// 1 KB that makes wasmparser 0.254 fail an assertion while validating it (instance types
+/// nested 150 deep; an upstream bug), passing admission: it names a `wasi:cli/run` export.
+pub fn compiler_crashing_component() -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len(), out);
+        out.extend_from_slice(body);
+    }
+    // An instance type holding an instance type … 150 deep, each exporting the next as "zz".
+    let mut ty = vec![0x42, 0x00];
+    for _ in 0..150 {
+        let mut outer = vec![0x42, 0x02, 0x01];
+        outer.extend_from_slice(&ty);
+        outer.extend_from_slice(&[0x04, 0x00, 2, b'z', b'z', 0x05, 0x00]);
+        ty = outer;
+    }
+    let mut types = vec![1];
+    types.extend_from_slice(&ty);
+    let name = b"wasi:cli/run@0.2.0";
+    let mut exports = vec![1, 0x00];
+    leb(name.len(), &mut exports);
+    exports.extend_from_slice(name);
+    exports.extend_from_slice(&[0x05, 0x00, 0x00]);
+    let mut component = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    section(7, &types, &mut component);
+    section(11, &exports, &mut component);
+    component
+}
+
+/// The probe with one more core module appended: one function exported under `exports`
+/// names. Its code is tiny, but loading it builds a table of every export.
+pub fn probe_with_exports(exports: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, ExportKind, ExportSection, Function, FunctionSection, Instruction,
+        Module, ModuleSection, TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    funcs.function(0);
+    let mut names = ExportSection::new();
+    for i in 0..exports {
+        names.export(&format!("export-{i:x}"), ExportKind::Func, 0);
+    }
+    let mut code = CodeSection::new();
+    let mut body = Function::new([]);
+    body.instruction(&Instruction::End);
+    code.function(&body);
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&funcs)
+        .section(&names)
+        .section(&code);
+    let mut extra = Component::new();
+    extra.section(&ModuleSection(&module));
+    let extra = extra.finish();
+    let mut bytes = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+    bytes.extend_from_slice(&extra[8..]);
+    bytes
+}
+
+/// The probe with one more core module (one table and one memory, both empty) instantiated
+/// `instances` more times: a child that holds many of the host's pooled tables and memories
+/// while costing its sandbox almost no memory.
+pub fn probe_holding_pool_slots(instances: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    fn read_leb(bytes: &[u8], mut at: usize) -> (usize, usize) {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let byte = bytes[at];
+            at += 1;
+            value |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                return (value, at);
+            }
+        }
+    }
+    let mut bytes = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+    // The probe's top-level core modules: the new one's index is their count.
+    let (mut at, mut modules) = (8, 0);
+    while at < bytes.len() {
+        let (len, body) = read_leb(&bytes, at + 1);
+        modules += usize::from(bytes[at] == 1);
+        at = body + len;
+    }
+    // (module (table 0 funcref) (memory 0))
+    let module: &[u8] = &[
+        0, b'a', b's', b'm', 1, 0, 0, 0, 4, 4, 1, 0x70, 0, 0, 5, 3, 1, 0, 0,
+    ];
+    bytes.push(1);
+    leb(module.len(), &mut bytes);
+    bytes.extend_from_slice(module);
+    // `instances` core instances of it, each `(instantiate MODULE)` with no arguments.
+    let mut section = Vec::new();
+    leb(instances, &mut section);
+    for _ in 0..instances {
+        section.push(0);
+        leb(modules, &mut section);
+        leb(0, &mut section);
+    }
+    bytes.push(2);
+    leb(section.len(), &mut bytes);
+    bytes.extend_from_slice(&section);
+    bytes
+}

@@ -58,12 +58,14 @@ const HOST_CACHE: (usize, usize) = (64, 512 << 20);
 /// code).
 pub const NESTED_CACHE: (usize, usize) = (16, 64 << 20);
 
-/// A guest-supplied component, linked, and the bytes of compiled code the host keeps for it
-/// (what its sandbox is charged while the child runs).
+/// A guest-supplied component, linked, and the bytes the host keeps for it: what its sandbox
+/// is charged while the child runs, and what the cache counts.
 #[derive(Clone)]
 pub(crate) struct NestedCommand {
     pub(crate) command: CommandPre<SandboxState>,
-    pub(crate) code_bytes: u64,
+    /// Its compiled code, and the tables loading it built when the compile process measured
+    /// them (they can be many times the code).
+    pub(crate) kept_bytes: u64,
 }
 
 /// Bytes of compiled code (the loaded image) of a component.
@@ -261,15 +263,16 @@ impl Shared {
                 shared.compile_nested_here(wasm)
             })
             .await
-            .map_err(|e| CompileError::Host(format!("the compile stopped: {e}")))?;
+            // A panic of the compiler on these bytes; its text names the host's code.
+            .map_err(|_| CompileError::Invalid(super::compile_worker::COMPILER_FAILED.into()))?;
         };
         let _running = Compiling::start(&self.compiling);
         let vetted = wasm.clone();
         tokio::task::spawn_blocking(move || admission::vet_child_component(&vetted))
             .await
-            .map_err(|e| CompileError::Host(format!("the vetting stopped: {e}")))?
+            .map_err(|_| CompileError::Invalid(super::compile_worker::COMPILER_FAILED.into()))?
             .map_err(CompileError::Invalid)?;
-        let artifact = worker.precompile(&wasm, allowance).await?;
+        let compiled = worker.precompile(&wasm, allowance).await?;
         let command = tokio::task::spawn_blocking(move || {
             let (engine, linker) = shared.nested_engine().map_err(CompileError::Host)?;
             // The crate's one unsafe load of compiled code.
@@ -277,13 +280,14 @@ impl Shared {
             // bytes, by this wasmtime under the nested engine's compile settings (which
             // `deserialize` checks, with the version); it is trusted as the compiler is.
             #[allow(unsafe_code)]
-            let component = unsafe { Component::deserialize(engine, &artifact) }
+            let component = unsafe { Component::deserialize(engine, &compiled.artifact) }
                 .map_err(|e| CompileError::Host(first_line(e)))?;
-            let command = shared.keep(wasm, linker, &component)?;
+            drop(compiled.artifact);
+            let command = shared.keep(wasm, linker, &component, compiled.loaded_bytes)?;
             Ok::<_, CompileError>(command)
         })
         .await
-        .map_err(|e| CompileError::Host(format!("loading the compiled code stopped: {e}")))??;
+        .map_err(|_| CompileError::Host("loading the compiled code failed".into()))??;
         Ok(command)
     }
 
@@ -294,22 +298,28 @@ impl Shared {
         let (engine, linker) = self.nested_engine().map_err(CompileError::Host)?;
         let component =
             Component::new(engine, &wasm).map_err(|e| CompileError::Invalid(first_line(e)))?;
-        self.keep(wasm, linker, &component)
+        self.keep(wasm, linker, &component, 0)
     }
 
     /// Link a compiled guest-supplied component and keep it in the bounded cache.
+    /// `loaded_bytes`: what the compile process measured it takes loaded, when known.
     fn keep(
         &self,
         wasm: Arc<[u8]>,
         linker: &Linker<SandboxState>,
         component: &Component,
+        loaded_bytes: u64,
     ) -> Result<NestedCommand, CompileError> {
-        let code = code_bytes(component);
+        let kept = (code_bytes(component) as u64).max(loaded_bytes);
         let command = NestedCommand {
             command: link(linker, component)?,
-            code_bytes: code as u64,
+            kept_bytes: kept,
         };
-        self.nested_commands.insert(wasm, command.clone(), code);
+        self.nested_commands.insert(
+            wasm,
+            command.clone(),
+            usize::try_from(kept).unwrap_or(usize::MAX),
+        );
         Ok(command)
     }
 

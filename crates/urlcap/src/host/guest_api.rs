@@ -543,13 +543,13 @@ impl SandboxState {
         };
         let super::engine::NestedCommand {
             command,
-            code_bytes: charge,
+            kept_bytes: charge,
         } = command;
         if left.is_some_and(|left| left < charge) {
             return Ok(Err(refusal(
                 Reason::NestingLimit,
                 format!(
-                    "the component's compiled code takes {charge} bytes of this sandbox's memory; it has {} left",
+                    "the component's compiled code and tables take {charge} bytes of this sandbox's memory; it has {} left",
                     left.unwrap_or_default()
                 ),
             )));
@@ -597,6 +597,16 @@ impl SandboxState {
         let child = shared.run(&command, spec, self.depth + 1, self.quota.clone());
         let outcome = match Box::pin(child).await {
             Ok(outcome) => outcome,
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                exited.write("the host had no room to run it");
+                return Ok(Err(refusal(
+                    Reason::NestingLimit,
+                    "the host has no room for another nested sandbox now (its instance pools are full); try again later".into(),
+                )));
+            }
             Err(e) => {
                 exited.write("the host could not run it");
                 return Err(e);

@@ -221,6 +221,14 @@ impl Shared {
                 exit_code: 1,
                 message: None,
             },
+            // The host's instance pools are full (other sandboxes hold them): not this guest's
+            // doing, so not its outcome; the caller says so (a nested spawn is refused).
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                return Err(e)
+            }
             Err(e) => {
                 let memory_hit = spec.memory.filter(|_| store.data().limiter.limit_hit);
                 outcome_of_error(e, spec.timeout, spec.memory, memory_hit)
