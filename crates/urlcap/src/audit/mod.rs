@@ -69,6 +69,11 @@ pub struct Record {
     /// The id of the sandbox the event belongs to, so the records of nested sandboxes sharing
     /// one log can be told apart.
     pub sandbox: String,
+    /// The incoming request the event belongs to under `urlcap serve` (the id its access-log
+    /// line and `x-request-id` response header carry), so one request's records can be found
+    /// among many; null outside `serve`. Stamped by the request's view of the log
+    /// ([`AuditLog::for_request`]), never chosen by a guest.
+    pub request_id: Option<String>,
     /// The preopen name of the root authority involved (a derived handle keeps its root's
     /// name), or null when no handle was: a request that matched none.
     pub authority: Option<String>,
@@ -91,6 +96,7 @@ impl Record {
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             event,
             sandbox: sandbox.to_string(),
+            request_id: None,
             authority: None,
             lineage: None,
             method: None,
@@ -228,8 +234,11 @@ pub fn redact_url(url: &str) -> String {
 /// hold a guest past its wall clock; an in-memory sink is written in place.
 pub struct AuditLog {
     health: Arc<Health>,
-    sink: Sink,
+    /// Shared by every view of the log ([`AuditLog::for_request`]): one sink, one order.
+    sink: Arc<Sink>,
     log_allowed: bool,
+    /// Stamped on every record written through this view (`urlcap serve`: the request's id).
+    request_id: Option<Arc<str>>,
 }
 
 enum Sink {
@@ -314,7 +323,7 @@ impl AuditLog {
                 queue.run(&mut *sink, &*health);
                 sink
             })?;
-        if let Sink::Queued { thread: slot, .. } = &log.sink {
+        if let Sink::Queued { thread: slot, .. } = &*log.sink {
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         }
         Ok(log)
@@ -329,9 +338,28 @@ impl AuditLog {
                 failed: AtomicBool::new(false),
                 on_failure: tokio::sync::Notify::new(),
             }),
-            sink,
+            sink: Arc::new(sink),
             log_allowed: false,
+            request_id: None,
         }
+    }
+
+    /// A view of this log for one incoming request (`urlcap serve`): the same sink, health
+    /// and settings, and every record written through it carries `request_id`. Whatever holds
+    /// the view (the request's sandbox, its nested sandboxes, bodies still streaming) records
+    /// under that id without knowing it.
+    pub fn for_request(&self, request_id: &str) -> AuditLog {
+        AuditLog {
+            health: self.health.clone(),
+            sink: self.sink.clone(),
+            log_allowed: self.log_allowed,
+            request_id: Some(request_id.into()),
+        }
+    }
+
+    /// The request id this view stamps on its records, if it is a request's view.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 
     /// Keep running when a record cannot be written (counted, and said on stderr) instead of
@@ -392,7 +420,7 @@ impl AuditLog {
     /// allowed request waits for before it is sent, so that a log that failed on any earlier
     /// record allows nothing after it. At once when nothing is pending (the usual case).
     pub(crate) async fn all_written(&self) {
-        if let Sink::Queued { queue, .. } = &self.sink {
+        if let Sink::Queued { queue, .. } = &*self.sink {
             let through = queue.queued();
             self.wait_for(|queue| queue.settled(through)).await;
         }
@@ -411,8 +439,15 @@ impl AuditLog {
         if record.event == Event::RequestAllowed && !self.log_allowed {
             return None;
         }
-        let line = record.to_line();
-        match &self.sink {
+        let line = match &self.request_id {
+            Some(id) if record.request_id.is_none() => {
+                let mut stamped = record.clone();
+                stamped.request_id = Some(id.to_string());
+                stamped.to_line()
+            }
+            _ => record.to_line(),
+        };
+        match &*self.sink {
             Sink::InPlace(sink) => {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 match sink.write_all(&line).and_then(|()| sink.flush()) {
@@ -439,7 +474,7 @@ impl AuditLog {
     /// Write bytes that are not a record (a guest's framed stderr line) to the sink, whole,
     /// in the same order as records, so neither can land inside the other.
     pub(crate) fn write_beside(&self, bytes: &[u8]) {
-        match &self.sink {
+        match &*self.sink {
             Sink::InPlace(sink) => {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = sink.write_all(bytes).and_then(|()| sink.flush());
@@ -453,7 +488,7 @@ impl AuditLog {
     /// Are guests running ahead of the sink? Then each waits for [`AuditLog::room`] at its
     /// next epoch tick, so what a guest makes the log hold is bounded.
     pub(crate) fn backlogged(&self) -> bool {
-        match &self.sink {
+        match &*self.sink {
             Sink::InPlace(_) => false,
             Sink::Queued { queue, .. } => {
                 queue.backlogged() && (self.fails_closed() || !queue.stalled())
@@ -474,7 +509,7 @@ impl AuditLog {
     /// Wait until `done(queue)` holds, the log fails, or the sink stalls (which fails the log
     /// when it fails closed). In-place logs are never waited for.
     async fn wait_for(&self, done: impl Fn(&writer::Queue) -> bool) {
-        let Sink::Queued { queue, .. } = &self.sink else {
+        let Sink::Queued { queue, .. } = &*self.sink else {
             return;
         };
         queue
@@ -505,7 +540,7 @@ impl AuditLog {
 
     /// Wait until everything recorded so far is written (or the sink has stalled).
     pub fn flush(&self) {
-        if let Sink::Queued { queue, .. } = &self.sink {
+        if let Sink::Queued { queue, .. } = &*self.sink {
             queue.drain();
         }
     }
@@ -514,7 +549,7 @@ impl AuditLog {
     /// on stderr. A sink that has stalled is waited for at most `writer::STALL_LIMIT`.
     pub fn finish(&self, sandbox: &str) -> io::Result<()> {
         let mut sink_back = None;
-        if let Sink::Queued { queue, thread } = &self.sink {
+        if let Sink::Queued { queue, thread } = &*self.sink {
             let stuck = queue.close_and_drain();
             if stuck > 0 {
                 self.health.lost(stuck);
@@ -542,7 +577,7 @@ impl AuditLog {
             }
             sink.flush()
         };
-        match (&self.sink, sink_back) {
+        match (&*self.sink, sink_back) {
             (Sink::InPlace(sink), _) => {
                 write_last(&mut **sink.lock().unwrap_or_else(|p| p.into_inner()))
             }
@@ -555,13 +590,13 @@ impl AuditLog {
     }
 }
 
-impl Drop for AuditLog {
+impl Drop for Sink {
     /// A log dropped without [`AuditLog::finish`] still writes what it queued (bounded by a
     /// stall), so an embedder that forgets loses nothing it could have kept.
     fn drop(&mut self) {
-        if let Sink::Queued { queue, thread } = &self.sink {
+        if let Sink::Queued { queue, thread } = self {
             if queue.close_and_drain() == 0 {
-                if let Some(t) = thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(t) = thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                     let _ = t.join();
                 }
             }
@@ -678,6 +713,7 @@ mod tests {
             "ts",
             "event",
             "sandbox",
+            "request_id",
             "authority",
             "lineage",
             "method",
