@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod explain;
 mod run;
+mod serve;
 
 pub use check::describe as describe_config;
 
@@ -43,6 +44,11 @@ enum Command {
         after_help = "Exit status: the guest's own; 124 if it hit the wall-clock limit, 134 if it trapped or ran out of memory, 74 if the audit log (or --learn's manifest) could not be written, 2 for bad usage.\n\nExamples:\n  urlcap run --allow 'api=GET https://api.example.com/v1/' guest.wasm -- --verbose\n  urlcap run --manifest policy/example.toml --audit audit.jsonl --env LOG=debug guest.wasm\n  urlcap run --learn learned.toml --audit audit.jsonl guest.wasm   # then: urlcap check --manifest learned.toml"
     )]
     Run(run::RunArgs),
+    /// Serve a wasi:http/proxy component (or the manifest's [[route]] tables): a fresh instance per request, reaching only its route's authorities.
+    #[command(
+        after_help = "Each request runs in a fresh instance under [limits] memory and timeout (default 30s per request); a trapping handler gives 500, one out of time 504, and the server keeps serving. SIGINT/SIGTERM: stop accepting, let requests in flight finish (--drain), exit 0.\n\nExamples:\n  urlcap serve --allow 'api=GET https://api.example.com/v1/' handler.wasm\n  urlcap serve --manifest policy/serve.toml --addr 127.0.0.1:8080 --audit audit.jsonl --access-log access.log"
+    )]
+    Serve(serve::ServeArgs),
     /// Start an offline demo: a loopback origin, a bundled guest, its allowed and denied requests and the audit log.
     Demo,
     /// Validate the manifest and flags, and print the effective grants: exit 0, or 2 on error.
@@ -119,6 +125,7 @@ pub fn run(
         Command::Explain(args) => explain::run(&args, out, err),
         Command::Check(args) => check::run(&args, out, err),
         Command::Run(args) => return run::run(&args, err),
+        Command::Serve(args) => return serve::run(&args, out, err),
         Command::Demo => return run::demo(err),
     };
     match result {
