@@ -11,7 +11,7 @@ const TARGET: &str = "wasm32-wasip2";
 /// Built always.
 const DEMO: &str = "demo";
 /// Built with the `fixtures` feature.
-const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp"];
+const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp", "handler"];
 
 fn main() {
     let mut guests = vec![DEMO];
