@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod demo_serve;
 mod explain;
 mod run;
 mod serve;
@@ -50,12 +51,20 @@ enum Command {
     )]
     Serve(serve::ServeArgs),
     /// Start an offline demo: a loopback origin, a bundled guest, its allowed and denied requests and the audit log.
-    Demo,
+    Demo(DemoArgs),
     /// Validate the manifest and flags, and print the effective grants: exit 0, or 2 on error.
     #[command(
         after_help = "Examples:\n  urlcap check --manifest policy/example.toml\n  urlcap check --allow 'gh=GET https://api.github.com/repos/' --deny-ip 203.0.113.0/24"
     )]
     Check(check::CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Show `urlcap serve` instead: a handler on two routes with different authorities, a
+    /// scripted client, the access and audit logs (offline; finishes on its own).
+    #[arg(long)]
+    serve: bool,
 }
 
 /// GRANTS: where capabilities come from, shared by `run`, `explain` and `check`.
@@ -126,7 +135,7 @@ pub fn run(
         Command::Check(args) => check::run(&args, out, err),
         Command::Run(args) => return run::run(&args, err),
         Command::Serve(args) => return serve::run(&args, out, err),
-        Command::Demo => return run::demo(err),
+        Command::Demo(args) => return run::demo(args.serve, err),
     };
     match result {
         Ok(code) => code,

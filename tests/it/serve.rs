@@ -671,3 +671,34 @@ async fn a_python_handler_is_served_under_the_same_confinement() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["reason"], "no_authority");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_shows_confinement_limits_and_request_ids_and_finishes() {
+    let o = support::urlcap_bin(vec!["demo".into(), "--serve".into()]).await;
+    let out = support::text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        support::text(&o.stderr)
+    );
+    for expected in [
+        "route /app/ -> handler.wasm (built in) (authorities: api)",
+        "-> 200 \"ok 200 hello from the demo origin\"",
+        "GET /app/native?name=admin&path=/admin -> 200 \"none\"",
+        "GET /app/loop -> 504",
+        "GET /app/hello -> 200 \"hello from a handler\"",
+        "shutdown: All",
+        "\"reason\":\"no_authority\"",
+    ] {
+        assert!(out.contains(expected), "{expected} in {out}");
+    }
+    assert!(!out.contains("demo-secret"), "{out}");
+    // Every audit record names its request.
+    let records: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    assert!(records.len() >= 3, "{out}");
+    assert!(records.iter().all(|r| r["request_id"].is_string()), "{out}");
+}

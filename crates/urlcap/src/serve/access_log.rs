@@ -29,6 +29,13 @@ impl AccessLog {
         })
     }
 
+    /// Lines written in place to `sink`, which must never block (memory, a channel).
+    pub fn to_writer(sink: Box<dyn std::io::Write + Send>) -> AccessLog {
+        AccessLog {
+            sink: Arc::new(AuditLog::new(sink)),
+        }
+    }
+
     /// Lines to stderr by a thread of their own.
     pub fn stderr() -> std::io::Result<AccessLog> {
         Ok(AccessLog {
