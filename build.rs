@@ -11,7 +11,7 @@ const TARGET: &str = "wasm32-wasip2";
 /// Built always: the demo guest, and the handler `urlcap demo --serve` serves.
 const DEMO: &[&str] = &["demo", "handler"];
 /// Built with the `fixtures` feature.
-const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp"];
+const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp", "whandler"];
 
 fn main() {
     let mut guests = DEMO.to_vec();
