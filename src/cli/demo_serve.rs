@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use urlcap::audit::AuditLog;
 use urlcap::egress::StaticResolver;
+use urlcap::host::compile_worker::CompileWorker;
 use urlcap::host::Stdio;
 use urlcap::manifest::{Config, ProcessSecrets};
 use urlcap::policy::PathPrefix;
@@ -79,6 +80,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
         .audit(audit.clone())
         .resolver(resolver)
         .id("demo-serve")
+        .compile_worker(Some(CompileWorker::this_program()?))
         .build()?;
     let route = |prefix: &str, authority: &str| -> Result<RouteSpec, BoxError> {
         Ok(RouteSpec {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use urlcap::audit::AuditLog;
+use urlcap::host::compile_worker::CompileWorker;
 use urlcap::host::Stdio;
 use urlcap::manifest::Config;
 use urlcap::serve::{AccessLog, Drained, RouteSpec, Server, ServerOptions};
@@ -121,9 +122,14 @@ fn run_inner(
         Stdio::Inherit
     };
     let description = super::describe_config(&config);
+    // Components a handler hands to a nested sandbox compile in a worker process its
+    // deadline kills, as under `urlcap run`.
+    let worker = CompileWorker::this_program()
+        .map_err(|e| format!("cannot find this program to compile nested components with: {e}"))?;
     let sandbox = Sandbox::builder(config)
         .id(&format!("sv-{}", std::process::id()))
         .audit(audit.clone())
+        .compile_worker(Some(worker))
         .build()?;
     let server = Server::new(
         sandbox,
