@@ -1,16 +1,31 @@
 //! One line per served request: when, which request, method, path, status, duration, route.
 //!
 //! Written through the audit log's writer machinery: beside the audit records when both go to
-//! stderr (one ordered stream, so neither can land inside the other), else by a writer thread
-//! of its own, so a reader that stops reading never holds a request.
+//! stderr (one stream of whole lines, so neither can land inside the other), else by a writer
+//! thread of its own, so a reader that stops reading never holds a request. Lines are
+//! gathered and handed over every [`BATCH`] (or sooner past [`BATCH_BYTES`]): one hand-over
+//! per line would wake the writer thread once per request, which on a busy server costs more
+//! than the request's own work.
 
 use crate::audit::AuditLog;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+/// How long a line may wait to be handed to the writer.
+pub const BATCH: Duration = Duration::from_millis(50);
+
+/// Lines gathered past this many bytes are handed over at once.
+const BATCH_BYTES: usize = 64 << 10;
 
 /// Where access-log lines go.
 pub struct AccessLog {
     sink: Arc<AuditLog>,
+    /// Lines not yet handed to the writer.
+    pending: Arc<Mutex<Vec<u8>>>,
+    /// Whether the task that hands them over every [`BATCH`] runs yet (it starts with the
+    /// first line, inside the server's runtime).
+    flusher: AtomicBool,
 }
 
 /// Longest path kept on a line (request targets are client text).
@@ -19,28 +34,30 @@ const MAX_PATH: usize = 1024;
 impl AccessLog {
     /// Lines written beside `audit`'s records, in its order (both on stderr).
     pub fn beside(audit: Arc<AuditLog>) -> AccessLog {
-        AccessLog { sink: audit }
+        AccessLog::on(audit)
+    }
+
+    fn on(sink: Arc<AuditLog>) -> AccessLog {
+        AccessLog {
+            sink,
+            pending: Arc::default(),
+            flusher: AtomicBool::new(false),
+        }
     }
 
     /// Lines appended to `path` by a thread of their own.
     pub fn to_file(path: &std::path::Path) -> std::io::Result<AccessLog> {
-        Ok(AccessLog {
-            sink: Arc::new(AuditLog::to_file(path)?),
-        })
+        Ok(AccessLog::on(Arc::new(AuditLog::to_file(path)?)))
     }
 
     /// Lines written in place to `sink`, which must never block (memory, a channel).
     pub fn to_writer(sink: Box<dyn std::io::Write + Send>) -> AccessLog {
-        AccessLog {
-            sink: Arc::new(AuditLog::new(sink)),
-        }
+        AccessLog::on(Arc::new(AuditLog::new(sink)))
     }
 
     /// Lines to stderr by a thread of their own.
     pub fn stderr() -> std::io::Result<AccessLog> {
-        Ok(AccessLog {
-            sink: Arc::new(AuditLog::stderr()?),
-        })
+        Ok(AccessLog::on(Arc::new(AuditLog::stderr()?)))
     }
 
     /// `TS REQUEST_ID METHOD PATH STATUS DURATION route=PREFIX` (`route=-` when none matched).
@@ -61,12 +78,54 @@ impl AccessLog {
             took.as_secs_f64() * 1000.0,
             route.unwrap_or("-"),
         );
-        self.sink.write_beside(line.as_bytes());
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.extend_from_slice(line.as_bytes());
+            pending.len() >= BATCH_BYTES
+        };
+        if full {
+            self.hand_over();
+        } else if !self.flusher.swap(true, Ordering::Relaxed) {
+            self.start_flusher();
+        }
+    }
+
+    /// Every [`BATCH`], hand what was gathered to the writer, while this log lives.
+    fn start_flusher(&self) {
+        let (pending, sink) = (Arc::downgrade(&self.pending), self.sink.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime (not under the server): no batching, every line at once.
+            self.hand_over();
+            self.flusher.store(false, Ordering::Relaxed);
+            return;
+        };
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(BATCH).await;
+                let Some(pending) = pending.upgrade() else {
+                    return;
+                };
+                hand_over(&pending, &sink);
+            }
+        });
+    }
+
+    fn hand_over(&self) {
+        hand_over(&self.pending, &self.sink);
     }
 
     /// Wait until every line so far is written (or the sink has stalled).
     pub fn flush(&self) {
+        self.hand_over();
         self.sink.flush();
+    }
+}
+
+/// Hand the lines gathered in `pending` to `sink`'s writer, whole.
+fn hand_over(pending: &Mutex<Vec<u8>>, sink: &AuditLog) {
+    let lines = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+    if !lines.is_empty() {
+        sink.write_beside(&lines);
     }
 }
 
