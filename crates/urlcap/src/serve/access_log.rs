@@ -140,6 +140,9 @@ fn printable(s: &str, max: usize) -> String {
         }
         if c.is_ascii_graphic() {
             out.push(c);
+        } else if c == ' ' {
+            // Fields are separated by spaces: one inside a field is escaped too.
+            out.push_str("\\u{20}");
         } else {
             out.extend(c.escape_default());
         }
