@@ -702,3 +702,50 @@ async fn demo_serve_shows_confinement_limits_and_request_ids_and_finishes() {
     assert!(records.len() >= 3, "{out}");
     assert!(records.iter().all(|r| r["request_id"].is_string()), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_headers_is_refused_before_any_handler_runs() {
+    let serving = Serving::start(&[HANDLER]).await;
+    // 200 headers: past the 100 an HTTP/1.1 request head may carry.
+    let mut req = http::Request::get("/count").header("host", serving.addr.to_string());
+    for i in 0..200 {
+        req = req.header(format!("x-flood-{i}"), "v");
+    }
+    let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let refused = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await;
+    if let Ok(response) = refused {
+        assert_eq!(response.status(), 431, "request header fields too large");
+    }
+    // 100 KiB in one header: past the 64 KiB head the server reads.
+    let req = http::Request::get("/count")
+        .header("host", serving.addr.to_string())
+        .header("x-big", "v".repeat(100 << 10))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    if let Ok(response) = sender.send_request(req).await {
+        assert_eq!(response.status(), 431);
+    }
+    // No handler ran for them, and the next client is served by a fresh instance.
+    let answer = serving.get("/count").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "1"));
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = serving.access_log();
+        if !log.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log.lines().count(), 1, "{log}");
+}
