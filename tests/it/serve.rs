@@ -285,6 +285,22 @@ component = "{HANDLER}"
             b.port()
         ),
     );
+    // `check` shows the routes as serve will use them.
+    let checked = support::urlcap_bin(vec![
+        "check".into(),
+        "--manifest".into(),
+        path.to_str().unwrap().into(),
+    ])
+    .await;
+    let checked = support::text(&checked.stdout);
+    assert!(
+        checked.contains(&format!("route /a/ -> {HANDLER} (authorities: a) (")),
+        "{checked}"
+    );
+    assert!(
+        checked.contains(&format!("route /none/ -> {HANDLER} (authorities: none) (")),
+        "{checked}"
+    );
     let serving = Serving::start_in(dir, &["--manifest", path.to_str().unwrap()]).await;
     let (oa, ob) = (
         format!("http://127.0.0.1:{}", a.port()),
