@@ -13,7 +13,7 @@
 //! Run it with `cargo bench --bench serve` (needs the wasmtime CLI at
 //! `~/.cache/urlcap-bench/wasmtime-48.0.8/bin/wasmtime`, or `URLCAP_WASMTIME_CLI`; `bench/compare`
 //! and `./scripts/test` install it). `URLCAP_SERVE_BENCH_SECS` sets the seconds measured per
-//! cell (default 3). The two servers are measured alternately, cell by cell and twice over, so
+//! cell (default 3); `URLCAP_SERVE_BENCH_ONLY=hello` or `proxy` runs one workload. The two servers are measured alternately, cell by cell and twice over, so
 //! drift on a busy machine hits both alike: the ratios within a run are what count.
 
 use bytes::Bytes;
@@ -281,7 +281,12 @@ fn main() {
         println!("| workload | concurrency | server | requests/s | p50 ms | p99 ms | errors | urlcap / wasmtime (req/s) |");
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut per_request_kib = [0f64; 2];
+        // URLCAP_SERVE_BENCH_ONLY=proxy (or hello): only that workload's cells.
+        let only = std::env::var("URLCAP_SERVE_BENCH_ONLY").ok();
         for (workload, target, concurrency) in &cells {
+            if only.as_deref().is_some_and(|o| o != *workload) {
+                continue;
+            }
             // Two rounds, alternating, each server's best round kept: a burst of other work
             // on the shared machine then costs neither side a cell.
             let mut best: Vec<Option<Measured>> = vec![None, None];
