@@ -234,6 +234,9 @@ pub fn redact_url(url: &str) -> String {
 /// hold a guest past its wall clock; an in-memory sink is written in place.
 pub struct AuditLog {
     health: Arc<Health>,
+    /// Set to have a file sink reopened by its path before its next write (SIGHUP under
+    /// `urlcap serve`, for logrotate); `None` for sinks that are not files.
+    reopen: Option<Arc<AtomicBool>>,
     /// Shared by every view of the log ([`AuditLog::for_request`]): one sink, one order.
     sink: Arc<Sink>,
     log_allowed: bool,
@@ -271,6 +274,46 @@ impl Health {
         } else if first {
             warn("urlcap: warning: an audit record could not be written; continuing (audit fails open)");
         }
+    }
+}
+
+fn append_to(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// A file appended to, opened again by its path when asked — only where a line ends, so a
+/// record the writer hands over in pieces is never split across the old file and the new.
+struct ReopenableFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    reopen: Arc<AtomicBool>,
+    /// Did the last write end a line (or was nothing written yet)?
+    at_line_start: bool,
+}
+
+impl Write for ReopenableFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.at_line_start && self.reopen.swap(false, Ordering::SeqCst) {
+            match append_to(&self.path) {
+                Ok(file) => self.file = file,
+                Err(e) => warn(&format!(
+                    "urlcap: warning: cannot reopen {}: {e}; still writing to the file it was",
+                    self.path.display()
+                )),
+            }
+        }
+        let written = self.file.write(bytes)?;
+        if written > 0 {
+            self.at_line_start = bytes[written - 1] == b'\n';
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -338,6 +381,7 @@ impl AuditLog {
                 failed: AtomicBool::new(false),
                 on_failure: tokio::sync::Notify::new(),
             }),
+            reopen: None,
             sink: Arc::new(sink),
             log_allowed: false,
             request_id: None,
@@ -351,6 +395,7 @@ impl AuditLog {
     pub fn for_request(&self, request_id: &str) -> AuditLog {
         AuditLog {
             health: self.health.clone(),
+            reopen: self.reopen.clone(),
             sink: self.sink.clone(),
             log_allowed: self.log_allowed,
             request_id: Some(request_id.into()),
@@ -386,13 +431,28 @@ impl AuditLog {
         notified.await
     }
 
-    /// Append to `path`, creating it if needed.
+    /// Append to `path`, creating it if needed. [`AuditLog::reopen`] makes the log open `path`
+    /// again before its next write (after logrotate moved the file away).
     pub fn to_file(path: &Path) -> io::Result<AuditLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        AuditLog::threaded(Box::new(file))
+        let reopen = Arc::new(AtomicBool::new(false));
+        let file = ReopenableFile {
+            file: append_to(path)?,
+            path: path.to_path_buf(),
+            reopen: reopen.clone(),
+            at_line_start: true,
+        };
+        let mut log = AuditLog::threaded(Box::new(file))?;
+        log.reopen = Some(reopen);
+        Ok(log)
+    }
+
+    /// Open the file again by its path before the next write, if this log writes to a file
+    /// (`urlcap serve` on SIGHUP): records go on to the file now at that path. If it cannot be
+    /// opened, the log keeps writing where it was (and says so on stderr).
+    pub fn reopen(&self) {
+        if let Some(reopen) = &self.reopen {
+            reopen.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Records to standard error (`--audit -`, the default), written by the log's own thread
@@ -694,6 +754,28 @@ mod tests {
             let record = Record::denied("s", &denial, "GET", "https://a.example/");
             assert!(escaped_width(&record.detail) <= MAX_DETAIL + CUT_NOTE);
         }
+    }
+
+    /// logrotate moves the file away and sends SIGHUP: records before go to the moved file,
+    /// records after to a new file at the path, none split or lost.
+    #[test]
+    fn reopen_switches_to_a_new_file_at_the_path_between_records() {
+        let dir = std::env::temp_dir().join(format!("urlcap-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, moved) = (dir.join("audit.jsonl"), dir.join("audit.jsonl.1"));
+        let log = AuditLog::to_file(&path).unwrap();
+        log.record(&Record::new(Event::SandboxSpawned, "before", "a"));
+        log.flush();
+        std::fs::rename(&path, &moved).unwrap();
+        log.reopen();
+        log.record(&Record::new(Event::SandboxSpawned, "after", "b"));
+        log.finish("s").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&moved).lines().count(), 1);
+        assert!(read(&moved).contains("\"before\""));
+        assert_eq!(read(&path).lines().count(), 1);
+        assert!(read(&path).contains("\"after\""));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
