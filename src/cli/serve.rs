@@ -149,6 +149,10 @@ fn run_inner(
             .await
             .map_err(|e| format!("--addr {}: {e}", args.addr))?;
         let addr = listener.local_addr()?;
+        // Before anyone is told where it listens: a signal that came first would otherwise
+        // end the process with the default action.
+        let signal = shutdown_signal()?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         // Start-up output: where, what, with which capabilities. The first line is what a
         // script waits for.
         let _ = writeln!(
@@ -170,8 +174,17 @@ fn run_inner(
         );
         let _ = write!(out, "{description}");
         let _ = out.flush();
-        let signal = shutdown_signal()?;
-        let drained = server.serve(listener, signal).await;
+        // SIGHUP: reopen the audit and access log files (logrotate), for as long as it serves.
+        let reopen = async {
+            while hangup.recv().await.is_some() {
+                server.reopen_logs();
+            }
+            std::future::pending::<Drained>().await
+        };
+        let drained = tokio::select! {
+            drained = server.serve(listener, signal) => drained,
+            never = reopen => never,
+        };
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(drained)
     })?;
     match drained {

@@ -99,11 +99,15 @@ impl Serving {
         send(self.addr, request(self.addr, path)).await
     }
 
-    /// Ask it to stop (SIGTERM) and wait, at most a minute, for its exit status.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
+    fn signal(&self, signal: libc::c_int) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on the pid of the child this test started and has not reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Ask it to stop (SIGTERM) and wait, at most a minute, for its exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -764,4 +768,51 @@ async fn a_client_flooding_headers_is_refused_before_any_handler_runs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(log.lines().count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_audit_and_access_logs_for_logrotate() {
+    let serving = Serving::start(&[HANDLER]).await;
+    let dir = serving.dir.path().to_path_buf();
+    let denied = |n: u32| format!("/fetch?url=http://127.0.0.1:9/denied-{n}");
+    let first = serving.get(&denied(1)).await;
+    audit_eventually(&serving, |r| r["request_id"] == first.request_id).await;
+    while serving.access_log().lines().count() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // logrotate: move the files away, then SIGHUP.
+    std::fs::rename(dir.join("audit.jsonl"), dir.join("audit.jsonl.1")).unwrap();
+    std::fs::rename(dir.join("access.log"), dir.join("access.log.1")).unwrap();
+    serving.signal(libc::SIGHUP);
+    // The reopen happens before the next write; keep asking until a new file appears.
+    let mut second = None;
+    for n in 2..200 {
+        let answer = serving.get(&denied(n)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if dir.join("audit.jsonl").exists() && dir.join("access.log").exists() {
+            second = Some(answer);
+            break;
+        }
+    }
+    let second = second.expect("new log files after SIGHUP");
+    audit_eventually(&serving, |r| r["request_id"] == second.request_id).await;
+    let old = std::fs::read_to_string(dir.join("audit.jsonl.1")).unwrap();
+    assert!(old.contains(&first.request_id), "{old}");
+    assert!(!old.contains(&second.request_id), "{old}");
+    let old_access = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+    assert!(old_access.contains(&first.request_id), "{old_access}");
+    // Every line in both files is a whole record (`audit()` parses the new file's lines).
+    for line in old.lines() {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+    let mut access = String::new();
+    for _ in 0..100 {
+        access = serving.access_log();
+        if access.contains(&second.request_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(access.contains(&second.request_id), "{access}");
+    assert!(serving.get("/hello").await.status == 200, "still serving");
 }

@@ -114,6 +114,13 @@ impl AccessLog {
         hand_over(&self.pending, &self.sink);
     }
 
+    /// Open the log's file again by its path before the next line (after logrotate moved
+    /// it); nothing for stderr.
+    pub fn reopen(&self) {
+        self.hand_over();
+        self.sink.reopen();
+    }
+
     /// Wait until every line so far is written (or the sink has stalled).
     pub fn flush(&self) {
         self.hand_over();

@@ -178,6 +178,13 @@ impl Server {
         }
     }
 
+    /// Open the audit and access log files again by their paths (SIGHUP, after logrotate
+    /// moved them); records and lines go on to the new files, none split or lost.
+    pub fn reopen_logs(&self) {
+        self.inner.sandbox.audit().reopen();
+        self.inner.options.access_log.reopen();
+    }
+
     /// Wait until every access-log line so far is written.
     pub fn flush_access_log(&self) {
         self.inner.options.access_log.flush();
