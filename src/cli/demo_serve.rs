@@ -98,6 +98,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
             access_log: AccessLog::to_writer(Box::new(access_text.clone())),
             drain: Duration::from_secs(5),
             queue_wait: Duration::from_secs(5),
+            max_connections: 16,
         },
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -139,6 +139,7 @@ fn run_inner(
             access_log,
             drain: args.drain,
             queue_wait: Duration::from_secs(10),
+            max_connections: urlcap::serve::DEFAULT_MAX_CONNECTIONS,
         },
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -816,3 +816,70 @@ async fn sighup_reopens_the_audit_and_access_logs_for_logrotate() {
     assert!(access.contains(&second.request_id), "{access}");
     assert!(serving.get("/hello").await.status == 200, "still serving");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_the_connection_cap_wait_for_a_free_slot() {
+    use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
+    let config = urlcap::manifest::Config::parse(
+        "version = 1\n",
+        Path::new("inline.toml"),
+        &urlcap::manifest::ProcessSecrets,
+    )
+    .unwrap();
+    let audit = urlcap::audit::AuditLog::new(Box::new(std::io::sink()));
+    let sandbox = urlcap::Sandbox::builder(config)
+        .audit(Arc::new(audit))
+        .build()
+        .unwrap();
+    let route = RouteSpec {
+        prefix: urlcap::policy::PathPrefix::parse("/").unwrap(),
+        wasm: std::fs::read(HANDLER).unwrap(),
+        component: "handler".into(),
+        authorities: Vec::new(),
+    };
+    let options = ServerOptions {
+        stdio: urlcap::host::Stdio::capture(1 << 16),
+        access_log: AccessLog::to_writer(Box::new(std::io::sink())),
+        drain: Duration::from_secs(1),
+        queue_wait: Duration::from_secs(1),
+        max_connections: 2,
+    };
+    let server = Arc::new(Server::new(sandbox, vec![route], options).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    // Two clients keep their connections open after a request each.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let answer = answer(sender.send_request(request(addr, "/hello")).await.unwrap()).await;
+        assert_eq!(answer.status, 200);
+        held.push((sender, conn));
+    }
+    // A third gets through the kernel's backlog but is not served while both are held...
+    let third = tokio::spawn(async move { send(addr, request(addr, "/hello")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served past the connection cap");
+    // ...and is, once one of them goes.
+    let (sender, conn) = held.pop().unwrap();
+    drop(sender);
+    let _ = conn.await;
+    assert_eq!(third.await.unwrap().status, 200);
+    drop(held);
+    let _ = stop.send(());
+    serving.await.unwrap();
+}

@@ -24,4 +24,4 @@ mod server;
 
 pub use access_log::AccessLog;
 pub use routes::RouteSpec;
-pub use server::{Drained, Server, ServerOptions};
+pub use server::{Drained, Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};

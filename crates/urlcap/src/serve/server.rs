@@ -41,7 +41,14 @@ pub struct ServerOptions {
     /// How long a request waits for one of the `max_concurrent_requests` slots before it is
     /// answered 503.
     pub queue_wait: Duration,
+    /// Client connections open at once; past it the server stops accepting (new clients
+    /// wait in the kernel's backlog) until one closes, so idle or slow clients cannot use up
+    /// the process's file descriptors.
+    pub max_connections: usize,
 }
+
+/// [`ServerOptions::max_connections`] as `urlcap serve` sets it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// How shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +152,17 @@ impl Server {
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
             .max_concurrent_streams(self.inner.max_concurrent as u32);
         let graceful = GracefulShutdown::new();
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            self.inner.options.max_connections.max(1),
+        ));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // A free connection slot first, then a client.
+            let slot = tokio::select! {
+                slot = connections.clone().acquire_owned() => slot,
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = slot else { break };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
@@ -162,6 +178,7 @@ impl Server {
                         let watched = graceful.watch(connection);
                         tokio::spawn(async move {
                             let _ = watched.await;
+                            drop(slot);
                         });
                     }
                     // Out of file descriptors and the like: back off a moment, keep serving.
