@@ -140,6 +140,7 @@ fn run_inner(
             drain: args.drain,
             queue_wait: Duration::from_secs(10),
             max_connections: urlcap::serve::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: urlcap::serve::DEFAULT_HEADER_READ_TIMEOUT,
         },
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()

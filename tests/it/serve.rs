@@ -818,7 +818,7 @@ async fn sighup_reopens_the_audit_and_access_logs_for_logrotate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_past_the_connection_cap_wait_for_a_free_slot() {
+async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_are_dropped() {
     use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
     let config = urlcap::manifest::Config::parse(
         "version = 1\n",
@@ -843,6 +843,7 @@ async fn clients_past_the_connection_cap_wait_for_a_free_slot() {
         drain: Duration::from_secs(1),
         queue_wait: Duration::from_secs(1),
         max_connections: 2,
+        header_read_timeout: Duration::from_secs(1),
     };
     let server = Arc::new(Server::new(sandbox, vec![route], options).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -879,7 +880,19 @@ async fn clients_past_the_connection_cap_wait_for_a_free_slot() {
     drop(sender);
     let _ = conn.await;
     assert_eq!(third.await.unwrap().status, 200);
-    drop(held);
+    // A client that connects and says nothing is dropped after the header read timeout (1 s
+    // here), and so is an idle kept-alive one: neither holds a slot.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut byte),
+    )
+    .await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let (_sender, conn) = held.pop().unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    assert!(closed.is_ok(), "the idle kept-alive connection was closed");
     let _ = stop.send(());
     serving.await.unwrap();
 }

@@ -24,4 +24,6 @@ mod server;
 
 pub use access_log::AccessLog;
 pub use routes::RouteSpec;
-pub use server::{Drained, Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
+pub use server::{
+    Drained, Server, ServerOptions, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};

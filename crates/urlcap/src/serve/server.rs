@@ -23,9 +23,8 @@ type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http
 /// Requests handled at once when `[limits] max_concurrent_requests` is not set.
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 
-/// How long a client may take to send a request head (HTTP/1), so idle or slow connections
-/// cannot pin the server's sockets.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`ServerOptions::header_read_timeout`] as `urlcap serve` sets it.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most bytes of request head the server reads (HTTP/1 buffer, HTTP/2 header list).
 const MAX_REQUEST_HEAD: usize = 64 << 10;
@@ -45,6 +44,9 @@ pub struct ServerOptions {
     /// wait in the kernel's backlog) until one closes, so idle or slow clients cannot use up
     /// the process's file descriptors.
     pub max_connections: usize,
+    /// How long a client may take to send a request head, and how long a new connection may
+    /// stay silent, so idle or slow clients cannot hold connection slots.
+    pub header_read_timeout: Duration,
 }
 
 /// [`ServerOptions::max_connections`] as `urlcap serve` sets it.
@@ -144,7 +146,7 @@ impl Server {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(self.inner.options.header_read_timeout)
             .max_buf_size(MAX_REQUEST_HEAD);
         builder
             .http2()
@@ -172,12 +174,20 @@ impl Server {
                             let inner = inner.clone();
                             async move { Ok::<_, Infallible>(inner.respond(request).await) }
                         });
-                        let connection = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .into_owned();
-                        let watched = graceful.watch(connection);
+                        let (builder, watcher) = (builder.clone(), graceful.watcher());
+                        let silence = self.inner.options.header_read_timeout;
                         tokio::spawn(async move {
-                            let _ = watched.await;
+                            // hyper's header read timeout starts with a request's first byte;
+                            // a client that connects and says nothing is dropped here.
+                            let mut first = [0u8; 1];
+                            match tokio::time::timeout(silence, stream.peek(&mut first)).await {
+                                Ok(Ok(n)) if n > 0 => {}
+                                _ => return,
+                            }
+                            let connection = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned();
+                            let _ = watcher.watch(connection).await;
                             drop(slot);
                         });
                     }
