@@ -189,6 +189,8 @@ fn run_inner(
         };
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(drained)
     })?;
+    // The last access-log lines before the closing words.
+    server.flush_access_log();
     match drained {
         Drained::All => {
             let _ = writeln!(
@@ -205,7 +207,6 @@ fn run_inner(
         }
     }
     rt.shutdown_timeout(Duration::from_secs(1));
-    server.flush_access_log();
     urlcap::host::host_output::flush();
     let _ = audit.finish(server.sandbox().id());
     Ok(0)
