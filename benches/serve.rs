@@ -95,6 +95,25 @@ impl Served {
         }
     }
 
+    /// CPU time the server has used so far (user + system), from /proc.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name (which may hold spaces) start after its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of stat(5); here 11 and 12 after the ')'.
+        let clock_ticks = 100; // sysconf(_SC_CLK_TCK) on Linux
+        Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
+    }
+
     /// (VmRSS, VmHWM) in KiB.
     fn rss(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -119,6 +138,8 @@ struct Measured {
     latencies: Vec<u32>,
     /// Highest RSS of the server seen while it ran, KiB.
     peak_rss: u64,
+    /// The server's CPU time during the measured part, per request.
+    cpu_per_request: Duration,
 }
 
 impl Measured {
@@ -193,6 +214,8 @@ async fn load(
         }));
     }
     let mut peak_rss = 0;
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_before = served.cpu();
     while Instant::now() < end {
         peak_rss = peak_rss.max(served.rss().0);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -204,8 +227,10 @@ async fn load(
         latencies.extend(l);
         errors += e;
     }
+    let cpu = served.cpu().saturating_sub(cpu_before);
     latencies.sort_unstable();
     Measured {
+        cpu_per_request: cpu / (latencies.len().max(1) as u32),
         requests: latencies.len(),
         errors,
         elapsed: measure,
@@ -278,8 +303,8 @@ fn main() {
             ("proxy", proxy.clone(), 16),
             ("proxy", proxy.clone(), 64),
         ];
-        println!("| workload | concurrency | server | requests/s | p50 ms | p99 ms | errors | urlcap / wasmtime (req/s) |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| workload | concurrency | server | requests/s | p50 ms | p99 ms | server CPU µs/request | errors | urlcap / wasmtime (req/s) |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut per_request_kib = [0f64; 2];
         // URLCAP_SERVE_BENCH_ONLY=proxy (or hello): only that workload's cells.
         let only = std::env::var("URLCAP_SERVE_BENCH_ONLY").ok();
@@ -306,11 +331,12 @@ fn main() {
                     per_request_kib[i] = m.peak_rss.saturating_sub(idle[i]) as f64 / 64.0;
                 }
                 println!(
-                    "| {workload} | {concurrency} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                    "| {workload} | {concurrency} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
                     s.name,
                     m.per_second(),
                     m.percentile(0.5),
                     m.percentile(0.99),
+                    m.cpu_per_request.as_micros(),
                     m.errors,
                     if i == 0 { format!("{ratio:.2}×") } else { String::new() },
                 );
