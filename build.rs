@@ -1,5 +1,5 @@
 //! Builds the guests in fixtures/guests for wasm32-wasip2, installing that target with rustup if
-//! it is missing: the demo guest, which the `urlcap` binary embeds, always; the test and bench
+//! it is missing: the demo guest and the demo handler, which the `urlcap` binary embeds, always; the test and bench
 //! fixtures with the `fixtures` feature (on by default, so `cargo test` has them). Their paths
 //! reach the package as URLCAP_GUEST_<NAME> environment variables. The library
 //! (crates/urlcap) has no build script: an embedder builds nothing but Rust.
@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
-/// Built always.
-const DEMO: &str = "demo";
+/// Built always: the demo guest, and the handler `urlcap demo --serve` serves.
+const DEMO: &[&str] = &["demo", "handler"];
 /// Built with the `fixtures` feature.
-const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp"];
+const FIXTURES: &[&str] = &["probe", "hello", "fetch1", "whttp", "whandler"];
 
 fn main() {
-    let mut guests = vec![DEMO];
+    let mut guests = DEMO.to_vec();
     if std::env::var_os("CARGO_FEATURE_FIXTURES").is_some() {
         guests.extend_from_slice(FIXTURES);
     }

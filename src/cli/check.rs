@@ -14,6 +14,21 @@ pub struct CheckArgs {
 pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, ConfigError> {
     let config = args.grants.load()?;
     let _ = write!(out, "{}", describe(&config));
+    // What `urlcap serve` would serve: each route's prefix, component and authorities.
+    for route in &config.routes {
+        let _ = writeln!(
+            out,
+            "route {} -> {} (authorities: {}) ({})",
+            route.prefix.as_str(),
+            route.component.display(),
+            if route.authorities.is_empty() {
+                "none".to_string()
+            } else {
+                route.authorities.join(", ")
+            },
+            route.source
+        );
+    }
     for warning in config.warnings() {
         let _ = writeln!(err, "warning: {warning}");
     }

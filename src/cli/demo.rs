@@ -20,7 +20,7 @@ static DEMO_GUEST: &[u8] = include_bytes!(env!("URLCAP_GUEST_DEMO"));
 const DEMO_MANIFEST: &str = include_str!("../../policy/demo.toml");
 
 /// The demo origin's answers.
-async fn origin(
+pub(super) async fn origin(
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
@@ -43,7 +43,7 @@ async fn origin(
 
 /// A writer the demo can read back (its audit log).
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Captured(pub(super) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {

@@ -2,8 +2,10 @@
 
 mod check;
 mod demo;
+mod demo_serve;
 mod explain;
 mod run;
+mod serve;
 
 pub use check::describe as describe_config;
 
@@ -43,13 +45,26 @@ enum Command {
         after_help = "Exit status: the guest's own; 124 if it hit the wall-clock limit, 134 if it trapped or ran out of memory, 74 if the audit log (or --learn's manifest) could not be written, 2 for bad usage.\n\nExamples:\n  urlcap run --allow 'api=GET https://api.example.com/v1/' guest.wasm -- --verbose\n  urlcap run --manifest policy/example.toml --audit audit.jsonl --env LOG=debug guest.wasm\n  urlcap run --learn learned.toml --audit audit.jsonl guest.wasm   # then: urlcap check --manifest learned.toml"
     )]
     Run(run::RunArgs),
+    /// Serve a wasi:http/proxy component (or the manifest's [[route]] tables): a fresh instance per request, reaching only its route's authorities.
+    #[command(
+        after_help = "Each request runs in a fresh instance under [limits] memory and timeout (default 30s per request); a trapping handler gives 500, one out of time 504, and the server keeps serving. SIGINT/SIGTERM: stop accepting, let requests in flight finish (--drain), exit 0. SIGHUP: reopen the --audit and --access-log files (logrotate).\n\nExamples:\n  urlcap serve --allow 'api=GET https://api.example.com/v1/' handler.wasm\n  urlcap serve --manifest serve.toml --addr 127.0.0.1:8080 --audit audit.jsonl --access-log access.log"
+    )]
+    Serve(serve::ServeArgs),
     /// Start an offline demo: a loopback origin, a bundled guest, its allowed and denied requests and the audit log.
-    Demo,
+    Demo(DemoArgs),
     /// Validate the manifest and flags, and print the effective grants: exit 0, or 2 on error.
     #[command(
         after_help = "Examples:\n  urlcap check --manifest policy/example.toml\n  urlcap check --allow 'gh=GET https://api.github.com/repos/' --deny-ip 203.0.113.0/24"
     )]
     Check(check::CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Show `urlcap serve` instead: a handler on two routes with different authorities, a
+    /// scripted client, the access and audit logs (offline; finishes on its own).
+    #[arg(long)]
+    serve: bool,
 }
 
 /// GRANTS: where capabilities come from, shared by `run`, `explain` and `check`.
@@ -119,7 +134,8 @@ pub fn run(
         Command::Explain(args) => explain::run(&args, out, err),
         Command::Check(args) => check::run(&args, out, err),
         Command::Run(args) => return run::run(&args, err),
-        Command::Demo => return run::demo(err),
+        Command::Serve(args) => return serve::run(&args, out, err),
+        Command::Demo(args) => return run::demo(args.serve, err),
     };
     match result {
         Ok(code) => code,

@@ -174,10 +174,19 @@ fn run_inner(
     Ok(learned.unwrap_or(outcome.exit_code))
 }
 
-pub fn demo(err: &mut dyn Write) -> u8 {
-    let result = runtime()
-        .map_err(|e| e.into())
-        .and_then(|rt| rt.block_on(super::demo::run(&mut std::io::stdout())));
+pub fn demo(serve: bool, err: &mut dyn Write) -> u8 {
+    let result = if serve {
+        // The server and its client share the process: two workers, as `urlcap serve` has.
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.into())
+            .and_then(|rt| rt.block_on(super::demo_serve::run(&mut std::io::stdout())))
+    } else {
+        runtime()
+            .map_err(|e| e.into())
+            .and_then(|rt| rt.block_on(super::demo::run(&mut std::io::stdout())))
+    };
     match result {
         Ok(code) => exit_code(code),
         Err(e) => {

@@ -24,6 +24,7 @@ mod policy_engine;
 mod robustness;
 mod sdk_js;
 mod sdk_python;
+mod serve;
 mod wasi_http;
 mod wasi_http_conformance;
 mod wasi_http_js;

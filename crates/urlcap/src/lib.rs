@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod policy;
 pub mod sandbox;
 pub mod secret;
+pub mod serve;
 
 pub use sandbox::{Guest, Sandbox};
 

@@ -118,6 +118,18 @@ impl Outbound {
         Outbound::new(handles, self.client.clone(), self.audit.clone(), sandbox)
     }
 
+    /// The outbound path of one served request (`urlcap serve`): `handles` (fresh children of
+    /// its route's authorities), the same egress client (in-flight requests count across the
+    /// server), and `audit`, the request's view of the log, which stamps its `request_id`.
+    pub(crate) fn for_request(
+        &self,
+        sandbox: &str,
+        handles: HandleTable,
+        audit: Arc<AuditLog>,
+    ) -> Outbound {
+        Outbound::new(handles, self.client.clone(), audit, sandbox)
+    }
+
     /// The same handles, recording under another id (a top-level sandbox named by its host).
     pub(crate) fn renamed(&self, sandbox: &str) -> Outbound {
         let mut renamed = self.for_child(sandbox, self.handles.clone());

@@ -222,4 +222,19 @@ impl Sandbox {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The engine and linker (`urlcap serve` links its handlers with them).
+    pub(crate) fn host(&self) -> &WasmHost {
+        &self.host
+    }
+
+    /// The top-level outbound path: the roots, the egress client and the audit log.
+    pub(crate) fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
+    }
+
+    /// The config's `[limits]`.
+    pub(crate) fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
 }

@@ -69,6 +69,11 @@ pub struct Record {
     /// The id of the sandbox the event belongs to, so the records of nested sandboxes sharing
     /// one log can be told apart.
     pub sandbox: String,
+    /// The incoming request the event belongs to under `urlcap serve` (the id its access-log
+    /// line and `x-request-id` response header carry), so one request's records can be found
+    /// among many; null outside `serve`. Stamped by the request's view of the log
+    /// ([`AuditLog::for_request`]), never chosen by a guest.
+    pub request_id: Option<String>,
     /// The preopen name of the root authority involved (a derived handle keeps its root's
     /// name), or null when no handle was: a request that matched none.
     pub authority: Option<String>,
@@ -91,6 +96,7 @@ impl Record {
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             event,
             sandbox: sandbox.to_string(),
+            request_id: None,
             authority: None,
             lineage: None,
             method: None,
@@ -228,8 +234,14 @@ pub fn redact_url(url: &str) -> String {
 /// hold a guest past its wall clock; an in-memory sink is written in place.
 pub struct AuditLog {
     health: Arc<Health>,
-    sink: Sink,
+    /// Set to have a file sink reopened by its path before its next write (SIGHUP under
+    /// `urlcap serve`, for logrotate); `None` for sinks that are not files.
+    reopen: Option<Arc<AtomicBool>>,
+    /// Shared by every view of the log ([`AuditLog::for_request`]): one sink, one order.
+    sink: Arc<Sink>,
     log_allowed: bool,
+    /// Stamped on every record written through this view (`urlcap serve`: the request's id).
+    request_id: Option<Arc<str>>,
 }
 
 enum Sink {
@@ -262,6 +274,46 @@ impl Health {
         } else if first {
             warn("urlcap: warning: an audit record could not be written; continuing (audit fails open)");
         }
+    }
+}
+
+fn append_to(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// A file appended to, opened again by its path when asked — only where a line ends, so a
+/// record the writer hands over in pieces is never split across the old file and the new.
+struct ReopenableFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    reopen: Arc<AtomicBool>,
+    /// Did the last write end a line (or was nothing written yet)?
+    at_line_start: bool,
+}
+
+impl Write for ReopenableFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.at_line_start && self.reopen.swap(false, Ordering::SeqCst) {
+            match append_to(&self.path) {
+                Ok(file) => self.file = file,
+                Err(e) => warn(&format!(
+                    "urlcap: warning: cannot reopen {}: {e}; still writing to the file it was",
+                    self.path.display()
+                )),
+            }
+        }
+        let written = self.file.write(bytes)?;
+        if written > 0 {
+            self.at_line_start = bytes[written - 1] == b'\n';
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -314,7 +366,7 @@ impl AuditLog {
                 queue.run(&mut *sink, &*health);
                 sink
             })?;
-        if let Sink::Queued { thread: slot, .. } = &log.sink {
+        if let Sink::Queued { thread: slot, .. } = &*log.sink {
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         }
         Ok(log)
@@ -329,9 +381,30 @@ impl AuditLog {
                 failed: AtomicBool::new(false),
                 on_failure: tokio::sync::Notify::new(),
             }),
-            sink,
+            reopen: None,
+            sink: Arc::new(sink),
             log_allowed: false,
+            request_id: None,
         }
+    }
+
+    /// A view of this log for one incoming request (`urlcap serve`): the same sink, health
+    /// and settings, and every record written through it carries `request_id`. Whatever holds
+    /// the view (the request's sandbox, its nested sandboxes, bodies still streaming) records
+    /// under that id without knowing it.
+    pub fn for_request(&self, request_id: &str) -> AuditLog {
+        AuditLog {
+            health: self.health.clone(),
+            reopen: self.reopen.clone(),
+            sink: self.sink.clone(),
+            log_allowed: self.log_allowed,
+            request_id: Some(request_id.into()),
+        }
+    }
+
+    /// The request id this view stamps on its records, if it is a request's view.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 
     /// Keep running when a record cannot be written (counted, and said on stderr) instead of
@@ -358,13 +431,28 @@ impl AuditLog {
         notified.await
     }
 
-    /// Append to `path`, creating it if needed.
+    /// Append to `path`, creating it if needed. [`AuditLog::reopen`] makes the log open `path`
+    /// again before its next write (after logrotate moved the file away).
     pub fn to_file(path: &Path) -> io::Result<AuditLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        AuditLog::threaded(Box::new(file))
+        let reopen = Arc::new(AtomicBool::new(false));
+        let file = ReopenableFile {
+            file: append_to(path)?,
+            path: path.to_path_buf(),
+            reopen: reopen.clone(),
+            at_line_start: true,
+        };
+        let mut log = AuditLog::threaded(Box::new(file))?;
+        log.reopen = Some(reopen);
+        Ok(log)
+    }
+
+    /// Open the file again by its path before the next write, if this log writes to a file
+    /// (`urlcap serve` on SIGHUP): records go on to the file now at that path. If it cannot be
+    /// opened, the log keeps writing where it was (and says so on stderr).
+    pub fn reopen(&self) {
+        if let Some(reopen) = &self.reopen {
+            reopen.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Records to standard error (`--audit -`, the default), written by the log's own thread
@@ -392,7 +480,7 @@ impl AuditLog {
     /// allowed request waits for before it is sent, so that a log that failed on any earlier
     /// record allows nothing after it. At once when nothing is pending (the usual case).
     pub(crate) async fn all_written(&self) {
-        if let Sink::Queued { queue, .. } = &self.sink {
+        if let Sink::Queued { queue, .. } = &*self.sink {
             let through = queue.queued();
             self.wait_for(|queue| queue.settled(through)).await;
         }
@@ -411,8 +499,15 @@ impl AuditLog {
         if record.event == Event::RequestAllowed && !self.log_allowed {
             return None;
         }
-        let line = record.to_line();
-        match &self.sink {
+        let line = match &self.request_id {
+            Some(id) if record.request_id.is_none() => {
+                let mut stamped = record.clone();
+                stamped.request_id = Some(id.to_string());
+                stamped.to_line()
+            }
+            _ => record.to_line(),
+        };
+        match &*self.sink {
             Sink::InPlace(sink) => {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 match sink.write_all(&line).and_then(|()| sink.flush()) {
@@ -439,7 +534,7 @@ impl AuditLog {
     /// Write bytes that are not a record (a guest's framed stderr line) to the sink, whole,
     /// in the same order as records, so neither can land inside the other.
     pub(crate) fn write_beside(&self, bytes: &[u8]) {
-        match &self.sink {
+        match &*self.sink {
             Sink::InPlace(sink) => {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = sink.write_all(bytes).and_then(|()| sink.flush());
@@ -453,7 +548,7 @@ impl AuditLog {
     /// Are guests running ahead of the sink? Then each waits for [`AuditLog::room`] at its
     /// next epoch tick, so what a guest makes the log hold is bounded.
     pub(crate) fn backlogged(&self) -> bool {
-        match &self.sink {
+        match &*self.sink {
             Sink::InPlace(_) => false,
             Sink::Queued { queue, .. } => {
                 queue.backlogged() && (self.fails_closed() || !queue.stalled())
@@ -474,7 +569,7 @@ impl AuditLog {
     /// Wait until `done(queue)` holds, the log fails, or the sink stalls (which fails the log
     /// when it fails closed). In-place logs are never waited for.
     async fn wait_for(&self, done: impl Fn(&writer::Queue) -> bool) {
-        let Sink::Queued { queue, .. } = &self.sink else {
+        let Sink::Queued { queue, .. } = &*self.sink else {
             return;
         };
         queue
@@ -505,7 +600,7 @@ impl AuditLog {
 
     /// Wait until everything recorded so far is written (or the sink has stalled).
     pub fn flush(&self) {
-        if let Sink::Queued { queue, .. } = &self.sink {
+        if let Sink::Queued { queue, .. } = &*self.sink {
             queue.drain();
         }
     }
@@ -514,7 +609,7 @@ impl AuditLog {
     /// on stderr. A sink that has stalled is waited for at most `writer::STALL_LIMIT`.
     pub fn finish(&self, sandbox: &str) -> io::Result<()> {
         let mut sink_back = None;
-        if let Sink::Queued { queue, thread } = &self.sink {
+        if let Sink::Queued { queue, thread } = &*self.sink {
             let stuck = queue.close_and_drain();
             if stuck > 0 {
                 self.health.lost(stuck);
@@ -542,7 +637,7 @@ impl AuditLog {
             }
             sink.flush()
         };
-        match (&self.sink, sink_back) {
+        match (&*self.sink, sink_back) {
             (Sink::InPlace(sink), _) => {
                 write_last(&mut **sink.lock().unwrap_or_else(|p| p.into_inner()))
             }
@@ -555,13 +650,13 @@ impl AuditLog {
     }
 }
 
-impl Drop for AuditLog {
+impl Drop for Sink {
     /// A log dropped without [`AuditLog::finish`] still writes what it queued (bounded by a
     /// stall), so an embedder that forgets loses nothing it could have kept.
     fn drop(&mut self) {
-        if let Sink::Queued { queue, thread } = &self.sink {
+        if let Sink::Queued { queue, thread } = self {
             if queue.close_and_drain() == 0 {
-                if let Some(t) = thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(t) = thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                     let _ = t.join();
                 }
             }
@@ -661,6 +756,28 @@ mod tests {
         }
     }
 
+    /// logrotate moves the file away and sends SIGHUP: records before go to the moved file,
+    /// records after to a new file at the path, none split or lost.
+    #[test]
+    fn reopen_switches_to_a_new_file_at_the_path_between_records() {
+        let dir = std::env::temp_dir().join(format!("urlcap-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, moved) = (dir.join("audit.jsonl"), dir.join("audit.jsonl.1"));
+        let log = AuditLog::to_file(&path).unwrap();
+        log.record(&Record::new(Event::SandboxSpawned, "before", "a"));
+        log.flush();
+        std::fs::rename(&path, &moved).unwrap();
+        log.reopen();
+        log.record(&Record::new(Event::SandboxSpawned, "after", "b"));
+        log.finish("s").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&moved).lines().count(), 1);
+        assert!(read(&moved).contains("\"before\""));
+        assert_eq!(read(&path).lines().count(), 1);
+        assert!(read(&path).contains("\"after\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn denial_record_has_every_contract_field() {
         let denial = Denial::new(Reason::PathNotAllowed, "path /x is not under /v1/");
@@ -678,6 +795,7 @@ mod tests {
             "ts",
             "event",
             "sandbox",
+            "request_id",
             "authority",
             "lineage",
             "method",

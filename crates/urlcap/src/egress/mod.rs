@@ -73,7 +73,10 @@ impl Default for EgressConfig {
             between_bytes_timeout: Duration::from_secs(30),
             total_timeout: None,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            max_idle_per_origin: 16,
+            // As many as may be in flight: a burst to one origin (a server's handlers all
+            // calling one API) then reuses every connection it opened instead of closing all
+            // but a few and reopening them on the next burst.
+            max_idle_per_origin: DEFAULT_MAX_IN_FLIGHT,
             max_idle_total: 256,
             idle_connection_timeout: Duration::from_secs(90),
         }

@@ -84,7 +84,7 @@ impl Drop for Shared {
 /// shares them (so sandboxes can run on several tasks at once).
 #[derive(Clone)]
 pub struct WasmHost {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 /// The compile settings of urlcap's engines (epoch interruption; for guest-supplied code, a

@@ -13,8 +13,10 @@
 //! compiling), `sandbox` (one running guest: its state, what it may use, how a run starts and
 //! ends), `limits` (memory, table and resource limits, and how a stopped guest's exit status
 //! and message are chosen), `guest_api` (the `urlcap:http` host functions), `wasi_http` (the
-//! `wasi:http` hooks into the same choke point), `admission` (vetting guest-supplied
-//! components), `compile_worker` (compiling them in a process the deadline kills), `compiled` (the bounded cache of linked components), `capture` and
+//! `wasi:http` hooks into the same choke point), `incoming` (a served request: a fresh
+//! instance of a `wasi:http/proxy` handler per request, for `urlcap serve`), `admission`
+//! (vetting guest-supplied components), `compile_worker` (compiling them in a process the
+//! deadline kills), `compiled` (the bounded cache of linked components), `capture` and
 //! `guest_stderr` (where guest output goes).
 
 mod admission;
@@ -24,8 +26,10 @@ mod compiled;
 mod guest_api;
 mod guest_stderr;
 pub mod host_output;
+mod incoming;
 mod wasi_http;
 
+pub use incoming::{Failure, Handler, HandlerResponse};
 pub use wasi_http::UrlcapHttpHooks;
 
 mod engine;

@@ -116,6 +116,57 @@ impl Shared {
         depth: u32,
         quota: Arc<crate::policy::HandleQuota>,
     ) -> wasmtime::Result<Outcome> {
+        let mut store = self.store(command.engine(), &spec, depth, quota)?;
+        let deadline = store.data().deadline;
+        let run = async {
+            let command = command.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        let result = match before(deadline, spec.outbound.audit(), run).await {
+            Ended::Ran(result) => result,
+            Ended::Late => return Ok(timeout_outcome(spec.timeout.unwrap_or_default())),
+            Ended::AuditFailed => return Ok(audit_outcome()),
+        };
+        if spec.outbound.audit().has_failed() {
+            return Ok(audit_outcome());
+        }
+        Ok(match result {
+            Ok(Ok(())) => Outcome {
+                exit_code: 0,
+                message: None,
+            },
+            Ok(Err(())) => Outcome {
+                exit_code: 1,
+                message: None,
+            },
+            // The host's instance pools are full (other sandboxes hold them): not this guest's
+            // doing, so not its outcome; the caller says so (a nested spawn is refused).
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                return Err(e)
+            }
+            Err(e) => {
+                let memory_hit = spec.memory.filter(|_| store.data().limiter.limit_hit);
+                outcome_of_error(e, spec.timeout, spec.memory, memory_hit)
+            }
+        })
+    }
+
+    /// A store for one sandbox `depth` levels below the top, under `spec`'s limits: what it
+    /// sees (wasi:cli, wasi:http and urlcap:http through `spec.outbound`), its memory and
+    /// resource caps, and its wall clock, whose deadline starts now. `engine` is the one its
+    /// component was compiled with (the host's, or the nested engine for guest-supplied code). Every guest urlcap runs
+    /// — a command, a nested sandbox, a served request — gets its store here, so they cannot
+    /// disagree on what a guest may use.
+    pub(crate) fn store(
+        self: &Arc<Shared>,
+        engine: &wasmtime::Engine,
+        spec: &SandboxSpec,
+        depth: u32,
+        quota: Arc<crate::policy::HandleQuota>,
+    ) -> wasmtime::Result<Store<SandboxState>> {
         let mut wasi = WasiCtx::builder();
         // wasmtime lets one random-bytes call ask for 64 MiB (seconds of CPU in one host call
         // the wall clock cannot end); a guest that wants more asks again.
@@ -178,7 +229,7 @@ impl Shared {
             },
             http_hooks: UrlcapHttpHooks::new(spec.outbound.clone()),
         };
-        let mut store = Store::new(command.engine(), state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         // A guest that computes is looked at every epoch tick: past its wall clock, or once
         // the audit log has failed (it fails closed), it is interrupted; while the audit log's
@@ -200,40 +251,7 @@ impl Shared {
             })
         });
         store.set_epoch_deadline(1);
-        let run = async {
-            let command = command.instantiate_async(&mut store).await?;
-            command.wasi_cli_run().call_run(&mut store).await
-        };
-        let result = match before(deadline, spec.outbound.audit(), run).await {
-            Ended::Ran(result) => result,
-            Ended::Late => return Ok(timeout_outcome(spec.timeout.unwrap_or_default())),
-            Ended::AuditFailed => return Ok(audit_outcome()),
-        };
-        if spec.outbound.audit().has_failed() {
-            return Ok(audit_outcome());
-        }
-        Ok(match result {
-            Ok(Ok(())) => Outcome {
-                exit_code: 0,
-                message: None,
-            },
-            Ok(Err(())) => Outcome {
-                exit_code: 1,
-                message: None,
-            },
-            // The host's instance pools are full (other sandboxes hold them): not this guest's
-            // doing, so not its outcome; the caller says so (a nested spawn is refused).
-            Err(e)
-                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                    .is_some() =>
-            {
-                return Err(e)
-            }
-            Err(e) => {
-                let memory_hit = spec.memory.filter(|_| store.data().limiter.limit_hit);
-                outcome_of_error(e, spec.timeout, spec.memory, memory_hit)
-            }
-        })
+        Ok(store)
     }
 }
 
@@ -274,7 +292,7 @@ impl Stdio {
 }
 
 /// How a run ended: it returned, its deadline passed, or the audit log failed.
-enum Ended<T> {
+pub(crate) enum Ended<T> {
     Ran(T),
     Late,
     AuditFailed,
@@ -284,7 +302,7 @@ enum Ended<T> {
 /// `run` is polled, so when a parent's and its child's deadlines have both passed (a child's is
 /// never earlier: it is the parent's remaining time, computed a moment later), the parent's —
 /// the enclosing one — always wins, and the child's end is written by its drop guard.
-async fn before<T>(
+pub(crate) async fn before<T>(
     deadline: Option<tokio::time::Instant>,
     audit: &crate::audit::AuditLog,
     run: impl std::future::Future<Output = T>,

@@ -40,6 +40,9 @@ pub struct UrlcapHttpHooks {
     /// by one, the rest counted into one record when the sandbox ends (they cost the guest
     /// nothing, no request and no grant, so they must not cost the log without bound).
     refused_at_fields: u64,
+    /// Off while the host itself builds a header map for the guest (a served request's
+    /// headers): what it strips there is the client's doing, not an attempt by the guest.
+    auditing: bool,
 }
 
 /// Refusals at `fields` recorded one by one per sandbox.
@@ -62,7 +65,14 @@ impl UrlcapHttpHooks {
             outbound,
             forbidden,
             refused_at_fields: 0,
+            auditing: true,
         }
+    }
+
+    /// Whether `is_forbidden_header` audits what it refuses (on unless the host is building
+    /// a header map itself).
+    pub(crate) fn set_auditing(&mut self, on: bool) {
+        self.auditing = on;
     }
 }
 
@@ -147,7 +157,7 @@ impl WasiHttpHooks for UrlcapHttpHooks {
     /// forbidden header from them, so only guest attempts are audited here.
     fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
         let forbidden = (self.forbidden)(name);
-        if forbidden {
+        if forbidden && self.auditing {
             self.refused_at_fields += 1;
             if self.refused_at_fields <= MAX_FIELD_REFUSALS_AUDITED {
                 let mut record = Record::new(

@@ -58,6 +58,24 @@ pub struct Config {
     pub flag_vars: FlagVars,
     /// The manifest file and its text as read, if there was one (learn mode writes on it).
     pub manifest: Option<(PathBuf, String)>,
+    /// `[[route]]` tables, for `urlcap serve`: which handler serves which path prefix, with
+    /// which of the authorities. Other commands ignore them.
+    pub routes: Vec<Route>,
+}
+
+/// One `[[route]]`: requests whose path falls under `prefix` (whole segments, as grants
+/// match paths) are served by `component`, which is preopened only `authorities`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The path prefix it serves; no two routes' prefixes overlap.
+    pub prefix: crate::policy::PathPrefix,
+    /// The `wasi:http/proxy` component, resolved against the manifest's directory; it
+    /// existed as a regular file when the manifest was read.
+    pub component: PathBuf,
+    /// Names of the manifest's authorities its handler is preopened (a subset; default none).
+    pub authorities: Vec<String>,
+    /// Where the route is written (`file:line`), for start-up output and messages.
+    pub source: String,
 }
 
 /// Where grants come from: the shared GRANTS flags of `run`, `explain` and `check`.
@@ -345,6 +363,16 @@ struct RawManifest {
     network: Option<RawNetwork>,
     #[serde(default)]
     authority: Vec<Spanned<RawAuthority>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    component: Spanned<String>,
+    authorities: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -636,7 +664,104 @@ impl Ctx<'_> {
             }
             config.grants.push(grant);
         }
+        for route in raw.route {
+            let span = route.span();
+            let route = self.route(route.into_inner(), span.clone(), &config)?;
+            if let Some(other) = config
+                .routes
+                .iter()
+                .find(|r| r.prefix.covers(&route.prefix) || route.prefix.covers(&r.prefix))
+            {
+                return self.err(
+                    span,
+                    format!(
+                        "route prefix {} overlaps the route prefix {} ({})",
+                        route.prefix.as_str(),
+                        other.prefix.as_str(),
+                        other.source
+                    ),
+                    Some("each request must have exactly one route: make the prefixes disjoint (whole path segments)"),
+                );
+            }
+            config.routes.push(route);
+        }
         Ok(config)
+    }
+
+    /// A `[[route]]`: a canonical prefix, a component file that exists, and authorities the
+    /// manifest declares.
+    fn route(
+        &self,
+        raw: RawRoute,
+        span: std::ops::Range<usize>,
+        config: &Config,
+    ) -> Result<Route, ConfigError> {
+        let prefix = match crate::policy::PathPrefix::parse(raw.prefix.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.err(
+                    raw.prefix.span(),
+                    format!("route prefix: {}", e.0),
+                    Some("a canonical path such as \"/api/\" (whole segments)"),
+                )
+            }
+        };
+        let component = self.dir.join(raw.component.get_ref());
+        if !std::fs::metadata(&component).is_ok_and(|m| m.is_file()) {
+            return self.err(
+                raw.component.span(),
+                format!(
+                    "route component {:?} is not a file (looked for {})",
+                    raw.component.get_ref(),
+                    component.display()
+                ),
+                Some("paths are relative to the manifest's directory"),
+            );
+        }
+        let mut authorities = Vec::new();
+        for name in raw.authorities.map(|a| a.into_inner()).unwrap_or_default() {
+            if !config.grants.iter().any(|g| g.name == *name.get_ref()) {
+                let known: Vec<&str> = config.grants.iter().map(|g| g.name.as_str()).collect();
+                let nearest = known
+                    .iter()
+                    .map(|k| (strsim::damerau_levenshtein(name.get_ref(), k), *k))
+                    .filter(|(d, _)| *d <= 2)
+                    .min()
+                    .map_or(String::new(), |(_, k)| format!("did you mean `{k}`? "));
+                let help = if known.is_empty() {
+                    "the manifest declares no [[authority]]".to_string()
+                } else {
+                    format!("{nearest}authorities here: {}", known.join(", "))
+                };
+                return self.err(
+                    name.span(),
+                    format!("route names unknown authority {:?}", name.get_ref()),
+                    Some(&help),
+                );
+            }
+            if authorities.contains(name.get_ref()) {
+                return self.err(
+                    name.span(),
+                    format!("route names authority {:?} twice", name.get_ref()),
+                    None,
+                );
+            }
+            authorities.push(name.into_inner());
+        }
+        Ok(Route {
+            prefix,
+            component,
+            authorities,
+            source: format!("{}:{}", self.file, self.line_of(span.start)),
+        })
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     fn limits(&self, raw: RawLimits) -> Result<SandboxLimits, ConfigError> {

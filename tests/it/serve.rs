@@ -1,0 +1,898 @@
+//! `urlcap serve` end to end: the real binary listens on 127.0.0.1, the handler fixtures
+//! (fixtures/guests/handler in Rust, fixtures/pyhandler in Python) serve real HTTP requests,
+//! and what reached the recording loopback origins is checked — not only what a handler said.
+//!
+//! Proves the serve invariants of SECURITY.md: a fresh instance per request; each route
+//! reaches only its own authorities; the incoming request (Host, absolute-form target,
+//! X-Forwarded-*) never chooses where a handler's requests go; every audit record of a request
+//! carries its request_id; limits hold per request and a looping, memory-hungry or
+//! header-flooding handler does not hold up other requests; SIGTERM drains and exits 0.
+
+use crate::support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{Reply, Server};
+
+const HANDLER: &str = env!("URLCAP_GUEST_HANDLER");
+
+/// A running `urlcap serve`, killed when dropped.
+struct Serving {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Serving {
+    /// Start `urlcap serve --addr 127.0.0.1:0 --audit DIR/audit.jsonl --access-log
+    /// DIR/access.log ARGS...` and wait for its "listening on" line.
+    async fn start(args: &[&str]) -> Serving {
+        let dir = tempfile::tempdir().unwrap();
+        Serving::start_in(dir, args).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Serving {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_urlcap"));
+        command
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0"])
+            .arg("--audit")
+            .arg(dir.path().join("audit.jsonl"))
+            .arg("--access-log")
+            .arg(dir.path().join("access.log"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let first = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            // The rest of the start-up output, then whatever handlers print: drained so the
+            // pipe never fills.
+            std::thread::spawn(move || for _ in lines {});
+            first
+        });
+        let first = tokio::time::timeout(Duration::from_secs(120), first)
+            .await
+            .expect("urlcap serve starts within two minutes")
+            .unwrap();
+        let Some(first) = first else {
+            let status = child.wait().unwrap();
+            let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
+            panic!("urlcap serve exited ({status}) before listening: {stderr}");
+        };
+        let addr = first
+            .strip_prefix("urlcap serve: listening on http://")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .unwrap();
+        Serving { child, addr, dir }
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        send(self.addr, request(self.addr, path)).await
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the pid of the child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Ask it to stop (SIGTERM) and wait, at most a minute, for its exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "urlcap serve did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What came back.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    request_id: String,
+    body: String,
+}
+
+/// A GET of `path` (origin-form) with Host set to the server's address.
+fn request(addr: SocketAddr, path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Send `req` on a new HTTP/1.1 connection to `addr`, exactly as built (its target as given:
+/// origin-form or absolute-form), and read the whole answer.
+async fn send(addr: SocketAddr, req: http::Request<Full<Bytes>>) -> Answer {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    answer(sender.send_request(req).await.unwrap()).await
+}
+
+async fn answer(response: http::Response<hyper::body::Incoming>) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let request_id = headers
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        request_id,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A manifest in `dir` (written as serve.toml) from `text`.
+fn manifest(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn targets(server: &Server) -> Vec<String> {
+    server.requests().iter().map(|r| r.target.clone()).collect()
+}
+
+fn records_of<'a>(audit: &'a [Value], request_id: &str) -> Vec<&'a Value> {
+    audit
+        .iter()
+        .filter(|r| r["request_id"] == request_id)
+        .collect()
+}
+
+/// Wait (bounded) until the audit log holds a record matching `want`; the log is written by
+/// its own thread, a moment after the response.
+async fn audit_eventually(serving: &Serving, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+    for _ in 0..200 {
+        let audit = serving.audit();
+        if audit.iter().any(&want) {
+            return audit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no matching audit record in {:?}", serving.audit());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_gets_a_fresh_instance_over_http1_and_h2c_with_an_id_and_an_access_line() {
+    let serving = Serving::start(&[HANDLER]).await;
+    let hello = serving.get("/hello").await;
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "hello from a handler")
+    );
+    assert!(!hello.request_id.is_empty());
+    // The instance that served one request is gone before the next: its count starts over.
+    for _ in 0..3 {
+        assert_eq!(serving.get("/count").await.body, "1");
+    }
+    let other = serving.get("/hello").await;
+    assert_ne!(other.request_id, hello.request_id, "ids are per request");
+
+    // h2c (HTTP/2 with prior knowledge) on the same port.
+    let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/hello", serving.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let h2 = answer(response).await;
+    assert_eq!((h2.status, h2.body.as_str()), (200, "hello from a handler"));
+
+    // One access-log line per request: id, method, path, status, duration, route.
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = serving.access_log();
+        if log.lines().count() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log.lines().count(), 6, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&hello.request_id))
+        .unwrap_or_else(|| panic!("no line for {} in {log}", hello.request_id));
+    assert!(line.contains(" GET /hello 200 "), "{line}");
+    assert!(line.ends_with("ms route=/"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_reaches_only_its_own_authorities_even_when_both_are_in_the_manifest() {
+    let a = Server::http(|_| Reply::Text("from a")).await;
+    let b = Server::http(|_| Reply::Text("from b")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(
+        dir.path(),
+        &format!(
+            r#"version = 1
+[network]
+allow_ips = ["127.0.0.1"]
+
+[[authority]]
+name = "a"
+origin = "http://127.0.0.1:{}"
+
+[[authority]]
+name = "b"
+origin = "http://127.0.0.1:{}"
+
+[[route]]
+prefix = "/a/"
+component = "{HANDLER}"
+authorities = ["a"]
+
+[[route]]
+prefix = "/b/"
+component = "{HANDLER}"
+authorities = ["b"]
+
+[[route]]
+prefix = "/none/"
+component = "{HANDLER}"
+"#,
+            a.port(),
+            b.port()
+        ),
+    );
+    // `check` shows the routes as serve will use them.
+    let checked = support::urlcap_bin(vec![
+        "check".into(),
+        "--manifest".into(),
+        path.to_str().unwrap().into(),
+    ])
+    .await;
+    let checked = support::text(&checked.stdout);
+    assert!(
+        checked.contains(&format!("route /a/ -> {HANDLER} (authorities: a) (")),
+        "{checked}"
+    );
+    assert!(
+        checked.contains(&format!("route /none/ -> {HANDLER} (authorities: none) (")),
+        "{checked}"
+    );
+    let serving = Serving::start_in(dir, &["--manifest", path.to_str().unwrap()]).await;
+    let (oa, ob) = (
+        format!("http://127.0.0.1:{}", a.port()),
+        format!("http://127.0.0.1:{}", b.port()),
+    );
+    let body = |path: String| {
+        let serving = &serving;
+        async move { serving.get(&path).await }
+    };
+    assert_eq!(body("/a/names".into()).await.body, "a");
+    assert_eq!(body("/b/names".into()).await.body, "b");
+    assert_eq!(body("/none/names".into()).await.body, "");
+    assert_eq!(
+        body(format!("/a/fetch?url={oa}/from-a")).await.body,
+        "ok 200 from a"
+    );
+    assert_eq!(
+        body(format!("/b/fetch?url={ob}/from-b")).await.body,
+        "ok 200 from b"
+    );
+    let mut denied = Vec::new();
+    for path in [
+        format!("/a/fetch?url={ob}/a-to-b"),
+        format!("/b/fetch?url={oa}/b-to-a"),
+        format!("/none/fetch?url={oa}/none-to-a"),
+    ] {
+        let answer = body(path.clone()).await;
+        assert_eq!(answer.body, "err HttpRequestDenied", "{path}");
+        denied.push(answer.request_id);
+    }
+    // The native API: a handle of another route's authority is not there to be asked for.
+    assert_eq!(body("/a/native?name=b&path=/x".into()).await.body, "none");
+    assert_eq!(
+        body("/a/native?name=a&path=/native-a".into()).await.body,
+        "ok 200 from a"
+    );
+    assert_eq!(body("/c/hello".into()).await.status, 404, "no route");
+
+    // What reached the origins, not only what the handlers said.
+    assert_eq!(targets(&a), ["/from-a", "/native-a"]);
+    assert_eq!(targets(&b), ["/from-b"]);
+    // Each denial: one record, under the request's id, with its reason.
+    let audit = audit_eventually(&serving, |r| r["request_id"] == denied[2].as_str()).await;
+    for (id, url) in denied.iter().zip([
+        format!("{ob}/a-to-b"),
+        format!("{oa}/b-to-a"),
+        format!("{oa}/none-to-a"),
+    ]) {
+        let records = records_of(&audit, id);
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["event"], "request.denied");
+        assert_eq!(records[0]["reason"], "no_authority");
+        assert_eq!(records[0]["url"], url.as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incoming_request_never_chooses_where_a_handler_sends() {
+    let granted = Server::http(|_| Reply::Text("granted")).await;
+    let other = Server::http(|_| Reply::Text("other")).await;
+    let grant = format!("a=GET http://127.0.0.1:{}/", granted.port());
+    let serving = Serving::start(&["--allow", &grant, "--allow-ip", "127.0.0.1", HANDLER]).await;
+    let other_addr = format!("127.0.0.1:{}", other.port());
+    let granted_addr = format!("127.0.0.1:{}", granted.port());
+
+    // A naive handler that sends to whatever authority it was given: the Host header.
+    let req = http::Request::get("/fetch-host?path=/via-host")
+        .header("host", &other_addr)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let via_host = send(serving.addr, req).await;
+    assert_eq!(via_host.body, "err HttpRequestDenied");
+    // An absolute-form target naming the other origin.
+    let req = http::Request::get(format!("http://{other_addr}/fetch-host?path=/via-absolute"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let via_absolute = send(serving.addr, req).await;
+    assert_eq!(via_absolute.body, "err HttpRequestDenied");
+    // X-Forwarded-Host is data the handler may read, nothing more.
+    let req = http::Request::get("/whoami")
+        .header("host", serving.addr.to_string())
+        .header("x-forwarded-host", &other_addr)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let whoami = send(serving.addr, req).await;
+    assert_eq!(
+        whoami.body,
+        format!(
+            "authority={} host=- x-forwarded-host={other_addr}",
+            serving.addr
+        )
+    );
+    // The same naive handler pointed at the granted origin is allowed: the grant decides.
+    let req = http::Request::get("/fetch-host?path=/via-granted-host")
+        .header("host", &granted_addr)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(serving.addr, req).await.body, "ok 200 granted");
+
+    assert!(targets(&other).is_empty(), "{:?}", targets(&other));
+    assert_eq!(targets(&granted), ["/via-granted-host"]);
+    let audit = audit_eventually(&serving, |r| r["request_id"] == via_absolute.request_id).await;
+    for id in [&via_host.request_id, &via_absolute.request_id] {
+        let records = records_of(&audit, id);
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["reason"], "no_authority");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_derives_revokes_and_nests_only_within_its_own_request() {
+    let origin = Server::http(|r| Reply::With(200, vec![], r.target.clone().into_bytes())).await;
+    let grant = format!("api=GET http://127.0.0.1:{}/", origin.port());
+    let serving = Serving::start(&["--allow", &grant, "--allow-ip", "127.0.0.1", HANDLER]).await;
+    // Revoking its handle revokes this request's child of the root, not the root.
+    assert_eq!(
+        serving.get("/revoke?name=api&path=/revoked").await.body,
+        "err revoked"
+    );
+    assert_eq!(
+        serving.get("/native?name=api&path=/after").await.body,
+        "ok 200 /after"
+    );
+    assert_eq!(
+        serving.get("/derive?name=api&path=/v1/x").await.body,
+        "ok 200 /v1/x"
+    );
+    // A nested sandbox (the probe, sent as the request body) gets a child of the request's
+    // handle; its records carry the request's id.
+    let probe = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+    let req = http::Request::post("/nested?name=api&path=/nested")
+        .header("host", serving.addr.to_string())
+        .body(Full::new(Bytes::from(probe)))
+        .unwrap();
+    let nested = send(serving.addr, req).await;
+    assert_eq!(nested.body, "spawned 0 ok 200 /nested");
+    assert_eq!(targets(&origin), ["/after", "/v1/x", "/nested"]);
+    let audit = audit_eventually(&serving, |r| {
+        r["request_id"] == nested.request_id && r["event"] == "sandbox.exited"
+    })
+    .await;
+    let spawned: Vec<&Value> = records_of(&audit, &nested.request_id)
+        .into_iter()
+        .filter(|r| r["event"] == "sandbox.spawned")
+        .collect();
+    assert_eq!(spawned.len(), 1, "{audit:?}");
+    assert!(spawned[0]["lineage"].as_str().unwrap().starts_with("api/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_per_request_and_misbehaving_handlers_leave_other_requests_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(
+        dir.path(),
+        "version = 1\n[limits]\nmemory = \"32MiB\"\ntimeout = \"4s\"\n",
+    );
+    let serving =
+        Arc::new(Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await);
+    let bad = [
+        "/loop",
+        "/bomb",
+        "/headers?n=1000000",
+        "/trap",
+        "/noresponse",
+    ];
+    let mut bad_tasks = Vec::new();
+    for path in bad {
+        let serving = serving.clone();
+        bad_tasks.push(tokio::spawn(async move { serving.get(path).await }));
+    }
+    // While they run (the loop holds a core for its whole wall clock), other requests are
+    // answered, each by an instance of its own.
+    let mut good = Vec::new();
+    for _ in 0..20 {
+        let serving = serving.clone();
+        good.push(tokio::spawn(async move { serving.get("/count").await }));
+    }
+    for task in good {
+        let answer = task.await.unwrap();
+        assert_eq!((answer.status, answer.body.as_str()), (200, "1"));
+    }
+    let looping = &bad_tasks[0];
+    assert!(
+        !looping.is_finished(),
+        "the looping handler is still running when the others are done"
+    );
+    let mut answers = Vec::new();
+    for task in bad_tasks {
+        answers.push(task.await.unwrap());
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [504, 500, 500, 500, 500], "{answers:?}");
+    // And it keeps serving.
+    assert_eq!(serving.get("/hello").await.status, 200);
+    let audit = audit_eventually(&serving, |r| {
+        r["request_id"] == answers[0].request_id && r["event"] == "sandbox.exited"
+    })
+    .await;
+    let exited = |i: usize| -> String {
+        let records = records_of(&audit, &answers[i].request_id);
+        let exited: Vec<_> = records
+            .iter()
+            .filter(|r| r["event"] == "sandbox.exited")
+            .collect();
+        assert_eq!(exited.len(), 1, "{records:?}");
+        exited[0]["detail"].as_str().unwrap().to_string()
+    };
+    assert!(
+        exited(0).contains("wall-clock limit of 4s"),
+        "{}",
+        exited(0)
+    );
+    assert!(
+        exited(1).contains("memory limit of 32.0 MiB"),
+        "{}",
+        exited(1)
+    );
+    assert!(exited(2).contains("guest trapped"), "{}", exited(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_requests_bounds_the_handlers_running_across_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(
+        dir.path(),
+        "version = 1\n[limits]\nmax_concurrent_requests = 2\n",
+    );
+    let serving =
+        Arc::new(Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let serving = serving.clone();
+        tasks.push(tokio::spawn(
+            async move { serving.get("/sleep?ms=700").await },
+        ));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().body, "slept");
+    }
+    // Four 700 ms handlers, two at a time: at least two rounds (a lower bound, not a timing
+    // race).
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
+    let mut serving = Serving::start(&[HANDLER]).await;
+    let addr = serving.addr;
+    let in_flight = tokio::spawn(async move { send(addr, request(addr, "/sleep?ms=1500")).await });
+    // Until its handler is running (its instance is counted once it has a slot).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = serving.terminate().await;
+    assert_eq!(status.code(), Some(0), "{}", serving.stderr());
+    let answer = in_flight.await.unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "slept"));
+    assert!(
+        serving
+            .stderr()
+            .contains("every request in flight finished"),
+        "{}",
+        serving.stderr()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+
+    // A request that outlasts the drain bound is cut, and the server still exits 0.
+    let mut serving = Serving::start(&["--drain", "500ms", HANDLER]).await;
+    let addr = serving.addr;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let slow = tokio::spawn(async move {
+        let response = sender.send_request(request(addr, "/sleep?ms=20000")).await;
+        match response {
+            Ok(r) => r.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    assert_eq!(serving.terminate().await.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(!slow.await.unwrap(), "the slow request was cut");
+    assert!(
+        serving.stderr().contains("were cut"),
+        "{}",
+        serving.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_errors_name_the_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "version = 1\n[[authority]]\nname = \"api\"\norigin = \"https://api.example.com\"\n";
+    let cases = [
+        (
+            format!("{head}[[route]]\nprefix = \"/\"\ncomponent = \"{HANDLER}\"\nauthorities = [\"apx\"]\n"),
+            ":8:16: route names unknown authority \"apx\"",
+            "did you mean `api`?",
+        ),
+        (
+            format!("{head}[[route]]\nprefix = \"/api/\"\ncomponent = \"{HANDLER}\"\n[[route]]\nprefix = \"/api/v2/\"\ncomponent = \"{HANDLER}\"\n"),
+            ":8:1: route prefix /api/v2/ overlaps the route prefix /api/ (",
+            "make the prefixes disjoint",
+        ),
+        (
+            format!("{head}[[route]]\nprefix = \"/\"\ncomponent = \"handlers/missing.wasm\"\n"),
+            ":7:13: route component \"handlers/missing.wasm\" is not a file",
+            "relative to the manifest's directory",
+        ),
+        (
+            format!("{head}[[route]]\nprefix = \"/\"\ncomponent = \"{HANDLER}\"\nauthoritie = []\n"),
+            ":8:1: unknown key `authoritie`",
+            "did you mean `authorities`?",
+        ),
+    ];
+    for (text, message, help) in cases {
+        let path = manifest(dir.path(), &text);
+        let o = support::urlcap_bin(vec![
+            "serve".into(),
+            "--manifest".into(),
+            path.to_str().unwrap().into(),
+        ])
+        .await;
+        let stderr = support::text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}{message}", path.display())),
+            "{message} in {stderr}"
+        );
+        assert!(stderr.contains(help), "{help} in {stderr}");
+    }
+    // A component on the command line and routes in the manifest: which is meant?
+    let path = manifest(
+        dir.path(),
+        &format!("{head}[[route]]\nprefix = \"/\"\ncomponent = \"{HANDLER}\"\n"),
+    );
+    let o = support::urlcap_bin(vec![
+        "serve".into(),
+        "--manifest".into(),
+        path.to_str().unwrap().into(),
+        HANDLER.into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(support::text(&o.stderr).contains("not both"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_is_served_under_the_same_confinement() {
+    let handler = support::sdk::built(
+        "URLCAP_PYHANDLER",
+        "fixtures/pyhandler with componentize-py (pip)",
+    );
+    let granted = Server::http(|_| Reply::Text("granted")).await;
+    let other = Server::http(|_| Reply::Text("other")).await;
+    let grant = format!("a=GET http://127.0.0.1:{}/", granted.port());
+    let serving = Serving::start(&["--allow", &grant, "--allow-ip", "127.0.0.1", &handler]).await;
+    let hello = serving.get("/hello").await;
+    assert_eq!(
+        (hello.status, hello.body.as_str()),
+        (200, "hello from python")
+    );
+    let ok = serving
+        .get(&format!(
+            "/fetch?url=http://127.0.0.1:{}/py",
+            granted.port()
+        ))
+        .await;
+    assert_eq!(ok.body, "ok 200 granted");
+    let denied = serving
+        .get(&format!("/fetch?url=http://127.0.0.1:{}/py", other.port()))
+        .await;
+    assert_eq!(denied.body, "err ErrorCode_HttpRequestDenied");
+    assert_eq!(targets(&granted), ["/py"]);
+    assert!(targets(&other).is_empty());
+    let audit = audit_eventually(&serving, |r| r["request_id"] == denied.request_id).await;
+    let records = records_of(&audit, &denied.request_id);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["reason"], "no_authority");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_shows_confinement_limits_and_request_ids_and_finishes() {
+    let o = support::urlcap_bin(vec!["demo".into(), "--serve".into()]).await;
+    let out = support::text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        support::text(&o.stderr)
+    );
+    for expected in [
+        "route /app/ -> handler.wasm (built in) (authorities: api)",
+        "-> 200 \"ok 200 hello from the demo origin\"",
+        "GET /app/native?name=admin&path=/admin -> 200 \"none\"",
+        "GET /app/loop -> 504",
+        "GET /app/hello -> 200 \"hello from a handler\"",
+        "shutdown: All",
+        "\"reason\":\"no_authority\"",
+    ] {
+        assert!(out.contains(expected), "{expected} in {out}");
+    }
+    assert!(!out.contains("demo-secret"), "{out}");
+    // Every audit record names its request.
+    let records: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    assert!(records.len() >= 3, "{out}");
+    assert!(records.iter().all(|r| r["request_id"].is_string()), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_headers_is_refused_before_any_handler_runs() {
+    let serving = Serving::start(&[HANDLER]).await;
+    // 200 headers: past the 100 an HTTP/1.1 request head may carry.
+    let mut req = http::Request::get("/count").header("host", serving.addr.to_string());
+    for i in 0..200 {
+        req = req.header(format!("x-flood-{i}"), "v");
+    }
+    let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let refused = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await;
+    if let Ok(response) = refused {
+        assert_eq!(response.status(), 431, "request header fields too large");
+    }
+    // 100 KiB in one header: past the 64 KiB head the server reads.
+    let req = http::Request::get("/count")
+        .header("host", serving.addr.to_string())
+        .header("x-big", "v".repeat(100 << 10))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    if let Ok(response) = sender.send_request(req).await {
+        assert_eq!(response.status(), 431);
+    }
+    // No handler ran for them, and the next client is served by a fresh instance.
+    let answer = serving.get("/count").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "1"));
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = serving.access_log();
+        if !log.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log.lines().count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_audit_and_access_logs_for_logrotate() {
+    let serving = Serving::start(&[HANDLER]).await;
+    let dir = serving.dir.path().to_path_buf();
+    let denied = |n: u32| format!("/fetch?url=http://127.0.0.1:9/denied-{n}");
+    let first = serving.get(&denied(1)).await;
+    audit_eventually(&serving, |r| r["request_id"] == first.request_id).await;
+    while serving.access_log().lines().count() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // logrotate: move the files away, then SIGHUP.
+    std::fs::rename(dir.join("audit.jsonl"), dir.join("audit.jsonl.1")).unwrap();
+    std::fs::rename(dir.join("access.log"), dir.join("access.log.1")).unwrap();
+    serving.signal(libc::SIGHUP);
+    // The reopen happens before the next write; keep asking until a new file appears.
+    let mut second = None;
+    for n in 2..200 {
+        let answer = serving.get(&denied(n)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if dir.join("audit.jsonl").exists() && dir.join("access.log").exists() {
+            second = Some(answer);
+            break;
+        }
+    }
+    let second = second.expect("new log files after SIGHUP");
+    audit_eventually(&serving, |r| r["request_id"] == second.request_id).await;
+    let old = std::fs::read_to_string(dir.join("audit.jsonl.1")).unwrap();
+    assert!(old.contains(&first.request_id), "{old}");
+    assert!(!old.contains(&second.request_id), "{old}");
+    let old_access = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+    assert!(old_access.contains(&first.request_id), "{old_access}");
+    // Every line in both files is a whole record (`audit()` parses the new file's lines).
+    for line in old.lines() {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+    let mut access = String::new();
+    for _ in 0..100 {
+        access = serving.access_log();
+        if access.contains(&second.request_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(access.contains(&second.request_id), "{access}");
+    assert!(serving.get("/hello").await.status == 200, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_are_dropped() {
+    use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
+    let config = urlcap::manifest::Config::parse(
+        "version = 1\n",
+        Path::new("inline.toml"),
+        &urlcap::manifest::ProcessSecrets,
+    )
+    .unwrap();
+    let audit = urlcap::audit::AuditLog::new(Box::new(std::io::sink()));
+    let sandbox = urlcap::Sandbox::builder(config)
+        .audit(Arc::new(audit))
+        .build()
+        .unwrap();
+    let route = RouteSpec {
+        prefix: urlcap::policy::PathPrefix::parse("/").unwrap(),
+        wasm: std::fs::read(HANDLER).unwrap(),
+        component: "handler".into(),
+        authorities: Vec::new(),
+    };
+    let options = ServerOptions {
+        stdio: urlcap::host::Stdio::capture(1 << 16),
+        access_log: AccessLog::to_writer(Box::new(std::io::sink())),
+        drain: Duration::from_secs(1),
+        queue_wait: Duration::from_secs(1),
+        max_connections: 2,
+        header_read_timeout: Duration::from_secs(1),
+    };
+    let server = Arc::new(Server::new(sandbox, vec![route], options).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    // Two clients keep their connections open after a request each.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let answer = answer(sender.send_request(request(addr, "/hello")).await.unwrap()).await;
+        assert_eq!(answer.status, 200);
+        held.push((sender, conn));
+    }
+    // A third gets through the kernel's backlog but is not served while both are held...
+    let third = tokio::spawn(async move { send(addr, request(addr, "/hello")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served past the connection cap");
+    // ...and is, once one of them goes.
+    let (sender, conn) = held.pop().unwrap();
+    drop(sender);
+    let _ = conn.await;
+    assert_eq!(third.await.unwrap().status, 200);
+    // A client that connects and says nothing is dropped after the header read timeout (1 s
+    // here), and so is an idle kept-alive one: neither holds a slot.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut byte),
+    )
+    .await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let (_sender, conn) = held.pop().unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    assert!(closed.is_ok(), "the idle kept-alive connection was closed");
+    let _ = stop.send(());
+    serving.await.unwrap();
+}
