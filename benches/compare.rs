@@ -11,6 +11,9 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+#[path = "compare/rtt.rs"]
+mod rtt;
+
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -887,7 +890,7 @@ fn main() {
         .collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut rows = Vec::new();
-    let parts: [(&str, Part); 9] = [
+    let parts: [(&str, Part); 10] = [
         ("policy", policy_costs),
         ("audit", audit_throughput),
         ("spawn", nested_spawn),
@@ -897,6 +900,7 @@ fn main() {
         ("whttp", client_processes),
         ("startup", process_startup),
         ("bodies", body_sizes),
+        ("rtt", rtt::rtt),
     ];
     for (name, part) in parts {
         if wanted(name) {

@@ -103,6 +103,18 @@ impl Server {
         Server::start(Some(pki.server_config()), Arc::new(handler)).await
     }
 
+    /// An https server that offers only these ALPN protocols (`["http/1.1"]`: an HTTP/1.1-only
+    /// origin; `["h2"]`: HTTP/2 only).
+    pub async fn https_alpn(
+        pki: &Pki,
+        alpn: &[&str],
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let mut cfg = (*pki.server_config()).clone();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Server::start(Some(Arc::new(cfg)), Arc::new(handler)).await
+    }
+
     async fn start(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -114,6 +126,8 @@ impl Server {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                // As servers usually are: no Nagle delay behind a small write.
+                let _ = stream.set_nodelay(true);
                 let conn = conns.fetch_add(1, Ordering::SeqCst) + 1;
                 let (reqs, handler, tls) = (reqs.clone(), handler.clone(), tls.clone());
                 tokio::spawn(async move {
@@ -300,6 +314,7 @@ impl Body for ScriptBody {
 /// A private CA and a server certificate it signed.
 pub struct Pki {
     pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
     cert: rustls::pki_types::CertificateDer<'static>,
     key: Vec<u8>,
 }
@@ -318,6 +333,7 @@ impl Pki {
             .unwrap();
         Pki {
             ca_pem: ca.pem(),
+            ca_der: ca.der().clone(),
             cert: leaf.der().clone(),
             key: leaf_key.serialize_der(),
         }
