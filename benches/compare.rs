@@ -202,7 +202,13 @@ fn measured(cmd: &mut Command) -> (Duration, Option<u64>) {
     if !gnu_time.exists() {
         return (elapsed, None);
     }
-    let out = Command::new(gnu_time)
+    let mut gnu = Command::new(gnu_time);
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            gnu.env(k, v);
+        }
+    }
+    let out = gnu
         .arg("-f")
         .arg("URLCAP_PEAK_KIB=%M")
         .arg(cmd.get_program())
@@ -324,6 +330,158 @@ fn process_startup(rows: &mut Vec<Row>) {
             rows.push(judged(*label, result, "≤ 8 ms, ≤ 24 MiB", met));
         } else {
             rows.push(row(*label, result));
+        }
+    }
+}
+
+/// A big component built by `./scripts/test` (componentize-js, componentize-py), if built.
+fn big_guest(var: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(var).map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(default),
+        PathBuf::from,
+    );
+    path.exists().then_some(path)
+}
+
+/// One process run under GNU time: wall seconds, CPU seconds (user + system), peak RSS MiB.
+fn gnu_timed(cmd: &mut Command) -> (f64, f64, f64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("URLCAP_GNU_TIME=%e %U %S %M")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdout(ProcStdio::null())
+        .stderr(ProcStdio::piped())
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{cmd:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let v: Vec<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URLCAP_GNU_TIME="))
+        .expect("GNU time's line")
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1] + v[2], v[3] / 1024.0)
+}
+
+/// Start-up of big components (a componentize-js and a componentize-py guest, run with no
+/// arguments: they start, fetch nothing and exit) under `urlcap run` and `wasmtime run`:
+/// the first run with an empty compilation cache (each run its own new cache directory,
+/// `XDG_CACHE_HOME`, which both read) and the cached run. The third command is `wasmtime run`
+/// with epoch interruption on, as urlcap's engine has it (the wall-clock limit), to show what
+/// that code generation costs by itself.
+fn big_startup(rows: &mut Vec<Row>) {
+    const FIRST_ROUNDS: usize = 3;
+    let Some(wasmtime) = wasmtime_cli() else {
+        rows.push(row("big components", "skipped: no wasmtime 48.0.8 CLI"));
+        return;
+    };
+    if !Path::new("/usr/bin/time").exists() {
+        rows.push(row(
+            "big components",
+            "skipped: no GNU time (/usr/bin/time)",
+        ));
+        return;
+    }
+    let guests = [
+        (
+            "componentize-js",
+            "URLCAP_JSGUEST",
+            "target/jsguest/jsfetch.wasm",
+        ),
+        (
+            "componentize-py",
+            "URLCAP_PYGUEST",
+            "target/pyguest/pyfetch.wasm",
+        ),
+    ];
+    for (kind, var, default) in guests {
+        let Some(guest) = big_guest(var, default) else {
+            rows.push(row(
+                format!("{kind} guest start-up"),
+                format!("skipped: {default} is missing (./scripts/test builds it)"),
+            ));
+            continue;
+        };
+        let mib = std::fs::metadata(&guest).unwrap().len() as f64 / (1 << 20) as f64;
+        let commands: [(&str, Vec<&str>); 3] = [
+            ("`urlcap run`", vec!["run", "--audit", "/dev/null"]),
+            ("`wasmtime run -S http`", vec!["run", "-S", "http"]),
+            (
+                "`wasmtime run -S http -W epoch-interruption=y` (urlcap's code generation)",
+                vec![
+                    "run",
+                    "-S",
+                    "http",
+                    "-W",
+                    "epoch-interruption=y",
+                    "-W",
+                    "timeout=1000s",
+                ],
+            ),
+        ];
+        let make = |i: usize, cache: &Path| -> Launch {
+            let program = if i == 0 {
+                PathBuf::from(env!("CARGO_BIN_EXE_urlcap"))
+            } else {
+                wasmtime.clone()
+            };
+            let args: Vec<String> = commands[i].1.iter().map(|a| a.to_string()).collect();
+            let (guest, cache) = (guest.clone(), cache.to_path_buf());
+            Box::new(move || {
+                let mut c = Command::new(&program);
+                c.args(&args).arg(&guest).env("XDG_CACHE_HOME", &cache);
+                c
+            })
+        };
+        eprintln!("bench/compare: first runs of the {kind} guest ({mib:.1} MiB)...");
+        let mut first: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); commands.len()];
+        for _ in 0..FIRST_ROUNDS {
+            for (i, runs) in first.iter_mut().enumerate() {
+                let empty = tempfile::tempdir().unwrap();
+                runs.push(gnu_timed(&mut make(i, empty.path())()));
+            }
+        }
+        let caches: Vec<tempfile::TempDir> = commands
+            .iter()
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        let launches: Vec<(&str, Launch)> = (0..commands.len())
+            .map(|i| (commands[i].0, make(i, caches[i].path())))
+            .collect();
+        let cached = startup(&launches);
+        let summary: Vec<(f64, f64, f64, f64, Option<f64>)> = first
+            .into_iter()
+            .zip(cached)
+            .map(|(runs, (wall, rss))| {
+                let col = |f: fn(&(f64, f64, f64)) -> f64| median(runs.iter().map(f).collect());
+                (col(|r| r.0), col(|r| r.1), col(|r| r.2), wall, rss)
+            })
+            .collect();
+        let (theirs_first, theirs_cached) = (summary[1].0, summary[1].3);
+        for (i, (first, cpu, first_rss, cached, cached_rss)) in summary.iter().enumerate() {
+            let measure = format!(
+                "{kind} guest ({mib:.1} MiB), first run (empty cache) / cached run: {}",
+                commands[i].0
+            );
+            let result = format!(
+                "{first:.2} s (CPU {cpu:.1} s), peak RSS {first_rss:.0} MiB / {cached:.0} ms, peak RSS {}",
+                rss_text(*cached_rss)
+            );
+            if i == 0 {
+                let (a, b) = (first / theirs_first, cached / theirs_cached);
+                rows.push(judged(
+                    measure,
+                    format!("{result} = {a:.2}× / {b:.2}× the time of `wasmtime run`"),
+                    "≤ 1× `wasmtime run`",
+                    a <= 1.0 && b <= 1.0,
+                ));
+            } else {
+                rows.push(row(measure, result));
+            }
         }
     }
 }
@@ -890,7 +1048,7 @@ fn main() {
         .collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut rows = Vec::new();
-    let parts: [(&str, Part); 10] = [
+    let parts: [(&str, Part); 11] = [
         ("policy", policy_costs),
         ("audit", audit_throughput),
         ("spawn", nested_spawn),
@@ -900,6 +1058,7 @@ fn main() {
         ("whttp", client_processes),
         ("startup", process_startup),
         ("bodies", body_sizes),
+        ("bigstart", big_startup),
         ("rtt", rtt::rtt),
     ];
     for (name, part) in parts {

@@ -166,6 +166,87 @@ async fn https_verifies_the_granted_name_and_negotiates_h2() {
     assert_eq!(audit.records().len(), 2);
 }
 
+/// A new connection to an origin seen before resumes its TLS session (no certificate chain
+/// sent or verified again), and requests in flight at once to an HTTP/2 origin share one
+/// connection: what a request costs at real round-trip times (BENCHMARKS.md, the RTT rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_on_reconnect_and_h2_requests_share_a_connection() {
+    let pki = Pki::new(&["api.test"]);
+    let closing = Server::https_alpn(&pki, &["http/1.1"], |_| {
+        Reply::With(200, vec![("connection", "close".into())], b"ok".to_vec())
+    })
+    .await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated = gate.clone();
+    let h2 = Server::https_alpn(&pki, &["h2"], move |_| Reply::Gated(gated.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let authority = |name: &str, port: u16| {
+        format!("[[authority]]\nname = \"{name}\"\norigin = \"https://api.test:{port}\"\nallow_ips = [\"127.0.0.1/32\"]\nca_file = {ca:?}\n")
+    };
+    let manifest = format!(
+        "version = 1\n{}{}",
+        authority("closing", closing.port()),
+        authority("h2", h2.port())
+    );
+    let (out, _audit) = outbound(
+        &manifest,
+        resolver(&[("api.test", &["127.0.0.1"])]),
+        EgressConfig::default(),
+    );
+    let out = Arc::new(out);
+    for _ in 0..3 {
+        let url = format!("https://api.test:{}/x", closing.port());
+        let response = out
+            .send(&GuestRequest::new("GET", &url), empty_body())
+            .await
+            .unwrap();
+        assert_eq!(read_body(response).await.unwrap(), b"ok");
+    }
+    let seen = closing.requests();
+    assert_eq!(
+        closing.connections(),
+        3,
+        "the origin closed each connection"
+    );
+    let resumed: Vec<bool> = seen.iter().map(|r| r.resumed).collect();
+    assert_eq!(
+        resumed,
+        [false, true, true],
+        "later handshakes resume the first session"
+    );
+
+    let url = format!("https://api.test:{}/x", h2.port());
+    gate.add_permits(1);
+    let first = out
+        .send(&GuestRequest::new("GET", &url), empty_body())
+        .await;
+    assert_eq!(read_body(first.unwrap()).await.unwrap(), b"released");
+    let in_flight: Vec<_> = (0..16)
+        .map(|_| {
+            let (out, url) = (out.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = out
+                    .send(&GuestRequest::new("GET", &url), empty_body())
+                    .await;
+                read_body(response.unwrap()).await.unwrap()
+            })
+        })
+        .collect();
+    while h2.requests().len() < 17 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.add_permits(16);
+    for request in in_flight {
+        assert_eq!(request.await.unwrap(), b"released");
+    }
+    assert_eq!(
+        h2.connections(),
+        1,
+        "16 requests at once, one HTTP/2 connection"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_rebinding_is_caught_at_each_new_connection() {
     let server =

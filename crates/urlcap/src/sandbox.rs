@@ -177,6 +177,13 @@ impl Sandbox {
         Ok(self.host.command_for(wasm)?)
     }
 
+    /// [`Sandbox::compile`] for bytes already in a shared buffer, which the in-memory cache of
+    /// linked components then keeps instead of a copy (what `urlcap run` uses: it reads the
+    /// guest straight into one).
+    pub fn compile_shared(&self, wasm: Arc<[u8]>) -> Result<Command, Error> {
+        Ok(self.host.command_for_shared(wasm)?)
+    }
+
     /// Run `command` once as this sandbox, under the config's memory and wall-clock limits,
     /// with `sandbox.spawned` and `sandbox.exited` audited around it.
     pub async fn run(&self, command: &Command, guest: Guest) -> Result<Outcome, Error> {

@@ -37,6 +37,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     pub conn: usize,
     pub sni: Option<String>,
+    /// The TLS handshake of this request's connection resumed an earlier session.
+    pub resumed: bool,
     pub body_len: usize,
 }
 
@@ -138,10 +140,13 @@ impl Server {
                             else {
                                 return;
                             };
-                            let sni = stream.get_ref().1.server_name().map(str::to_string);
-                            serve(TokioIo::new(stream), conn, sni, reqs, handler).await;
+                            let tls = stream.get_ref().1;
+                            let sni = tls.server_name().map(str::to_string);
+                            let resumed =
+                                tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                            serve(TokioIo::new(stream), conn, sni, resumed, reqs, handler).await;
                         }
-                        None => serve(TokioIo::new(stream), conn, None, reqs, handler).await,
+                        None => serve(TokioIo::new(stream), conn, None, false, reqs, handler).await,
                     }
                 });
             }
@@ -171,6 +176,7 @@ async fn serve<I>(
     io: I,
     conn: usize,
     sni: Option<String>,
+    resumed: bool,
     reqs: Arc<Mutex<Vec<Recorded>>>,
     handler: Handler,
 ) where
@@ -201,6 +207,7 @@ async fn serve<I>(
                     .collect(),
                 conn,
                 sni,
+                resumed,
                 body_len,
             };
             reqs.lock().unwrap().push(recorded.clone());

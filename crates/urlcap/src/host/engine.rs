@@ -206,8 +206,25 @@ impl WasmHost {
         CommandPre::new(self.shared.linker.instantiate_pre(component)?)
     }
 
-    /// Compile and link `wasm`, or reuse the result for the same bytes.
+    /// Compile and link `wasm`, or reuse the result for the same bytes (kept as a copy).
     pub fn command_for(&self, wasm: &[u8]) -> wasmtime::Result<CommandPre<SandboxState>> {
+        self.linked(wasm, || Arc::from(wasm))
+    }
+
+    /// [`WasmHost::command_for`] for bytes already shared: the cache keeps this buffer, not a
+    /// copy of it (a 13 MB component would otherwise be copied once more at start-up).
+    pub fn command_for_shared(
+        &self,
+        wasm: Arc<[u8]>,
+    ) -> wasmtime::Result<CommandPre<SandboxState>> {
+        self.linked(&wasm, || wasm.clone())
+    }
+
+    fn linked(
+        &self,
+        wasm: &[u8],
+        keep: impl FnOnce() -> Arc<[u8]>,
+    ) -> wasmtime::Result<CommandPre<SandboxState>> {
         if let Some(command) = self.shared.commands.get(wasm) {
             return Ok(command);
         }
@@ -215,7 +232,7 @@ impl WasmHost {
         let command = self.prepare(&component)?;
         self.shared
             .commands
-            .insert(Arc::from(wasm), command.clone(), code_bytes(&component));
+            .insert(keep(), command.clone(), code_bytes(&component));
         Ok(command)
     }
 
