@@ -281,23 +281,23 @@ fn timed(mut c: Command, lines: usize, expected: &str) -> f64 {
 
 /// Seconds per unit of work of a process, start-up excluded: the slope between a run of
 /// `short` and one of `long` units.
-fn slope(make: &dyn Fn(usize) -> (Command, usize, &'static str), short: usize, long: usize) -> f64 {
+fn slope(make: &dyn Fn(usize) -> (Command, usize, String), short: usize, long: usize) -> f64 {
     let run = |n| {
         let (c, lines, expected) = make(n);
-        timed(c, lines, expected)
+        timed(c, lines, &expected)
     };
     let (a, b) = (run(short), run(long));
     (b - a) / (long - short) as f64
 }
 
 /// How much work one round does at a round-trip time: (sequential requests per in-process
-/// run, requests per concurrent client, requests per process run (short, long), bursts of 16
-/// per process run (short, long)).
+/// run, requests per concurrent client, requests per process run (short, long), requests in
+/// all per process run of 16 clients (short, long)).
 fn sizes(rtt_ms: u64) -> (usize, usize, (usize, usize), (usize, usize)) {
     match rtt_ms {
-        0 => (300, 60, (10, 310), (2, 42)),
-        1 => (100, 40, (5, 105), (1, 21)),
-        _ => (20, 10, (3, 23), (1, 11)),
+        0 => (300, 60, (10, 310), (32, 992)),
+        1 => (100, 40, (5, 105), (16, 656)),
+        _ => (20, 10, (3, 23), (16, 176)),
     }
 }
 
@@ -339,7 +339,7 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
     for rtt_ms in [0u64, 1, 10] {
         eprintln!("bench/compare: rtt {rtt_ms} ms...");
         let rtt = Duration::from_millis(rtt_ms);
-        let (seq_n, conc_n, (short, long), (bshort, blong)) = sizes(rtt_ms);
+        let (seq_n, conc_n, (short, long), (cshort, clong)) = sizes(rtt_ms);
         let relay = |to| Relay::start(to, rtt).port;
         let ports = [(Proto::H1, relay(h1_origin)), (Proto::H2, relay(h2_origin))];
         let plain_port = relay(plain_origin);
@@ -360,20 +360,20 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
             .collect();
         let whttp_tls = |manifest: &Path, port: u16, path: &'static str| {
             let manifest = manifest.to_path_buf();
-            move |n: usize, burst: bool| {
+            move |n: usize, concurrent: bool| {
                 let authority = format!("127.0.0.1:{port}");
                 let mut c = Command::new(urlcap);
                 c.args(["run", "--audit", "/dev/null", "--manifest"])
                     .arg(&manifest)
                     .args([WHTTP, "--"]);
-                if burst {
-                    let n16 = CONCURRENT.to_string();
-                    let group = ["burst", &n16, "https", &authority, path, "read"];
-                    c.args(repeated(&group, n));
-                    (c, n, "burst 16 0 0")
+                if concurrent {
+                    let (clients, total) = (CONCURRENT.to_string(), n.to_string());
+                    let group = ["clients", &clients, &total, "https", &authority, path];
+                    c.args(repeated(&group, 1));
+                    (c, 1, format!("clients {n} 0"))
                 } else {
                     c.args(repeated(&["GET", "https", &authority, path], n));
-                    (c, n, "ok 200 ok")
+                    (c, n, "ok 200 ok".to_string())
                 }
             }
         };
@@ -395,13 +395,13 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
                 &[],
             ))
             .args(plain_gets(n));
-            (c, n, "ok 200 ok")
+            (c, n, "ok 200 ok".to_string())
         };
         let wasmtime_plain = |n: usize| {
             let mut c = Command::new(wasmtime.as_ref().unwrap());
             c.args(["run", "-S", "http", "-S", "inherit-network", WHTTP])
                 .args(plain_gets(n));
-            (c, n, "ok 200 ok")
+            (c, n, "ok 200 ok".to_string())
         };
 
         // [proto] -> series, per client kind.
@@ -428,7 +428,7 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
                 let probe_conc = t.elapsed().as_secs_f64() / (CONCURRENT * conc_n) as f64;
                 let w = &whttps[p];
                 let whttp_seq = slope(&|n| w(n, false), short, long);
-                let whttp_conc = slope(&|n| w(n, true), bshort, blong) / CONCURRENT as f64;
+                let whttp_conc = slope(&|n| w(n, true), cshort, clong);
                 if keep {
                     native[p].seq.push(native_seq);
                     native[p].conc.push(native_conc);
@@ -495,7 +495,7 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
             native_bound,
         );
         cells(
-            "wasi:http guest (whttp under `urlcap run`; 16 at once: `burst 16 … read`)",
+            "wasi:http guest (whttp under `urlcap run`; 16 at once: `clients 16`, one guest keeping 16 requests in flight)",
             Some(&whttp),
             (rtt_ms == 10).then_some(("≥ 0.90× native", 0.90)),
         );
