@@ -86,11 +86,16 @@ fn read_guest(path: &std::path::Path) -> std::io::Result<Arc<[u8]>> {
     let mut wasm: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
     let buf = Arc::get_mut(&mut wasm).expect("not shared yet");
     file.read_exact(buf)?;
-    if file.read(&mut [0u8; 1])? != 0 {
-        // It grew while being read: read it whole the ordinary way.
-        return std::fs::read(path).map(Arc::from);
+    let mut more = [0u8; 1];
+    if file.read(&mut more)? == 0 {
+        return Ok(wasm);
     }
-    Ok(wasm)
+    // Longer than its size said (it grew, or it is a pipe): the rest from the same handle, so
+    // a stream is not read twice.
+    let mut whole = wasm.to_vec();
+    whole.push(more[0]);
+    file.read_to_end(&mut whole)?;
+    Ok(whole.into())
 }
 
 fn run_inner(
