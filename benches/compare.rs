@@ -78,9 +78,10 @@ fn loopback_origin(workers: usize) -> (tokio::runtime::Runtime, Server) {
     (rt, server)
 }
 
-/// "ok" for any path; `/v1/bytes/N` streams N bytes in 1 MiB frames.
+/// "ok" for any path; `/v1/bytes/N` streams N bytes in 1 MiB frames. It keeps no record of
+/// the requests (a growing list would cost the machine being measured).
 async fn origin_server() -> Server {
-    Server::http(|r| match r.target.strip_prefix("/v1/bytes/") {
+    let server = Server::http(|r| match r.target.strip_prefix("/v1/bytes/") {
         Some(n) => {
             let n: usize = n.parse().unwrap();
             let mut steps = vec![Step::Data(1 << 20); n >> 20];
@@ -91,7 +92,9 @@ async fn origin_server() -> Server {
         }
         None => Reply::Text("ok"),
     })
-    .await
+    .await;
+    server.stop_recording();
+    server
 }
 
 /// N sequential keep-alive GETs from bare hyper-util, in process: the native baseline.

@@ -134,6 +134,9 @@ fn origins(pki: Arc<Pki>) -> [SocketAddr; 3] {
                 Server::https_alpn(&pki, &["h2"], handler).await,
                 Server::http(handler).await,
             ];
+            for server in &servers {
+                server.stop_recording();
+            }
             tx.send(servers.each_ref().map(|s| s.addr)).unwrap();
             std::future::pending::<()>().await
         });

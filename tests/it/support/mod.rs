@@ -80,9 +80,17 @@ pub enum Step {
 
 type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
+/// What a server keeps of the requests it answers.
+#[derive(Default)]
+struct Log {
+    requests: Mutex<Vec<Recorded>>,
+    /// Cleared by [`Server::stop_recording`] (a benchmark's origin answering without end).
+    off: std::sync::atomic::AtomicBool,
+}
+
 pub struct Server {
     pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Recorded>>>,
+    requests: Arc<Log>,
     connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -120,7 +128,7 @@ impl Server {
     async fn start(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let requests: Arc<Log> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
         let (reqs, conns) = (requests.clone(), connections.clone());
         let task = tokio::spawn(async move {
@@ -164,7 +172,13 @@ impl Server {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
+        self.requests.requests.lock().unwrap().clone()
+    }
+
+    /// Keep no more requests (an origin a benchmark sends hundreds of thousands to; what it
+    /// records costs the machine the benchmark measures on).
+    pub fn stop_recording(&self) {
+        self.requests.off.store(true, Ordering::Relaxed);
     }
 
     pub fn connections(&self) -> usize {
@@ -177,7 +191,7 @@ async fn serve<I>(
     conn: usize,
     sni: Option<String>,
     resumed: bool,
-    reqs: Arc<Mutex<Vec<Recorded>>>,
+    reqs: Arc<Log>,
     handler: Handler,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -210,7 +224,9 @@ async fn serve<I>(
                 resumed,
                 body_len,
             };
-            reqs.lock().unwrap().push(recorded.clone());
+            if !reqs.off.load(Ordering::Relaxed) {
+                reqs.requests.lock().unwrap().push(recorded.clone());
+            }
             Ok::<_, std::convert::Infallible>(respond(handler(&recorded)).await)
         }
     });
