@@ -47,7 +47,7 @@ enum Command {
     Run(run::RunArgs),
     /// Serve a wasi:http/proxy component (or the manifest's [[route]] tables): a fresh instance per request, reaching only its route's authorities.
     #[command(
-        after_help = "Each request runs in a fresh instance under [limits] memory and timeout (default 30s per request); a trapping handler gives 500, one out of time 504, and the server keeps serving. SIGINT/SIGTERM: stop accepting, let requests in flight finish (--drain), exit 0. SIGHUP: reopen the --audit and --access-log files (logrotate).\n\nExamples:\n  urlcap serve --allow 'api=GET https://api.example.com/v1/' handler.wasm\n  urlcap serve --manifest serve.toml --addr 127.0.0.1:8080 --audit audit.jsonl --access-log access.log"
+        after_help = "Each request runs in a fresh instance under [limits] memory and timeout (default 128MiB and 30s per request); a trapping handler gives 500, one out of time 504, and the server keeps serving. SIGINT/SIGTERM: stop accepting, let requests in flight finish (--drain), exit 0. SIGHUP: reopen the --audit and --access-log files (logrotate).\n\nExamples:\n  urlcap serve --allow 'api=GET https://api.example.com/v1/' handler.wasm\n  urlcap serve --manifest serve.toml --addr 127.0.0.1:8080 --audit audit.jsonl --access-log access.log"
     )]
     Serve(serve::ServeArgs),
     /// Start an offline demo: a loopback origin, a bundled guest, its allowed and denied requests and the audit log.

@@ -18,6 +18,10 @@ use urlcap::Sandbox;
 /// not let one request's handler run forever.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The memory a request's handler gets when `[limits] memory` is not set: a server runs many
+/// handlers at once, so one must not take all the host has (a memory bomb took 3 GB).
+pub const DEFAULT_REQUEST_MEMORY: u64 = 128 << 20;
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -101,6 +105,9 @@ fn run_inner(
     let routes = route_specs(args, &config)?;
     if config.limits.timeout.is_none() {
         config.limits.timeout = Some(DEFAULT_REQUEST_TIMEOUT);
+    }
+    if config.limits.memory.is_none() {
+        config.limits.memory = Some(DEFAULT_REQUEST_MEMORY);
     }
     let audit_on_stderr = matches!(args.audit.as_deref(), None | Some("-"));
     let audit = match args.audit.as_deref() {

@@ -896,3 +896,61 @@ async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_ar
     let _ = stop.send(());
     serving.await.unwrap();
 }
+
+/// Handlers that only compute hand their runtime thread back at every epoch tick, so three
+/// looping handlers (more than this machine's cores) cannot freeze the server: a request to
+/// another path is answered while they still loop. And a client that goes away before its
+/// response stops its handler at once (audited), so abandoned requests hold no instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computing_handlers_and_departed_clients_hold_no_thread_or_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = manifest(
+        dir.path(),
+        "version = 1\n[limits]\ntimeout = \"30s\"\nmax_concurrent_requests = 8\n",
+    );
+    let serving =
+        Arc::new(Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await);
+    let mut loops = Vec::new();
+    for _ in 0..3 {
+        let serving = serving.clone();
+        loops.push(tokio::spawn(async move { serving.get("/loop").await }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hello = serving.get("/hello").await;
+    assert_eq!(hello.status, 200, "{hello:?}");
+    assert!(
+        loops.iter().all(|l| !l.is_finished()),
+        "answered only once the looping handlers were stopped at their wall clock"
+    );
+    // Clients that send a request for a slow handler and hang up before its response.
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        stream
+            .write_all(b"GET /sleep?ms=20000 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(stream);
+    }
+    for _ in 0..200 {
+        let gone = serving
+            .audit()
+            .iter()
+            .filter(|r| r["detail"] == "handler: stopped, the client went away before the response")
+            .count();
+        if gone == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = serving
+        .audit()
+        .iter()
+        .filter(|r| r["detail"] == "handler: stopped, the client went away before the response")
+        .count();
+    assert_eq!(gone, 5, "{:?}", serving.audit());
+    for l in loops {
+        l.abort();
+    }
+}

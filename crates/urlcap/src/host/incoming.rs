@@ -94,11 +94,15 @@ impl WasmHost {
     /// (its handles, limits and stdio). Returns once the handler has set its response (the
     /// body follows as the handler writes it) or failed. Whatever ends the instance abnormally
     /// — before or after the response head — is audited as `sandbox.exited` with the reason.
+    /// `held` (a server's request slot) is kept exactly as long as the instance runs, however
+    /// long the client takes to read the body. Dropping the returned future before the
+    /// response head stops the instance (the client went away).
     pub async fn handle<B>(
         &self,
         handler: &Handler,
         spec: SandboxSpec,
         request: http::Request<B>,
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<HandlerResponse, Failure>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -139,6 +143,7 @@ impl WasmHost {
         // Its own task, so the handler keeps running after it set the response head, writing
         // the body; its wall clock covers both.
         let task = tokio::spawn(async move {
+            let _held_while_the_instance_runs = held;
             let run = async {
                 let proxy = handler.instantiate_async(&mut store).await?;
                 proxy
@@ -151,6 +156,14 @@ impl WasmHost {
                     exit_code: 0,
                     message: None,
                 },
+                // The host's instance pools are full: the server's state, not the handler's.
+                Ended::Ran(Err(e))
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some() =>
+                {
+                    drop(store);
+                    return None;
+                }
                 Ended::Ran(Err(e)) => {
                     let memory_hit = memory.filter(|_| store.data().limiter.limit_hit);
                     outcome_of_error(e, timeout, memory, memory_hit)
@@ -167,15 +180,30 @@ impl WasmHost {
                     format!("handler: {}", outcome.summary()),
                 ));
             }
-            outcome
+            Some(outcome)
         });
+        let mut running = Running {
+            task: Some(task),
+            audit: spec.outbound.audit().clone(),
+            sandbox: spec.outbound.sandbox().to_string(),
+        };
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                // The instance goes on writing the body, under its own wall clock.
+                running.task = None;
+                Ok(response)
+            }
             Ok(Err(code)) => Err(Failure::ErrorCode(format!("{code:?}"))),
             Err(_) => {
-                let outcome = task.await.map_err(|e| {
-                    Failure::Handler(format!("the handler's task ended abnormally: {e}"))
-                })?;
+                let task = running.task.take().expect("still running");
+                let outcome = task
+                    .await
+                    .map_err(|_| Failure::Handler("the handler's task ended abnormally".into()))?;
+                let Some(outcome) = outcome else {
+                    return Err(Failure::Unavailable(
+                        "the server has no room for another handler now; try again".into(),
+                    ));
+                };
                 Err(match outcome.exit_code {
                     EXIT_TIMEOUT => Failure::TimedOut,
                     EXIT_AUDIT => Failure::AuditUnavailable,
@@ -184,6 +212,30 @@ impl WasmHost {
                         outcome.message.as_deref().unwrap_or("it trapped"),
                     )),
                 })
+            }
+        }
+    }
+}
+
+/// A handler's instance until its response head is set: dropped earlier (the client went
+/// away, and the server stopped waiting for the response), it stops the instance and says so
+/// in the audit log, so an abandoned request holds no slot, pool entry or CPU.
+struct Running {
+    task: Option<tokio::task::JoinHandle<Option<Outcome>>>,
+    audit: std::sync::Arc<crate::audit::AuditLog>,
+    sandbox: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            if !task.is_finished() {
+                task.abort();
+                self.audit.record(&Record::new(
+                    Event::SandboxExited,
+                    &self.sandbox,
+                    "handler: stopped, the client went away before the response".to_string(),
+                ));
             }
         }
     }

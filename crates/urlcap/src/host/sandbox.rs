@@ -247,7 +247,10 @@ impl Shared {
                     Box::pin(async move { audit.room().await }),
                 )
             } else {
-                wasmtime::UpdateDeadline::Continue(1)
+                // Hand the thread back to the runtime at every tick: a guest that only
+                // computes must not hold a runtime thread that other sandboxes, a server's
+                // listener and its shutdown need (two looping handlers froze a 2-core server).
+                wasmtime::UpdateDeadline::Yield(1)
             })
         });
         store.set_epoch_deadline(1);

@@ -152,7 +152,8 @@ impl Server {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
-            .max_concurrent_streams(self.inner.max_concurrent as u32);
+            // One connection may not take every request slot.
+            .max_concurrent_streams((self.inner.max_concurrent / 4).max(1) as u32);
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(tokio::sync::Semaphore::new(
             self.inner.options.max_connections.max(1),
@@ -247,7 +248,7 @@ impl Inner {
 
     /// Run `route`'s handler for `request` in a sandbox of its own: fresh children of the
     /// route's authorities, the request's view of the audit log, the server's per-request
-    /// limits; within a slot of `max_concurrent_requests`, held until its body is done.
+    /// limits; within a slot of `max_concurrent_requests`, held while its instance runs.
     async fn dispatch(
         &self,
         route: &Route,
@@ -281,19 +282,15 @@ impl Inner {
             stdio: self.options.stdio.clone(),
             ..SandboxSpec::new(Arc::new(outbound), &sandbox_id)
         };
+        // The slot is held as long as the handler's instance runs (its wall clock bounds
+        // that), not as long as the client takes to read what it wrote.
         match self
             .sandbox
             .host()
-            .handle(&route.handler, spec, request)
+            .handle(&route.handler, spec, request, Some(slot))
             .await
         {
-            Ok(response) => response.map(|body| {
-                body.map_frame(move |frame| {
-                    let _held_until_the_body_is_done = &slot;
-                    frame
-                })
-                .boxed_unsync()
-            }),
+            Ok(response) => response.map(|body| body.boxed_unsync()),
             Err(failure) => plain(failure.status(), &failure.message()),
         }
     }
