@@ -116,17 +116,29 @@ fn run_inner(
             .map_err(|e| format!("--audit {path}: {e}"))?,
     };
     let audit = Arc::new(audit.with_allowed(args.audit_allowed));
+    // Whatever log is on stderr (the audit log, or else the access log), handlers' stderr is
+    // written beside it as framed `guest: ` lines, so a handler can neither forge nor split a
+    // line of it.
+    let stderr_log = if audit_on_stderr {
+        None
+    } else if args.access_log.is_none() {
+        Some(Arc::new(
+            AuditLog::stderr().map_err(|e| format!("access log: {e}"))?,
+        ))
+    } else {
+        None
+    };
     let access_log = match (&args.access_log, audit_on_stderr) {
         (Some(path), _) => {
             AccessLog::to_file(path).map_err(|e| format!("--access-log {}: {e}", path.display()))?
         }
         (None, true) => AccessLog::beside(audit.clone()),
-        (None, false) => AccessLog::stderr().map_err(|e| format!("access log: {e}"))?,
+        (None, false) => AccessLog::beside(stderr_log.clone().expect("made above")),
     };
-    let stdio = if audit_on_stderr {
-        Stdio::InheritBesideAudit(audit.clone())
-    } else {
-        Stdio::Inherit
+    let stdio = match (audit_on_stderr, &stderr_log) {
+        (true, _) => Stdio::InheritBesideAudit(audit.clone()),
+        (false, Some(log)) => Stdio::InheritBesideAudit(log.clone()),
+        (false, None) => Stdio::Inherit,
     };
     let description = super::describe_config(&config);
     // Components a handler hands to a nested sandbox compile in a worker process its

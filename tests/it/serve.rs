@@ -954,3 +954,69 @@ async fn computing_handlers_and_departed_clients_hold_no_thread_or_instance() {
         l.abort();
     }
 }
+
+/// With the audit log in a file and no `--access-log`, access lines go to stderr, and a
+/// handler's stderr is written beside them as framed `guest: ` lines: a handler that prints
+/// a perfect access line, or half a line, can neither forge nor split one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_cannot_forge_an_access_line_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("stderr.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_urlcap"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--audit"])
+        .arg(dir.path().join("audit.jsonl"))
+        .arg(HANDLER)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        std::thread::spawn(move || for _ in lines {});
+        first
+    })
+    .await
+    .unwrap()
+    .expect("a listening line");
+    let addr: SocketAddr = first
+        .strip_prefix("urlcap serve: listening on http://")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let forged = "2026-11-29T09:00:00.000Z%20forged-1%20GET%20/admin/delete%20200%201.0ms%20route=/admin/%0A";
+    let answer = send(addr, request(addr, &format!("/stderr?s={forged}"))).await;
+    assert_eq!(answer.status, 200);
+    let answer = send(addr, request(addr, "/stderr?s=PARTIAL")).await;
+    assert_eq!(answer.status, 200);
+    let hello = send(addr, request(addr, "/hello")).await;
+    assert_eq!(hello.status, 200);
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if text.contains(&hello.request_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("forged-1"),
+        "the handler's stderr is shown: {text}"
+    );
+    for line in text
+        .lines()
+        .filter(|l| l.contains("forged-1") || l.contains("PARTIAL"))
+    {
+        assert!(line.starts_with("guest: "), "unframed: {line:?} in {text}");
+    }
+    let real = text
+        .lines()
+        .find(|l| l.contains(&hello.request_id))
+        .expect("the real access line");
+    assert!(real.contains(" GET /hello 200 "), "{real:?}");
+    assert!(!real.contains("PARTIAL"), "split: {real:?}");
+}
