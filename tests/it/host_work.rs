@@ -487,15 +487,7 @@ fn nested_components(depth: u32) -> Vec<u8> {
     for _ in 0..depth {
         let mut outer = HEADER.to_vec();
         outer.push(4); // a component section
-        let mut len = component.len();
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            outer.push(if len == 0 { byte } else { byte | 0x80 });
-            if len == 0 {
-                break;
-            }
-        }
+        support::leb128(component.len(), &mut outer);
         outer.extend_from_slice(&component);
         component = outer;
     }

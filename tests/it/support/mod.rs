@@ -791,19 +791,9 @@ pub fn probe_with_module(
 /// 1 KB that makes wasmparser 0.254 fail an assertion while validating it (instance types
 /// nested 150 deep; an upstream bug), passing admission: it names a `wasi:cli/run` export.
 pub fn compiler_crashing_component() -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                return;
-            }
-        }
-    }
     fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
         out.push(id);
-        leb(body.len(), out);
+        leb128(body.len(), out);
         out.extend_from_slice(body);
     }
     // An instance type holding an instance type … 150 deep, each exporting the next as "zz".
@@ -818,7 +808,7 @@ pub fn compiler_crashing_component() -> Vec<u8> {
     types.extend_from_slice(&ty);
     let name = b"wasi:cli/run@0.2.0";
     let mut exports = vec![1, 0x00];
-    leb(name.len(), &mut exports);
+    leb128(name.len(), &mut exports);
     exports.extend_from_slice(name);
     exports.extend_from_slice(&[0x05, 0x00, 0x00]);
     let mut component = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0];
@@ -864,16 +854,6 @@ pub fn probe_with_exports(exports: u32) -> Vec<u8> {
 /// `instances` more times: a child that holds many of the host's pooled tables and memories
 /// while costing its sandbox almost no memory.
 pub fn probe_holding_pool_slots(instances: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                return;
-            }
-        }
-    }
     fn read_leb(bytes: &[u8], mut at: usize) -> (usize, usize) {
         let (mut value, mut shift) = (0usize, 0);
         loop {
@@ -899,18 +879,30 @@ pub fn probe_holding_pool_slots(instances: usize) -> Vec<u8> {
         0, b'a', b's', b'm', 1, 0, 0, 0, 4, 4, 1, 0x70, 0, 0, 5, 3, 1, 0, 0,
     ];
     bytes.push(1);
-    leb(module.len(), &mut bytes);
+    leb128(module.len(), &mut bytes);
     bytes.extend_from_slice(module);
     // `instances` core instances of it, each `(instantiate MODULE)` with no arguments.
     let mut section = Vec::new();
-    leb(instances, &mut section);
+    leb128(instances, &mut section);
     for _ in 0..instances {
         section.push(0);
-        leb(modules, &mut section);
-        leb(0, &mut section);
+        leb128(modules, &mut section);
+        leb128(0, &mut section);
     }
     bytes.push(2);
-    leb(section.len(), &mut bytes);
+    leb128(section.len(), &mut bytes);
     bytes.extend_from_slice(&section);
     bytes
+}
+
+/// `n` as unsigned LEB128 (how wasm encodes sizes and counts), appended to `out`.
+pub fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            return;
+        }
+    }
 }
