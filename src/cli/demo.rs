@@ -41,6 +41,24 @@ pub(super) async fn origin(
     Ok(http::Response::new(Full::new(text)))
 }
 
+/// Start the demo origin ([`origin`]) on a free loopback port: the port, and the task serving
+/// it (abort it when done).
+pub(super) async fn start_origin() -> std::io::Result<(u16, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, hyper::service::service_fn(origin))
+                    .await;
+            });
+        }
+    });
+    Ok((port, server))
+}
+
 /// A writer the demo can read back (its audit log).
 #[derive(Clone, Default)]
 pub(super) struct Captured(pub(super) Arc<Mutex<Vec<u8>>>);
@@ -60,18 +78,7 @@ impl Write for Captured {
 
 /// Run the demo, writing a readable account to `out`. Returns the guest's exit status.
 pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, hyper::service::service_fn(origin))
-                    .await;
-            });
-        }
-    });
+    let (port, server) = start_origin().await?;
     let manifest = DEMO_MANIFEST.replace("{PORT}", &port.to_string());
     let config = Config::parse(&manifest, Path::new("policy/demo.toml"), &ProcessSecrets)?;
     writeln!(out, "urlcap demo: an origin on 127.0.0.1:{port}; api.demo.test and internal.demo.test resolve to 127.0.0.1.")?;

@@ -2,7 +2,7 @@
 //! bundled handler on two routes with different authorities, a scripted client, and the audit
 //! and access logs. It finishes on its own.
 
-use super::demo::{origin, BoxError, Captured};
+use super::demo::{BoxError, Captured};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::io::Write;
@@ -51,18 +51,7 @@ async fn get(
 
 /// Run the demo, writing a readable account to `out`.
 pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let origin_task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, hyper::service::service_fn(origin))
-                    .await;
-            });
-        }
-    });
+    let (port, origin_task) = super::demo::start_origin().await?;
     let manifest = DEMO_SERVE_MANIFEST.replace("{PORT}", &port.to_string());
     let config = Config::parse(
         &manifest,
