@@ -218,9 +218,7 @@ fn interpret(
     let memory = bytesize::ByteSize(allowance.memory_bytes()).display().iec();
     match (status.code(), status.signal()) {
         (Some(code), _) if code == i32::from(EXIT_INVALID) => {
-            let text = String::from_utf8_lossy(message);
-            let line = text.lines().next().unwrap_or("").trim();
-            let line: String = line.chars().take(300).collect();
+            let line = first_line(message);
             Err(CompileError::Invalid(if line.is_empty() {
                 "the component did not compile".into()
             } else {
@@ -246,9 +244,7 @@ fn interpret(
         ))),
         // The compile process's own message (it could not set its limits): host text only.
         (Some(code), _) if code == i32::from(EXIT_UNUSABLE) => {
-            let text = String::from_utf8_lossy(message);
-            let line: String = text.lines().next().unwrap_or("").chars().take(300).collect();
-            Err(CompileError::Host(line))
+            Err(CompileError::Host(first_line(message)))
         }
         (code, signal) => Err(CompileError::Host(format!(
             "the host's compiler failed ({})",
@@ -259,6 +255,19 @@ fn interpret(
             }
         ))),
     }
+}
+
+/// The first line of what a compile process wrote on its stderr, trimmed, at most 300
+/// characters.
+fn first_line(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message);
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 /// The compile process: read a component from stdin, compile it under the limits given as the
@@ -389,9 +398,7 @@ fn loaded_size(engine: &wasmtime::Engine, artifact: &[u8]) -> std::io::Result<u6
     let component = unsafe { wasmtime::component::Component::deserialize(engine, artifact) }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let heap = in_use().saturating_sub(before);
-    let image = component.image_range();
-    let code = (image.end as usize).saturating_sub(image.start as usize) as u64;
-    Ok(heap + code)
+    Ok(heap + super::engine::code_bytes(&component) as u64)
 }
 
 /// A size of this process from `/proc/self/status` (`VmSize:` its address space), in bytes.

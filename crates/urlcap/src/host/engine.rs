@@ -69,7 +69,7 @@ pub(crate) struct NestedCommand {
 }
 
 /// Bytes of compiled code (the loaded image) of a component.
-fn code_bytes(component: &Component) -> usize {
+pub(super) fn code_bytes(component: &Component) -> usize {
     let image = component.image_range();
     (image.end as usize).saturating_sub(image.start as usize)
 }
@@ -273,6 +273,15 @@ impl Shared {
             return Ok(command);
         }
         let slot = self.compile_slot().await;
+        // Another spawn of the same bytes may have compiled them while this one waited.
+        if let Some(command) = self.nested_commands.get(&wasm) {
+            return Ok(command);
+        }
+        let vetted = wasm.clone();
+        tokio::task::spawn_blocking(move || admission::vet_child_component(&vetted))
+            .await
+            .map_err(|_| CompileError::Invalid(super::compile_worker::COMPILER_FAILED.into()))?
+            .map_err(CompileError::Invalid)?;
         let shared = self.clone();
         let Some(worker) = &self.worker else {
             return tokio::task::spawn_blocking(move || {
@@ -284,11 +293,6 @@ impl Shared {
             .map_err(|_| CompileError::Invalid(super::compile_worker::COMPILER_FAILED.into()))?;
         };
         let _running = Compiling::start(&self.compiling);
-        let vetted = wasm.clone();
-        tokio::task::spawn_blocking(move || admission::vet_child_component(&vetted))
-            .await
-            .map_err(|_| CompileError::Invalid(super::compile_worker::COMPILER_FAILED.into()))?
-            .map_err(CompileError::Invalid)?;
         let compiled = worker.precompile(&wasm, allowance).await?;
         let command = tokio::task::spawn_blocking(move || {
             let (engine, linker) = shared.nested_engine().map_err(CompileError::Host)?;
@@ -308,9 +312,8 @@ impl Shared {
         Ok(command)
     }
 
-    /// The in-process compile of [`Shared::compile_nested`]. Blocking.
+    /// The in-process compile of [`Shared::compile_nested`], of vetted bytes. Blocking.
     fn compile_nested_here(&self, wasm: Arc<[u8]>) -> Result<NestedCommand, CompileError> {
-        admission::vet_child_component(&wasm).map_err(CompileError::Invalid)?;
         let _running = Compiling::start(&self.compiling);
         let (engine, linker) = self.nested_engine().map_err(CompileError::Host)?;
         let component =
