@@ -761,8 +761,7 @@ pub fn probe_with_module(
     op: impl Fn(u32, u32, &mut wasm_encoder::Function),
 ) -> Vec<u8> {
     use wasm_encoder::{
-        CodeSection, Component, Function, FunctionSection, Instruction as I, Module, ModuleSection,
-        TypeSection, ValType,
+        CodeSection, Function, FunctionSection, Instruction as I, Module, TypeSection, ValType,
     };
     let mut types = TypeSection::new();
     types.ty().function([ValType::I64], [ValType::I64]);
@@ -780,12 +779,7 @@ pub fn probe_with_module(
     }
     let mut module = Module::new();
     module.section(&types).section(&funcs).section(&code);
-    let mut extra = Component::new();
-    extra.section(&ModuleSection(&module));
-    let extra = extra.finish();
-    let mut bytes = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
-    bytes.extend_from_slice(&extra[8..]);
-    bytes
+    probe_with_core_module(&module)
 }
 
 /// 1 KB that makes wasmparser 0.254 fail an assertion while validating it (instance types
@@ -821,8 +815,8 @@ pub fn compiler_crashing_component() -> Vec<u8> {
 /// names. Its code is tiny, but loading it builds a table of every export.
 pub fn probe_with_exports(exports: u32) -> Vec<u8> {
     use wasm_encoder::{
-        CodeSection, Component, ExportKind, ExportSection, Function, FunctionSection, Instruction,
-        Module, ModuleSection, TypeSection,
+        CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction, Module,
+        TypeSection,
     };
     let mut types = TypeSection::new();
     types.ty().function([], []);
@@ -842,12 +836,7 @@ pub fn probe_with_exports(exports: u32) -> Vec<u8> {
         .section(&funcs)
         .section(&names)
         .section(&code);
-    let mut extra = Component::new();
-    extra.section(&ModuleSection(&module));
-    let extra = extra.finish();
-    let mut bytes = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
-    bytes.extend_from_slice(&extra[8..]);
-    bytes
+    probe_with_core_module(&module)
 }
 
 /// The probe with one more core module (one table and one memory, both empty) instantiated
@@ -905,4 +894,16 @@ pub fn leb128(mut n: usize, out: &mut Vec<u8>) {
             return;
         }
     }
+}
+
+/// The probe's bytes with `module` appended as one more (uninstantiated) core module: the host
+/// still compiles and loads it.
+fn probe_with_core_module(module: &wasm_encoder::Module) -> Vec<u8> {
+    let mut extra = wasm_encoder::Component::new();
+    extra.section(&wasm_encoder::ModuleSection(module));
+    let extra = extra.finish();
+    let mut bytes = std::fs::read(env!("URLCAP_GUEST_PROBE")).unwrap();
+    // The section follows the probe's own, without the appended component's 8-byte header.
+    bytes.extend_from_slice(&extra[8..]);
+    bytes
 }
