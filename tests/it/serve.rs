@@ -658,38 +658,54 @@ async fn route_errors_name_the_file_line_and_column() {
     assert!(support::text(&o.stderr).contains("not both"));
 }
 
+/// Handlers from other toolchains, which know nothing of urlcap, under the same confinement:
+/// Python (componentize-py, calling wasi:http directly) and JavaScript (componentize-js,
+/// StarlingMonkey's fetch event and `fetch()`; it exports wasi:http 0.2.10, linked by semver as
+/// under `wasmtime serve`). Built by ./scripts/test; without them this test fails, never skips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_handler_is_served_under_the_same_confinement() {
-    let handler = support::sdk::built(
-        "URLCAP_PYHANDLER",
-        "fixtures/pyhandler with componentize-py (pip)",
-    );
-    let granted = Server::http(|_| Reply::Text("granted")).await;
-    let other = Server::http(|_| Reply::Text("other")).await;
-    let grant = format!("a=GET http://127.0.0.1:{}/", granted.port());
-    let serving = Serving::start(&["--allow", &grant, "--allow-ip", "127.0.0.1", &handler]).await;
-    let hello = serving.get("/hello").await;
-    assert_eq!(
-        (hello.status, hello.body.as_str()),
-        (200, "hello from python")
-    );
-    let ok = serving
-        .get(&format!(
-            "/fetch?url=http://127.0.0.1:{}/py",
-            granted.port()
-        ))
-        .await;
-    assert_eq!(ok.body, "ok 200 granted");
-    let denied = serving
-        .get(&format!("/fetch?url=http://127.0.0.1:{}/py", other.port()))
-        .await;
-    assert_eq!(denied.body, "err ErrorCode_HttpRequestDenied");
-    assert_eq!(targets(&granted), ["/py"]);
-    assert!(targets(&other).is_empty());
-    let audit = audit_eventually(&serving, |r| r["request_id"] == denied.request_id).await;
-    let records = records_of(&audit, &denied.request_id);
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0]["reason"], "no_authority");
+async fn python_and_javascript_handlers_are_served_under_the_same_confinement() {
+    let toolchains = [
+        (
+            "URLCAP_PYHANDLER",
+            "fixtures/pyhandler with componentize-py (pip)",
+            "hello from python",
+            "err ErrorCode_HttpRequestDenied",
+        ),
+        (
+            "URLCAP_JSHANDLER",
+            "fixtures/jshandler with componentize-js (npm)",
+            "hello from javascript",
+            // StarlingMonkey turns every wasi:http error into one generic TypeError.
+            "err TypeError NetworkError when attempting to fetch resource",
+        ),
+    ];
+    for (var, how, hello_text, denied_text) in toolchains {
+        let handler = support::sdk::built(var, how);
+        let granted = Server::http(|_| Reply::Text("granted")).await;
+        let other = Server::http(|_| Reply::Text("other")).await;
+        let grant = format!("a=GET http://127.0.0.1:{}/", granted.port());
+        let serving =
+            Serving::start(&["--allow", &grant, "--allow-ip", "127.0.0.1", &handler]).await;
+        let hello = serving.get("/hello").await;
+        assert_eq!((hello.status, hello.body.as_str()), (200, hello_text));
+        let ok = serving
+            .get(&format!(
+                "/fetch?url=http://127.0.0.1:{}/via",
+                granted.port()
+            ))
+            .await;
+        assert_eq!(ok.body, "ok 200 granted", "{var}");
+        let denied = serving
+            .get(&format!("/fetch?url=http://127.0.0.1:{}/via", other.port()))
+            .await;
+        assert_eq!(denied.body, denied_text, "{var}");
+        assert_eq!(targets(&granted), ["/via"], "{var}");
+        assert!(targets(&other).is_empty(), "{var}");
+        let audit = audit_eventually(&serving, |r| r["request_id"] == denied.request_id).await;
+        let records = records_of(&audit, &denied.request_id);
+        assert_eq!(records.len(), 1, "{var}: {records:?}");
+        assert_eq!(records[0]["reason"], "no_authority", "{var}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
