@@ -55,7 +55,14 @@ impl Serving {
             .arg(dir.path().join("audit.jsonl"))
             .arg("--access-log")
             .arg(dir.path().join("access.log"))
-            .args(args)
+            .args(args);
+        Serving::launch(command, dir).await
+    }
+
+    /// Run `command` (a `urlcap serve` on 127.0.0.1:0), its stderr to DIR/stderr.txt, and
+    /// wait for its "listening on" line.
+    async fn launch(mut command: Command, dir: tempfile::TempDir) -> Serving {
+        command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap());
         let mut child = command.spawn().unwrap();
@@ -107,6 +114,15 @@ impl Serving {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.access_log()
+    }
+
+    /// The access log once it holds `n` lines, and no more.
+    async fn access_lines(&self, n: usize) -> String {
+        let log = self
+            .access_log_eventually(|log| log.lines().count() >= n)
+            .await;
+        assert_eq!(log.lines().count(), n, "{log}");
+        log
     }
 
     fn stderr(&self) -> String {
@@ -303,10 +319,7 @@ async fn each_request_gets_a_fresh_instance_over_http1_and_h2c_with_an_id_and_an
     assert_eq!((h2.status, h2.body.as_str()), (200, "hello from a handler"));
 
     // One access-log line per request: id, method, path, status, duration, route, outcome.
-    let log = serving
-        .access_log_eventually(|log| log.lines().count() >= 6)
-        .await;
-    assert_eq!(log.lines().count(), 6, "{log}");
+    let log = serving.access_lines(6).await;
     let line = log
         .lines()
         .find(|l| l.contains(&hello.request_id))
@@ -633,9 +646,7 @@ async fn a_handler_stopped_mid_body_cuts_the_response_and_its_access_line_says_s
     )
     .await;
     assert_eq!(hello.body, "hello from a handler", "the connection goes on");
-    let log = serving
-        .access_log_eventually(|log| log.lines().count() >= 9)
-        .await;
+    let log = serving.access_lines(9).await;
     let cut: Vec<&str> = log.lines().filter(|l| l.contains(" /partial ")).collect();
     assert_eq!(cut.len(), 8, "{log}");
     for line in cut {
@@ -899,10 +910,7 @@ async fn request_heads_flooding_headers_or_malformed_are_refused_and_logged_and_
     assert_eq!((answer.status, answer.body.as_str()), (200, "1"));
     // Each refused head has its line all the same: the status hyper sent, `-` for what it
     // did not read, `outcome=refused`.
-    let log = serving
-        .access_log_eventually(|log| log.lines().count() >= 4)
-        .await;
-    assert_eq!(log.lines().count(), 4, "{log}");
+    let log = serving.access_lines(4).await;
     let mut refused: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split_once(" - - "))
@@ -1209,26 +1217,13 @@ async fn computing_handlers_and_departed_clients_hold_no_thread_or_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_cannot_forge_an_access_line_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    let stderr_path = dir.path().join("stderr.txt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_urlcap"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_urlcap"));
+    command
         .args(["serve", "--addr", "127.0.0.1:0", "--audit"])
         .arg(dir.path().join("audit.jsonl"))
-        .arg(HANDLER)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
-        std::thread::spawn(move || for _ in lines {});
-        first
-    })
-    .await
-    .unwrap()
-    .expect("a listening line");
-    let addr = listening_on(&first);
+        .arg(HANDLER);
+    let serving = Serving::launch(command, dir).await;
+    let addr = serving.addr;
     let forged = "2026-11-29T09:00:00.000Z%20forged-1%20GET%20/admin/delete%20200%201.0ms%20route=/admin/%0A";
     let answer = send(addr, request(addr, &format!("/stderr?s={forged}"))).await;
     assert_eq!(answer.status, 200);
@@ -1238,14 +1233,12 @@ async fn a_handler_cannot_forge_an_access_line_on_stderr() {
     assert_eq!(hello.status, 200);
     let mut text = String::new();
     for _ in 0..200 {
-        text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        text = serving.stderr();
         if text.contains(&hello.request_id) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         text.contains("forged-1"),
         "the handler's stderr is shown: {text}"

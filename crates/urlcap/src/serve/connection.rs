@@ -88,7 +88,8 @@ pub(crate) async fn drive<C: Future>(
     mut stop: watch::Receiver<Stop>,
 ) -> Option<C::Output> {
     let mut connection = Box::pin(connection);
-    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Set when it was closed for being idle: when it is dropped if still open.
+    let mut drop_at: Option<tokio::time::Instant> = None;
     let mut stopping = *stop.borrow_and_update();
     let ended = loop {
         match stopping {
@@ -96,15 +97,19 @@ pub(crate) async fn drive<C: Future>(
             Stop::Gracefully => close(connection.as_mut()),
             Stop::No => {}
         }
+        let dropping = async move {
+            match drop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ended = connection.as_mut() => break Some(ended),
-            () = in_flight.idle_for(idle), if closing.is_none() => {
+            () = in_flight.idle_for(idle), if drop_at.is_none() => {
                 close(connection.as_mut());
-                closing = Some(Box::pin(tokio::time::sleep(idle)));
+                drop_at = Some(tokio::time::Instant::now() + idle);
             }
-            () = async { closing.as_mut().expect("set when closing").await }, if closing.is_some() => {
-                break None;
-            }
+            () = dropping => break None,
             changed = stop.changed() => {
                 stopping = match changed {
                     Ok(()) => *stop.borrow_and_update(),
