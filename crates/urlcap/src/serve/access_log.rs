@@ -308,4 +308,70 @@ mod tests {
         );
         assert!(printable(&"x".repeat(5000), 1024).len() <= 1030);
     }
+
+    /// Lines written to memory.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_says_how_its_response_ended_however_it_ends() {
+        let memory = Memory::default();
+        let log = AccessLog::to_writer(Box::new(memory.clone()));
+        let line = |id: &str, status: Option<(u16, bool)>| {
+            let mut line = log.line(
+                id.into(),
+                "GET".into(),
+                "/x".into(),
+                Some("/"),
+                Instant::now(),
+            );
+            if let Some((status, bodiless)) = status {
+                line.answered(http::StatusCode::from_u16(status).unwrap(), bodiless);
+            }
+            line
+        };
+        line("r-1", Some((200, false))).end(Outcome::Complete);
+        line("r-2", Some((200, false))).end(Outcome::Cut);
+        drop(line("r-3", Some((200, false))));
+        drop(line("r-4", None));
+        drop(line("r-5", Some((204, true))));
+        log.cut_from_now();
+        drop(line("r-6", Some((200, false))));
+        drop(line("r-7", None));
+        log.refused("r-8".into(), 431);
+        log.flush();
+        let text = String::from_utf8(memory.0.lock().unwrap().clone()).unwrap();
+        let ends: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let fields: Vec<&str> = l.split(' ').collect();
+                assert_eq!(fields.len(), 8, "{l}");
+                format!("{} {} {}", fields[1], fields[4], fields[7])
+            })
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                "r-1 200 outcome=complete",
+                "r-2 200 outcome=cut",
+                "r-3 200 outcome=gone",
+                "r-4 - outcome=gone",
+                "r-5 204 outcome=complete",
+                "r-6 200 outcome=cut",
+                "r-7 - outcome=cut",
+                "r-8 431 outcome=refused",
+            ]
+        );
+        assert!(text.contains(" r-8 - - 431 - route=- "), "{text}");
+    }
 }

@@ -7,10 +7,11 @@ use super::access_log::{Line, Outcome};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
 
 /// What the server asks of its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,51 +25,72 @@ pub(crate) enum Stop {
 }
 
 /// The requests in flight on one connection, each counted from when hyper hands it to the
-/// server until its response has ended, however it ends.
+/// server until its response has ended, however it ends. Counting costs a request two atomic
+/// updates and no timer or wake-up: the idle check reads them when its own deadline comes.
 #[derive(Clone)]
-pub(crate) struct InFlight(Arc<watch::Sender<usize>>);
+pub(crate) struct InFlight(Arc<Activity>);
+
+struct Activity {
+    requests: AtomicUsize,
+    /// When the last request ended (or the connection began).
+    since: Mutex<Instant>,
+    /// Told when the count falls to zero.
+    none: Notify,
+}
 
 /// One request counted in [`InFlight`] while it lives.
-pub(crate) struct Counted(Arc<watch::Sender<usize>>);
+pub(crate) struct Counted(Arc<Activity>);
 
 impl InFlight {
     pub(crate) fn new() -> InFlight {
-        InFlight(Arc::new(watch::Sender::new(0)))
+        InFlight(Arc::new(Activity {
+            requests: AtomicUsize::new(0),
+            since: Mutex::new(Instant::now()),
+            none: Notify::new(),
+        }))
     }
 
     /// Count a request until the returned guard is dropped.
     pub(crate) fn count(&self) -> Counted {
-        self.0.send_modify(|n| *n += 1);
+        self.0.requests.fetch_add(1, Ordering::AcqRel);
         Counted(self.0.clone())
     }
 
     /// Resolves once no request has been in flight for `bound`.
     async fn idle_for(&self, bound: Duration) {
-        let mut changes = self.0.subscribe();
+        let mut check = Instant::now() + bound;
         loop {
-            if *changes.borrow_and_update() == 0 {
-                if tokio::time::timeout(bound, changes.changed())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            tokio::time::sleep_until(check.into()).await;
+            let since = *self.0.since.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            check = if self.0.requests.load(Ordering::Acquire) > 0 {
+                now + bound
+            } else if now >= since + bound {
+                return;
             } else {
-                // The sender lives in `self`: this never fails.
-                let _ = changes.changed().await;
-            }
+                since + bound
+            };
         }
     }
 
     /// Resolves once no request is in flight.
     async fn none(&self) {
-        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+        loop {
+            let told = self.0.none.notified();
+            if self.0.requests.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            told.await;
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            self.0.none.notify_waiters();
+        }
     }
 }
 
