@@ -706,7 +706,8 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
         "no longer accepting"
     );
 
-    // A request that outlasts the drain bound is cut, and the server still exits 0.
+    // Requests that outlast the drain bound are cut (one over HTTP/1.1, one over HTTP/2, whose
+    // streams run as tasks of their own), and the server still exits 0.
     let mut serving = Serving::start(&["--drain", "500ms", HANDLER]).await;
     let addr = serving.addr;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -721,20 +722,35 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
             Err(_) => false,
         }
     });
+    let (mut sender, _conn) = h2(addr).await;
+    let slow_h2 = tokio::spawn(async move {
+        let response = sender
+            .send_request(h2_request(addr, "/sleep?ms=20000"))
+            .await;
+        match response {
+            Ok(r) => r.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        }
+    });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     assert_eq!(serving.terminate().await.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(!slow.await.unwrap(), "the slow request was cut");
+    assert!(!slow_h2.await.unwrap(), "the slow HTTP/2 request was cut");
     assert!(
         serving.stderr().contains("were cut"),
         "{}",
         serving.stderr()
     );
-    // Its access line says so: no status (no head was sent), `outcome=cut`.
-    let line = serving.access_log();
-    assert!(line.contains(" GET /sleep - "), "{line}");
-    assert!(line.ends_with(" route=/ outcome=cut\n"), "{line}");
+    // Their access lines say so, written before it exited: no status (no head was sent),
+    // `outcome=cut`.
+    let log = serving.access_log();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    for line in log.lines() {
+        assert!(line.contains(" GET /sleep - "), "{line}");
+        assert!(line.ends_with(" route=/ outcome=cut"), "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
