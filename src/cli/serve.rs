@@ -36,7 +36,9 @@ pub struct ServeArgs {
     /// Also record allowed requests (request.allowed).
     #[arg(long = "audit-allowed")]
     audit_allowed: bool,
-    /// Where the one-line-per-request access log goes (appended); default stderr.
+    /// Where the one-line-per-request access log goes (appended); default stderr. A line is
+    /// written when its response ends: `TS REQUEST_ID METHOD PATH STATUS DURATIONms
+    /// route=PREFIX outcome=complete|cut|gone|refused` (`-` for what there is not).
     #[arg(long = "access-log", value_name = "FILE")]
     access_log: Option<PathBuf>,
     /// On SIGINT or SIGTERM, how long requests in flight may take to finish before exiting.

@@ -6,7 +6,9 @@
 //! reaches only its own authorities; the incoming request (Host, absolute-form target,
 //! X-Forwarded-*) never chooses where a handler's requests go; every audit record of a request
 //! carries its request_id; limits hold per request and a looping, memory-hungry or
-//! header-flooding handler does not hold up other requests; SIGTERM drains and exits 0.
+//! header-flooding handler does not hold up other requests; SIGTERM drains and exits 0;
+//! idle or slow connections, HTTP/2 ones too, are closed; a response a handler left unfinished
+//! looks cut to its client; every request gets one access line, however its response ends.
 
 use crate::support;
 
@@ -39,6 +41,13 @@ impl Serving {
         Serving::start_in(dir, args).await
     }
 
+    /// Serve HANDLER on every path under a manifest of `text` (its `[limits]`, say).
+    async fn handler_under(text: &str) -> Serving {
+        let dir = tempfile::tempdir().unwrap();
+        let path = manifest(dir.path(), text);
+        Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await
+    }
+
     async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Serving {
         let mut command = Command::new(env!("CARGO_BIN_EXE_urlcap"));
         command
@@ -48,7 +57,14 @@ impl Serving {
             .arg(dir.path().join("audit.jsonl"))
             .arg("--access-log")
             .arg(dir.path().join("access.log"))
-            .args(args)
+            .args(args);
+        Serving::launch(command, dir).await
+    }
+
+    /// Run `command` (a `urlcap serve` on 127.0.0.1:0), its stderr to DIR/stderr.txt, and
+    /// wait for its "listening on" line.
+    async fn launch(mut command: Command, dir: tempfile::TempDir) -> Serving {
+        command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap());
         let mut child = command.spawn().unwrap();
@@ -70,13 +86,11 @@ impl Serving {
             let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
             panic!("urlcap serve exited ({status}) before listening: {stderr}");
         };
-        let addr = first
-            .strip_prefix("urlcap serve: listening on http://")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
-        Serving { child, addr, dir }
+        Serving {
+            child,
+            addr: listening_on(&first),
+            dir,
+        }
     }
 
     fn audit(&self) -> Vec<Value> {
@@ -89,6 +103,28 @@ impl Serving {
 
     fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Wait (bounded) until the access log is `done`; it is written by its own thread, a
+    /// moment after the response ends.
+    async fn access_log_eventually(&self, done: impl Fn(&str) -> bool) -> String {
+        for _ in 0..200 {
+            let log = self.access_log();
+            if done(&log) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.access_log()
+    }
+
+    /// The access log once it holds `n` lines, and no more.
+    async fn access_lines(&self, n: usize) -> String {
+        let log = self
+            .access_log_eventually(|log| log.lines().count() >= n)
+            .await;
+        assert_eq!(log.lines().count(), n, "{log}");
+        log
     }
 
     fn stderr(&self) -> String {
@@ -129,6 +165,16 @@ impl Drop for Serving {
     }
 }
 
+/// The address in `urlcap serve`'s first line.
+fn listening_on(first: &str) -> SocketAddr {
+    first
+        .strip_prefix("urlcap serve: listening on http://")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .unwrap()
+}
+
 /// What came back.
 #[derive(Debug)]
 struct Answer {
@@ -148,12 +194,58 @@ fn request(addr: SocketAddr, path: &str) -> http::Request<Full<Bytes>> {
 /// Send `req` on a new HTTP/1.1 connection to `addr`, exactly as built (its target as given:
 /// origin-form or absolute-form), and read the whole answer.
 async fn send(addr: SocketAddr, req: http::Request<Full<Bytes>>) -> Answer {
+    answer(response_of(addr, req).await).await
+}
+
+/// Send `req` on a new HTTP/1.1 connection to `addr`; its response, the body still to read.
+async fn response_of(
+    addr: SocketAddr,
+    req: http::Request<Full<Bytes>>,
+) -> http::Response<hyper::body::Incoming> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    answer(sender.send_request(req).await.unwrap()).await
+    sender.send_request(req).await.unwrap()
+}
+
+/// A new h2c (HTTP/2 with prior knowledge) connection to `addr`, and its task.
+async fn h2(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// A GET of `path` over HTTP/2 (absolute form, as HTTP/2 sends it).
+fn h2_request(addr: SocketAddr, path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// The body's data up to its end, and how it ended: whole (`Ok`) or cut (`Err`).
+async fn body_to_its_end(
+    response: http::Response<hyper::body::Incoming>,
+) -> (String, Result<(), hyper::Error>) {
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    let end = loop {
+        match body.frame().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(frame)) => data.extend(frame.into_data().unwrap_or_default()),
+        }
+    };
+    (String::from_utf8_lossy(&data).into_owned(), end)
 }
 
 async fn answer(response: http::Response<hyper::body::Incoming>) -> Answer {
@@ -219,36 +311,23 @@ async fn each_request_gets_a_fresh_instance_over_http1_and_h2c_with_an_id_and_an
     assert_ne!(other.request_id, hello.request_id, "ids are per request");
 
     // h2c (HTTP/2 with prior knowledge) on the same port.
-    let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{}/hello", serving.addr))
-        .body(Full::new(Bytes::new()))
+    let (mut sender, _conn) = h2(serving.addr).await;
+    let response = sender
+        .send_request(h2_request(serving.addr, "/hello"))
+        .await
         .unwrap();
-    let response = sender.send_request(req).await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     let h2 = answer(response).await;
     assert_eq!((h2.status, h2.body.as_str()), (200, "hello from a handler"));
 
-    // One access-log line per request: id, method, path, status, duration, route.
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = serving.access_log();
-        if log.lines().count() >= 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(log.lines().count(), 6, "{log}");
+    // One access-log line per request: id, method, path, status, duration, route, outcome.
+    let log = serving.access_lines(6).await;
     let line = log
         .lines()
         .find(|l| l.contains(&hello.request_id))
         .unwrap_or_else(|| panic!("no line for {} in {log}", hello.request_id));
     assert!(line.contains(" GET /hello 200 "), "{line}");
-    assert!(line.ends_with("ms route=/"), "{line}");
+    assert!(line.ends_with("ms route=/ outcome=complete"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,13 +535,10 @@ async fn a_handler_derives_revokes_and_nests_only_within_its_own_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_hold_per_request_and_misbehaving_handlers_leave_other_requests_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = manifest(
-        dir.path(),
-        "version = 1\n[limits]\nmemory = \"32MiB\"\ntimeout = \"4s\"\n",
+    let serving = Arc::new(
+        Serving::handler_under("version = 1\n[limits]\nmemory = \"32MiB\"\ntimeout = \"4s\"\n")
+            .await,
     );
-    let serving =
-        Arc::new(Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await);
     let bad = [
         "/loop",
         "/bomb",
@@ -525,15 +601,69 @@ async fn limits_hold_per_request_and_misbehaving_handlers_leave_other_requests_a
     assert!(exited(2).contains("guest trapped"), "{}", exited(2));
 }
 
+/// A handler stopped mid-body — it traps, reaches its wall clock, or returns without finishing
+/// its body — cuts the response so the client can tell: over HTTP/1.1 the connection closes
+/// without the last chunk (or short of its Content-Length), over HTTP/2 the stream is reset
+/// (and the connection goes on). Its access line is written at the end: the status sent, the
+/// whole duration, `outcome=cut`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stopped_mid_body_cuts_the_response_and_its_access_line_says_so() {
+    let serving = Serving::handler_under("version = 1\n[limits]\ntimeout = \"2s\"\n").await;
+    let paths = [
+        "/partial?then=trap",
+        "/partial?then=loop",
+        "/partial?then=forget",
+        "/partial?then=trap&len=1000",
+    ];
+    // The head and the first bytes may not have left before the connection closes or the
+    // stream is reset: then the client gets no response at all, which it cannot take for a
+    // whole one either.
+    for path in paths {
+        let stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        if let Ok(response) = sender.send_request(request(serving.addr, path)).await {
+            assert_eq!(response.status(), 200, "{path}");
+            let (data, end) = body_to_its_end(response).await;
+            assert!("partial ".starts_with(&data), "{path}: {data}");
+            assert!(end.is_err(), "{path} over HTTP/1.1 ended as if complete");
+        }
+    }
+    let (mut sender, _conn) = h2(serving.addr).await;
+    for path in paths {
+        if let Ok(response) = sender.send_request(h2_request(serving.addr, path)).await {
+            assert_eq!(response.status(), 200, "{path}");
+            let (data, end) = body_to_its_end(response).await;
+            assert!("partial ".starts_with(&data), "{path}: {data}");
+            assert!(end.is_err(), "{path} over HTTP/2 ended as if complete");
+        }
+    }
+    let hello = answer(
+        sender
+            .send_request(h2_request(serving.addr, "/hello"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(hello.body, "hello from a handler", "the connection goes on");
+    let log = serving.access_lines(9).await;
+    let cut: Vec<&str> = log.lines().filter(|l| l.contains(" /partial ")).collect();
+    assert_eq!(cut.len(), 8, "{log}");
+    for line in cut {
+        assert!(line.contains(" GET /partial 200 "), "{line}");
+        assert!(line.ends_with(" route=/ outcome=cut"), "{line}");
+    }
+    let line = log.lines().find(|l| l.contains(&hello.request_id)).unwrap();
+    assert!(line.ends_with(" outcome=complete"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_requests_bounds_the_handlers_running_across_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = manifest(
-        dir.path(),
-        "version = 1\n[limits]\nmax_concurrent_requests = 2\n",
+    let serving = Arc::new(
+        Serving::handler_under("version = 1\n[limits]\nmax_concurrent_requests = 2\n").await,
     );
-    let serving =
-        Arc::new(Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -561,6 +691,9 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", serving.stderr());
     let answer = in_flight.await.unwrap();
     assert_eq!((answer.status, answer.body.as_str()), (200, "slept"));
+    let line = serving.access_log();
+    assert!(line.contains(" GET /sleep 200 "), "{line}");
+    assert!(line.ends_with(" outcome=complete\n"), "{line}");
     assert!(
         serving
             .stderr()
@@ -573,7 +706,8 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
         "no longer accepting"
     );
 
-    // A request that outlasts the drain bound is cut, and the server still exits 0.
+    // Requests that outlast the drain bound are cut (one over HTTP/1.1, one over HTTP/2, whose
+    // streams run as tasks of their own), and the server still exits 0.
     let mut serving = Serving::start(&["--drain", "500ms", HANDLER]).await;
     let addr = serving.addr;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -588,16 +722,35 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
             Err(_) => false,
         }
     });
+    let (mut sender, _conn) = h2(addr).await;
+    let slow_h2 = tokio::spawn(async move {
+        let response = sender
+            .send_request(h2_request(addr, "/sleep?ms=20000"))
+            .await;
+        match response {
+            Ok(r) => r.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        }
+    });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     assert_eq!(serving.terminate().await.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(!slow.await.unwrap(), "the slow request was cut");
+    assert!(!slow_h2.await.unwrap(), "the slow HTTP/2 request was cut");
     assert!(
         serving.stderr().contains("were cut"),
         "{}",
         serving.stderr()
     );
+    // Their access lines say so, written before it exited: no status (no head was sent),
+    // `outcome=cut`.
+    let log = serving.access_log();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    for line in log.lines() {
+        assert!(line.contains(" GET /sleep - "), "{line}");
+        assert!(line.ends_with(" route=/ outcome=cut"), "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,7 +893,7 @@ async fn demo_serve_shows_confinement_limits_and_request_ids_and_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_flooding_headers_is_refused_before_any_handler_runs() {
+async fn request_heads_flooding_headers_or_malformed_are_refused_and_logged_and_run_no_handler() {
     let serving = Serving::start(&[HANDLER]).await;
     // 200 headers: past the 100 an HTTP/1.1 request head may carry.
     let mut req = http::Request::get("/count").header("host", serving.addr.to_string());
@@ -772,18 +925,41 @@ async fn a_client_flooding_headers_is_refused_before_any_handler_runs() {
     if let Ok(response) = sender.send_request(req).await {
         assert_eq!(response.status(), 431);
     }
+    // A request line hyper cannot parse (`@` in the method) gets its 400.
+    let mut stream = tokio::net::TcpStream::connect(serving.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"G@T /count HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    let _ = stream.read_to_end(&mut said).await;
+    assert!(
+        said.starts_with(b"HTTP/1.1 400 "),
+        "{:?}",
+        support::text(&said)
+    );
     // No handler ran for them, and the next client is served by a fresh instance.
     let answer = serving.get("/count").await;
     assert_eq!((answer.status, answer.body.as_str()), (200, "1"));
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = serving.access_log();
-        if !log.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(log.lines().count(), 1, "{log}");
+    // Each refused head has its line all the same: the status hyper sent, `-` for what it
+    // did not read, `outcome=refused`.
+    let log = serving.access_lines(4).await;
+    let mut refused: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(" - - "))
+        .map(|(_, rest)| rest)
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            "400 - route=- outcome=refused",
+            "431 - route=- outcome=refused",
+            "431 - route=- outcome=refused"
+        ],
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -821,60 +997,95 @@ async fn sighup_reopens_the_audit_and_access_logs_for_logrotate() {
     for line in old.lines() {
         serde_json::from_str::<Value>(line).unwrap();
     }
-    let mut access = String::new();
-    for _ in 0..100 {
-        access = serving.access_log();
-        if access.contains(&second.request_id) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let access = serving
+        .access_log_eventually(|log| log.contains(&second.request_id))
+        .await;
     assert!(access.contains(&second.request_id), "{access}");
     assert!(serving.get("/hello").await.status == 200, "still serving");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_are_dropped() {
-    use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
-    let config = urlcap::manifest::Config::parse(
-        "version = 1\n",
-        Path::new("inline.toml"),
-        &urlcap::manifest::ProcessSecrets,
-    )
-    .unwrap();
-    let audit = urlcap::audit::AuditLog::new(Box::new(std::io::sink()));
-    let sandbox = urlcap::Sandbox::builder(config)
-        .audit(Arc::new(audit))
-        .build()
+/// `urlcap::serve::Server` in this process, serving HANDLER on `/`, with a connection cap and
+/// an idle bound the binary does not let a test set.
+struct InProcess {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<urlcap::serve::Drained>,
+}
+
+impl InProcess {
+    /// At most `max_connections` open; a connection idle (or a head slow) for `idle` closed.
+    async fn start(max_connections: usize, idle: Duration) -> InProcess {
+        use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
+        let config = urlcap::manifest::Config::parse(
+            "version = 1\n",
+            Path::new("inline.toml"),
+            &urlcap::manifest::ProcessSecrets,
+        )
         .unwrap();
-    let route = RouteSpec {
-        prefix: urlcap::policy::PathPrefix::parse("/").unwrap(),
-        wasm: std::fs::read(HANDLER).unwrap(),
-        component: "handler".into(),
-        authorities: Vec::new(),
-    };
-    let options = ServerOptions {
-        stdio: urlcap::host::Stdio::capture(1 << 16),
-        access_log: AccessLog::to_writer(Box::new(std::io::sink())),
-        drain: Duration::from_secs(1),
-        queue_wait: Duration::from_secs(1),
-        max_connections: 2,
-        header_read_timeout: Duration::from_secs(1),
-    };
-    let server = Arc::new(Server::new(sandbox, vec![route], options).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = {
-        let server = server.clone();
-        tokio::spawn(async move {
+        let audit = urlcap::audit::AuditLog::new(Box::new(std::io::sink()));
+        let sandbox = urlcap::Sandbox::builder(config)
+            .audit(Arc::new(audit))
+            .build()
+            .unwrap();
+        let route = RouteSpec {
+            prefix: urlcap::policy::PathPrefix::parse("/").unwrap(),
+            wasm: std::fs::read(HANDLER).unwrap(),
+            component: "handler".into(),
+            authorities: Vec::new(),
+        };
+        let options = ServerOptions {
+            stdio: urlcap::host::Stdio::capture(1 << 16),
+            access_log: AccessLog::to_writer(Box::new(std::io::sink())),
+            drain: Duration::from_secs(1),
+            queue_wait: Duration::from_secs(1),
+            max_connections,
+            header_read_timeout: idle,
+        };
+        let server = Server::new(sandbox, vec![route], options).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
             server
                 .serve(listener, async {
                     let _ = stopped.await;
                 })
                 .await
-        })
+        });
+        InProcess {
+            addr,
+            stop,
+            serving,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.serving.await.unwrap();
+    }
+}
+
+/// Read what the server sends on `stream` until it closes the connection: whether it did
+/// within 30 s (generous: its idle bound in these tests is 1 s).
+async fn closed_by_server(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let until_closed = async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
     };
+    tokio::time::timeout(Duration::from_secs(30), until_closed)
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_are_dropped() {
+    let server = InProcess::start(2, Duration::from_secs(1)).await;
+    let addr = server.addr;
     // Two clients keep their connections open after a request each.
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -899,18 +1110,70 @@ async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_ar
     // A client that connects and says nothing is dropped after the header read timeout (1 s
     // here), and so is an idle kept-alive one: neither holds a slot.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::io::AsyncReadExt::read(&mut silent, &mut byte),
-    )
-    .await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(closed_by_server(&mut silent).await, "the silent client");
     let (_sender, conn) = held.pop().unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
     assert!(closed.is_ok(), "the idle kept-alive connection was closed");
-    let _ = stop.send(());
-    serving.await.unwrap();
+    server.stop().await;
+}
+
+/// HTTP/2 connections are closed when idle too (hyper closes only idle HTTP/1.1 ones): after
+/// a request, with a GOAWAY; and when the client never finishes the preface, never sends its
+/// SETTINGS, stops in the middle of a request head, or trickles one byte by byte, each well
+/// within the idle bound — none of them has a request in flight, so none holds a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_h2c_connections_are_closed_by_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let server = InProcess::start(8, Duration::from_secs(1)).await;
+    let addr = server.addr;
+    let (mut sender, conn) = h2(addr).await;
+    let hello = answer(
+        sender
+            .send_request(h2_request(addr, "/hello"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(hello.status, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    assert!(closed.is_ok(), "the idle h2c connection was closed");
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_STREAM but not END_HEADERS: `:method GET`, `:scheme http`,
+    // `:path /` (HPACK static table); the head goes on in CONTINUATION frames.
+    const HEADERS: &[u8] = &[0, 0, 3, 1, 1, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+    let unfinished = [PREFACE, SETTINGS, HEADERS].concat();
+    for (what, opening) in [
+        ("part of the preface", &PREFACE[..8]),
+        ("the preface without SETTINGS", PREFACE),
+        ("a request head left unfinished", &unfinished[..]),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(opening).await.unwrap();
+        assert!(closed_by_server(&mut stream).await, "{what}");
+    }
+    // A HEADERS frame of 16000 bytes (END_HEADERS, END_STREAM), its payload sent one byte
+    // every 200 ms: never whole within the test, each byte well within the idle bound. (Not
+    // CONTINUATION frames: h2 refuses a head split into more than a few of them by itself.)
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let frame_head = [0, 0x3e, 0x80, 1, 5, 0, 0, 0, 1];
+    stream
+        .write_all(&[PREFACE, SETTINGS, &frame_head, &[0x82, 0x86, 0x84]].concat())
+        .await
+        .unwrap();
+    let (mut reading, mut writing) = stream.into_split();
+    let trickle = async {
+        while writing.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        closed = closed_by_server(&mut reading) => assert!(closed, "a trickled head"),
+        // The server closed first, and the next byte could not be sent.
+        () = trickle => {}
+    }
+    server.stop().await;
 }
 
 /// Handlers that only compute hand their runtime thread back at every epoch tick, so three
@@ -919,13 +1182,12 @@ async fn clients_past_the_connection_cap_wait_for_a_free_slot_and_silent_ones_ar
 /// response stops its handler at once (audited), so abandoned requests hold no instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn computing_handlers_and_departed_clients_hold_no_thread_or_instance() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = manifest(
-        dir.path(),
-        "version = 1\n[limits]\ntimeout = \"30s\"\nmax_concurrent_requests = 8\n",
+    let serving = Arc::new(
+        Serving::handler_under(
+            "version = 1\n[limits]\ntimeout = \"30s\"\nmax_concurrent_requests = 8\n",
+        )
+        .await,
     );
-    let serving =
-        Arc::new(Serving::start_in(dir, &["--manifest", path.to_str().unwrap(), HANDLER]).await);
     let mut loops = Vec::new();
     for _ in 0..3 {
         let serving = serving.clone();
@@ -979,31 +1241,13 @@ async fn computing_handlers_and_departed_clients_hold_no_thread_or_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_cannot_forge_an_access_line_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    let stderr_path = dir.path().join("stderr.txt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_urlcap"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_urlcap"));
+    command
         .args(["serve", "--addr", "127.0.0.1:0", "--audit"])
         .arg(dir.path().join("audit.jsonl"))
-        .arg(HANDLER)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
-        std::thread::spawn(move || for _ in lines {});
-        first
-    })
-    .await
-    .unwrap()
-    .expect("a listening line");
-    let addr: SocketAddr = first
-        .strip_prefix("urlcap serve: listening on http://")
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+        .arg(HANDLER);
+    let serving = Serving::launch(command, dir).await;
+    let addr = serving.addr;
     let forged = "2026-11-29T09:00:00.000Z%20forged-1%20GET%20/admin/delete%20200%201.0ms%20route=/admin/%0A";
     let answer = send(addr, request(addr, &format!("/stderr?s={forged}"))).await;
     assert_eq!(answer.status, 200);
@@ -1013,14 +1257,12 @@ async fn a_handler_cannot_forge_an_access_line_on_stderr() {
     assert_eq!(hello.status, 200);
     let mut text = String::new();
     for _ in 0..200 {
-        text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        text = serving.stderr();
         if text.contains(&hello.request_id) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         text.contains("forged-1"),
         "the handler's stderr is shown: {text}"

@@ -15,7 +15,7 @@ use crate::audit::{Event, Record};
 use bytes::Bytes;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody, StreamContext};
 use wasmtime_wasi_http::WasiHttpView;
 
 /// A compiled, linked `wasi:http/proxy` component, ready to be instantiated once per request.
@@ -172,6 +172,7 @@ impl WasmHost {
                 Ended::AuditFailed => audit_outcome(),
             };
             // The instance and everything it held go now, before anyone hears how it ended.
+            abort_unfinished_bodies(store.data_mut());
             drop(store);
             if outcome.exit_code != 0 {
                 audit.record(&Record::new(
@@ -213,6 +214,20 @@ impl WasmHost {
                     )),
                 })
             }
+        }
+    }
+}
+
+/// Abort every outgoing body the instance has not finished (its response's, mid-body when it
+/// trapped or ran out of time): dropped with the store, a body ends as if complete, and its
+/// client could not tell it was cut; aborted, it ends in an error, so hyper closes the
+/// HTTP/1.1 connection short of the body's end or resets the HTTP/2 stream.
+fn abort_unfinished_bodies(state: &mut SandboxState) {
+    for entry in state.table.iter_mut() {
+        if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
+            // `abort` takes the body; an unused one takes its place until the store goes.
+            let (unused, _) = HostOutgoingBody::new(StreamContext::Response, None, 1, 1);
+            std::mem::replace(body, unused).abort();
         }
     }
 }

@@ -1,4 +1,5 @@
-//! One line per served request: when, which request, method, path, status, duration, route.
+//! One line per served request, written when its response ends: when, which request, method,
+//! path, status, duration, route, and how the response ended.
 //!
 //! Written through the audit log's writer machinery: beside the audit records when both go to
 //! stderr (one stream of whole lines, so neither can land inside the other), else by a writer
@@ -10,7 +11,7 @@
 use crate::audit::AuditLog;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long a line may wait to be handed to the writer.
 pub const BATCH: Duration = Duration::from_millis(50);
@@ -18,14 +19,65 @@ pub const BATCH: Duration = Duration::from_millis(50);
 /// Lines gathered past this many bytes are handed over at once.
 const BATCH_BYTES: usize = 64 << 10;
 
-/// Where access-log lines go.
+/// Where access-log lines go (clones write to the same place).
+#[derive(Clone)]
 pub struct AccessLog {
     sink: Arc<AuditLog>,
     /// Lines not yet handed to the writer.
     pending: Arc<Mutex<Vec<u8>>>,
     /// Whether the task that hands them over every [`BATCH`] runs yet (it starts with the
     /// first line, inside the server's runtime).
-    flusher: AtomicBool,
+    flusher: Arc<AtomicBool>,
+    /// Set when the drain bound has passed: a response that ends unfinished from then on was
+    /// cut by the server, not left by its client.
+    cutting: Arc<AtomicBool>,
+}
+
+/// How a response ended, the last field of its line (`outcome=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `complete`: its whole body was handed to the connection.
+    Complete,
+    /// `cut`: the server ended it unfinished — its handler stopped mid-body (a trap, its wall
+    /// clock, a body it never finished), or the drain bound passed — and the client can tell:
+    /// the connection closes short of the body's end (HTTP/1.1) or the stream is reset
+    /// (HTTP/2).
+    Cut,
+    /// `gone`: the client went away (closed the connection, reset the stream) first.
+    Gone,
+    /// `refused`: hyper answered a request head it could not parse (400) or that was too
+    /// large (431) itself; no handler ran, and there is no method or path to show.
+    Refused,
+}
+
+impl Outcome {
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Cut => "cut",
+            Outcome::Gone => "gone",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// The access line of one request, written once, when its response ends however it ends:
+/// [`Line::end`] when its end is seen, else when it is dropped (the client went away, or the
+/// drain bound cut it).
+pub(crate) struct Line {
+    log: AccessLog,
+    request_id: String,
+    method: String,
+    path: String,
+    route: Option<String>,
+    /// When it came in (none known for a request head hyper refused).
+    started: Option<Instant>,
+    /// The status of the response head, once there is one.
+    status: Option<u16>,
+    /// The response has no body to send whatever its head says (HEAD, 204, 304): dropped
+    /// unread, it is complete.
+    bodiless: bool,
+    written: bool,
 }
 
 /// Longest path kept on a line (request targets are client text).
@@ -41,7 +93,8 @@ impl AccessLog {
         AccessLog {
             sink,
             pending: Arc::default(),
-            flusher: AtomicBool::new(false),
+            flusher: Arc::default(),
+            cutting: Arc::default(),
         }
     }
 
@@ -60,24 +113,52 @@ impl AccessLog {
         Ok(AccessLog::on(Arc::new(AuditLog::stderr()?)))
     }
 
-    /// `TS REQUEST_ID METHOD PATH STATUS DURATION route=PREFIX` (`route=-` when none matched).
-    pub(crate) fn log(
+    /// The line of a request that has just come in (`method`, `path`), served by `route`.
+    pub(crate) fn line(
         &self,
-        request_id: &str,
-        method: &str,
-        path: &str,
-        status: u16,
-        took: Duration,
+        request_id: String,
+        method: String,
+        path: String,
         route: Option<&str>,
-    ) {
-        let line = format!(
-            "{} {request_id} {} {} {status} {:.1}ms route={}\n",
-            humantime::format_rfc3339_millis(SystemTime::now()),
-            printable(method, 64),
-            printable(path, MAX_PATH),
-            took.as_secs_f64() * 1000.0,
-            route.unwrap_or("-"),
-        );
+        started: Instant,
+    ) -> Line {
+        Line {
+            log: self.clone(),
+            request_id,
+            method,
+            path,
+            route: route.map(str::to_string),
+            started: Some(started),
+            status: None,
+            bodiless: false,
+            written: false,
+        }
+    }
+
+    /// Write the line of a request head hyper refused and answered with `status` itself.
+    pub(crate) fn refused(&self, request_id: String, status: u16) {
+        Line {
+            log: self.clone(),
+            request_id,
+            method: "-".into(),
+            path: "-".into(),
+            route: None,
+            started: None,
+            status: Some(status),
+            bodiless: false,
+            written: false,
+        }
+        .end(Outcome::Refused);
+    }
+
+    /// From now on, a response that ends unfinished was cut by the server (the drain bound
+    /// passed).
+    pub(crate) fn cut_from_now(&self) {
+        self.cutting.store(true, Ordering::Relaxed);
+    }
+
+    /// Gather `line` (whole, ending in a newline) for the writer.
+    fn push(&self, line: &str) {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.extend_from_slice(line.as_bytes());
@@ -128,6 +209,64 @@ impl AccessLog {
     }
 }
 
+impl Line {
+    /// The request's id.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The response head went out with `status`; `bodiless` when it can carry no body.
+    pub(crate) fn answered(&mut self, status: http::StatusCode, bodiless: bool) {
+        self.status = Some(status.as_u16());
+        self.bodiless = bodiless;
+    }
+
+    /// Write the line: the response ended so.
+    pub(crate) fn end(mut self, outcome: Outcome) {
+        self.write(outcome);
+    }
+
+    /// `TS REQUEST_ID METHOD PATH STATUS DURATION route=PREFIX outcome=OUTCOME`, `-` for what
+    /// there is not: a route none matched, a status when no response head was sent, a method,
+    /// path and duration of a request head hyper refused.
+    fn write(&mut self, outcome: Outcome) {
+        self.written = true;
+        let status = self
+            .status
+            .map_or_else(|| "-".to_string(), |s| s.to_string());
+        let took = self.started.map_or_else(
+            || "-".to_string(),
+            |t| format!("{:.1}ms", t.elapsed().as_secs_f64() * 1000.0),
+        );
+        let line = format!(
+            "{} {} {} {} {status} {took} route={} outcome={}\n",
+            humantime::format_rfc3339_millis(SystemTime::now()),
+            self.request_id,
+            printable(&self.method, 64),
+            printable(&self.path, MAX_PATH),
+            self.route.as_deref().unwrap_or("-"),
+            outcome.word(),
+        );
+        self.log.push(&line);
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.written {
+            return;
+        }
+        let outcome = if self.status.is_some() && self.bodiless {
+            Outcome::Complete
+        } else if self.log.cutting.load(Ordering::Relaxed) {
+            Outcome::Cut
+        } else {
+            Outcome::Gone
+        };
+        self.write(outcome);
+    }
+}
+
 /// Hand the lines gathered in `pending` to `sink`'s writer, whole.
 fn hand_over(pending: &Mutex<Vec<u8>>, sink: &AuditLog) {
     let lines = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
@@ -168,5 +307,71 @@ mod tests {
             "/a\\u{20}b\\r\\n\\u{1b}[31m"
         );
         assert!(printable(&"x".repeat(5000), 1024).len() <= 1030);
+    }
+
+    /// Lines written to memory.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_says_how_its_response_ended_however_it_ends() {
+        let memory = Memory::default();
+        let log = AccessLog::to_writer(Box::new(memory.clone()));
+        let line = |id: &str, status: Option<(u16, bool)>| {
+            let mut line = log.line(
+                id.into(),
+                "GET".into(),
+                "/x".into(),
+                Some("/"),
+                Instant::now(),
+            );
+            if let Some((status, bodiless)) = status {
+                line.answered(http::StatusCode::from_u16(status).unwrap(), bodiless);
+            }
+            line
+        };
+        line("r-1", Some((200, false))).end(Outcome::Complete);
+        line("r-2", Some((200, false))).end(Outcome::Cut);
+        drop(line("r-3", Some((200, false))));
+        drop(line("r-4", None));
+        drop(line("r-5", Some((204, true))));
+        log.cut_from_now();
+        drop(line("r-6", Some((200, false))));
+        drop(line("r-7", None));
+        log.refused("r-8".into(), 431);
+        log.flush();
+        let text = String::from_utf8(memory.0.lock().unwrap().clone()).unwrap();
+        let ends: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let fields: Vec<&str> = l.split(' ').collect();
+                assert_eq!(fields.len(), 8, "{l}");
+                format!("{} {} {}", fields[1], fields[4], fields[7])
+            })
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                "r-1 200 outcome=complete",
+                "r-2 200 outcome=cut",
+                "r-3 200 outcome=gone",
+                "r-4 - outcome=gone",
+                "r-5 204 outcome=complete",
+                "r-6 200 outcome=cut",
+                "r-7 - outcome=cut",
+                "r-8 431 outcome=refused",
+            ]
+        );
+        assert!(text.contains(" r-8 - - 431 - route=- "), "{text}");
     }
 }

@@ -16,9 +16,11 @@
 //!   `x-request-id` response header and written on its access-log line.
 //!
 //! The files: `routes` (the route table and each request's handles), `server` (accepting,
-//! limits, statuses, shutdown), `access_log` (one line per request).
+//! limits, statuses, shutdown), `connection` (one connection: idle close, drain, requests in
+//! flight), `access_log` (one line per request, written when its response ends).
 
 mod access_log;
+mod connection;
 mod routes;
 mod server;
 

@@ -3,6 +3,7 @@
 //! stop accepting and let what is in flight finish within a bound.
 
 use super::access_log::AccessLog;
+use super::connection::{self, Counted, InFlight, Stop, Tracked};
 use super::routes::{Route, RouteSpec, Routes};
 use crate::host::{SandboxSpec, Stdio};
 use crate::sandbox::{Error, Sandbox};
@@ -10,7 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,8 +44,9 @@ pub struct ServerOptions {
     /// wait in the kernel's backlog) until one closes, so idle or slow clients cannot use up
     /// the process's file descriptors.
     pub max_connections: usize,
-    /// How long a client may take to send a request head, and how long a new connection may
-    /// stay silent, so idle or slow clients cannot hold connection slots.
+    /// How long a client may take to send a request head, how long a new connection may stay
+    /// silent, and how long a connection (HTTP/1.1 or HTTP/2) may go with no request in flight
+    /// before it is closed, so idle or slow clients cannot hold connection slots.
     pub header_read_timeout: Duration,
 }
 
@@ -154,10 +155,9 @@ impl Server {
             .max_header_list_size(MAX_REQUEST_HEAD as u32)
             // One connection may not take every request slot.
             .max_concurrent_streams((self.inner.max_concurrent / 4).max(1) as u32);
-        let graceful = GracefulShutdown::new();
-        let connections = Arc::new(tokio::sync::Semaphore::new(
-            self.inner.options.max_connections.max(1),
-        ));
+        let max_connections = self.inner.options.max_connections.max(1);
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let (stop, stopping) = tokio::sync::watch::channel(Stop::No);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             // A free connection slot first, then a client.
@@ -170,25 +170,46 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
+                        let in_flight = InFlight::new();
+                        let service = {
+                            let (inner, in_flight) = (self.inner.clone(), in_flight.clone());
+                            hyper::service::service_fn(move |request| {
+                                let (inner, counted) = (inner.clone(), in_flight.count());
+                                async move {
+                                    Ok::<_, Infallible>(inner.respond(request, counted).await)
+                                }
+                            })
+                        };
+                        let (builder, mut stopping) = (builder.clone(), stopping.clone());
                         let inner = self.inner.clone();
-                        let service = hyper::service::service_fn(move |request| {
-                            let inner = inner.clone();
-                            async move { Ok::<_, Infallible>(inner.respond(request).await) }
-                        });
-                        let (builder, watcher) = (builder.clone(), graceful.watcher());
-                        let silence = self.inner.options.header_read_timeout;
+                        let idle = self.inner.options.header_read_timeout;
                         tokio::spawn(async move {
                             // hyper's header read timeout starts with a request's first byte;
                             // a client that connects and says nothing is dropped here.
                             let mut first = [0u8; 1];
-                            match tokio::time::timeout(silence, stream.peek(&mut first)).await {
-                                Ok(Ok(n)) if n > 0 => {}
-                                _ => return,
+                            tokio::select! {
+                                peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => {
+                                    match peeked {
+                                        Ok(Ok(n)) if n > 0 => {}
+                                        _ => return,
+                                    }
+                                }
+                                _ = stopping.wait_for(|s| *s != Stop::No) => return,
                             }
                             let connection = builder
                                 .serve_connection(TokioIo::new(stream), service)
                                 .into_owned();
-                            let _ = watcher.watch(connection).await;
+                            let ended = connection::drive(
+                                connection,
+                                auto::Connection::graceful_shutdown,
+                                &in_flight,
+                                idle,
+                                stopping,
+                            )
+                            .await;
+                            if let Some(Err(e)) = ended {
+                                inner.refused(&*e);
+                            }
                             drop(slot);
                         });
                     }
@@ -199,11 +220,19 @@ impl Server {
             }
         }
         drop(listener);
-        let open = graceful.count();
-        match tokio::time::timeout(self.inner.options.drain, graceful.shutdown()).await {
-            Ok(()) => Drained::All,
-            Err(_) => Drained::Abandoned(open.max(1)),
+        // Every connection's slot back is every connection done, its requests' lines written.
+        let all = max_connections as u32;
+        stop.send_replace(Stop::Gracefully);
+        let drained = tokio::time::timeout(self.inner.options.drain, connections.acquire_many(all));
+        if drained.await.is_ok() {
+            return Drained::All;
         }
+        let open = max_connections - connections.available_permits();
+        self.inner.options.access_log.cut_from_now();
+        stop.send_replace(Stop::Now);
+        // Dropped, their requests end at once; a second is generous.
+        let _ = tokio::time::timeout(Duration::from_secs(1), connections.acquire_many(all)).await;
+        Drained::Abandoned(open.max(1))
     }
 
     /// Open the audit and access log files again by their paths (SIGHUP, after logrotate
@@ -220,30 +249,63 @@ impl Server {
 }
 
 impl Inner {
-    /// Answer one request, whatever happens to its handler, with its `x-request-id`, and log it.
-    async fn respond(&self, request: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+    /// Answer one request, whatever happens to its handler, with its `x-request-id`; its
+    /// access line is written when the response ends, however it ends.
+    async fn respond(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        counted: Counted,
+    ) -> http::Response<Tracked<Body>> {
         let started = Instant::now();
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let request_id = format!("{}-{n}", self.id_prefix);
+        let head = request.method() == http::Method::HEAD;
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
         let route = self.routes.find(&path);
+        let mut line = self.options.access_log.line(
+            request_id,
+            method,
+            path,
+            route.map(|r| r.prefix.as_str()),
+            started,
+        );
         let mut response = match route {
             None => plain(http::StatusCode::NOT_FOUND, "no route serves this path"),
-            Some(route) => self.dispatch(route, &request_id, n, request).await,
+            Some(route) => self.dispatch(route, line.request_id(), n, request).await,
         };
-        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+        if let Ok(value) = http::HeaderValue::from_str(line.request_id()) {
             response.headers_mut().insert("x-request-id", value);
         }
-        self.options.access_log.log(
-            &request_id,
-            &method,
-            &path,
-            response.status().as_u16(),
-            started.elapsed(),
-            route.map(|r| r.prefix.as_str()),
-        );
-        response
+        let status = response.status();
+        let bodiless = head
+            || status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED;
+        line.answered(status, bodiless);
+        response.map(|body| Tracked::new(body, line, counted))
+    }
+
+    /// Write the access line of a request head hyper answered itself, if `error` (how a
+    /// connection ended) says it did: a head it could not parse gets 400, one past the
+    /// 64 KiB or 100 headers it reads gets 431 (hyper's 414 for a target past 64 KiB cannot
+    /// happen: such a head is past 64 KiB first). Other ends (the client went away, a header
+    /// read timeout) answered nothing.
+    fn refused(&self, error: &(dyn std::error::Error + 'static)) {
+        let Some(error) = error.downcast_ref::<hyper::Error>() else {
+            return;
+        };
+        let status = if error.is_parse_too_large() {
+            431
+        } else if error.is_parse() && !error.is_parse_version_h2() {
+            400
+        } else {
+            return;
+        };
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.options
+            .access_log
+            .refused(format!("{}-{n}", self.id_prefix), status);
     }
 
     /// Run `route`'s handler for `request` in a sandbox of its own: fresh children of the
