@@ -139,7 +139,8 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
     // component's own initial memory; what stays is the pages. Under `urlcap serve` (a fresh
     // instance per request) the `madvise`, its TLB flush on the other cores and the faults
     // that followed were about a third of a request's CPU (BENCHMARKS.md, "What moved the
-    // numbers"). Bounded: at most this much stays resident per slot in use.
+    // numbers"). Bounded: at most `KEEP_RESIDENT_MEMORY` and `KEEP_RESIDENT_TABLE` stay
+    // resident per slot that has been used, so 128 MiB and 8 MiB across each engine's pool.
     pooling
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
