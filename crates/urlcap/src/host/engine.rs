@@ -51,6 +51,12 @@ pub(crate) struct Shared {
 /// most this many at a time, and its next spawn waits for a slot within its own wall clock.
 pub const MAX_CONCURRENT_COMPILES: usize = 2;
 
+/// Bytes of each pooled linear memory kept resident (reset with `memset`) between instances.
+pub(super) const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+
+/// Bytes of each pooled table kept resident between instances.
+pub(super) const KEEP_RESIDENT_TABLE: usize = 64 << 10;
+
 /// Most host-supplied components kept linked, and their total bytes.
 const HOST_CACHE: (usize, usize) = (64, 512 << 20);
 
@@ -127,6 +133,18 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
         .total_tables(128)
         .total_core_instances(512)
         .total_stacks(128);
+    // A slot's memory and tables are reset for the next instance with `memset` (only the
+    // pages the last one dirtied, where the kernel can say which) instead of being handed back
+    // with `madvise` and faulted in again page by page. Every instance still starts from the
+    // component's own initial memory; what stays is the pages. Under `urlcap serve` (a fresh
+    // instance per request) the `madvise`, its TLB flush on the other cores and the faults
+    // that followed were about a third of a request's CPU (BENCHMARKS.md, "What moved the
+    // numbers"). Bounded: at most `KEEP_RESIDENT_MEMORY` and `KEEP_RESIDENT_TABLE` stay
+    // resident per slot that has been used, so 128 MiB and 8 MiB across each engine's pool.
+    pooling
+        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+        .table_keep_resident(KEEP_RESIDENT_TABLE)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     if disk_cache {
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
