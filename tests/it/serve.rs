@@ -366,6 +366,26 @@ async fn a_fresh_instance_reuses_its_slots_pages_without_faulting_them_in_again(
     );
 }
 
+/// Slots keep their pages between instances (above), never their contents: each request's
+/// handler finds zeros where an earlier request in the same slot wrote a marker, in a static
+/// and in pages it grew, sequentially (one slot, reused) and eight at once (several slots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instance_finds_nothing_an_earlier_request_left_in_its_slot() {
+    let serving = Serving::start(&[HANDLER]).await;
+    for _ in 0..10 {
+        assert_eq!(serving.get("/leftover").await.body, "clean, then marked");
+    }
+    let addr = serving.addr;
+    for _ in 0..3 {
+        let at_once: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(async move { send(addr, request(addr, "/leftover")).await }))
+            .collect();
+        for answer in at_once {
+            assert_eq!(answer.await.unwrap().body, "clean, then marked");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_route_reaches_only_its_own_authorities_even_when_both_are_in_the_manifest() {
     let a = Server::http(|_| Reply::Text("from a")).await;
