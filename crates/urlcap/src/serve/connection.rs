@@ -1,13 +1,14 @@
 //! One client connection, from its first byte to its last request's end: served until it
 //! ends; closed once no request has been in flight on it for the idle bound (hyper closes an
-//! idle HTTP/1.1 connection itself, but never an HTTP/2 one); closed gracefully at shutdown and
-//! dropped when the drain bound passes.
+//! idle HTTP/1.1 connection itself, but never an HTTP/2 one), or once requests are in flight
+//! but none has begun or ended for the stall bound (a client that stops reading its responses);
+//! closed gracefully at shutdown and dropped when the drain bound passes.
 
 use super::access_log::{Line, Outcome};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,13 +26,16 @@ pub(crate) enum Stop {
 }
 
 /// The requests in flight on one connection, each counted from when hyper hands it to the
-/// server until its response has ended, however it ends. Counting costs a request two atomic
+/// server until its response has ended, however it ends. Counting costs a request four atomic
 /// updates and no timer or wake-up: the idle check reads them when its own deadline comes.
 #[derive(Clone)]
 pub(crate) struct InFlight(Arc<Activity>);
 
 struct Activity {
     requests: AtomicUsize,
+    /// Requests begun plus requests ended: unchanged while requests are in flight, nothing
+    /// moves on the connection (its client stopped reading, or sends no request).
+    changes: AtomicU64,
     /// When the last request ended (or the connection began).
     since: Mutex<Instant>,
     /// Told when the count falls to zero.
@@ -45,6 +49,7 @@ impl InFlight {
     pub(crate) fn new() -> InFlight {
         InFlight(Arc::new(Activity {
             requests: AtomicUsize::new(0),
+            changes: AtomicU64::new(0),
             since: Mutex::new(Instant::now()),
             none: Notify::new(),
         }))
@@ -53,22 +58,35 @@ impl InFlight {
     /// Count a request until the returned guard is dropped.
     pub(crate) fn count(&self) -> Counted {
         self.0.requests.fetch_add(1, Ordering::AcqRel);
+        self.0.changes.fetch_add(1, Ordering::Release);
         Counted(self.0.clone())
     }
 
-    /// Resolves once no request has been in flight for `bound`.
-    async fn idle_for(&self, bound: Duration) {
-        let mut check = Instant::now() + bound;
+    /// Resolves once no request has been in flight for `idle`, or (with `stalled`) once
+    /// requests are in flight but none has begun or ended for at least `stalled` (seen at
+    /// checks `idle` apart, so within `stalled + idle`): its client stopped reading, and hyper
+    /// waits on its socket or flow-control window for ever, polling no body that could end.
+    async fn quiet_for(&self, idle: Duration, stalled: Option<Duration>) {
+        let mut check = Instant::now() + idle;
+        let (mut changes, mut changed) = (self.0.changes.load(Ordering::Acquire), Instant::now());
         loop {
             tokio::time::sleep_until(check.into()).await;
             let since = *self.0.since.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
+            let seen = self.0.changes.load(Ordering::Acquire);
+            if seen != changes {
+                (changes, changed) = (seen, now);
+            }
             check = if self.0.requests.load(Ordering::Acquire) > 0 {
-                now + bound
-            } else if now >= since + bound {
+                match stalled {
+                    Some(stalled) if now >= changed + stalled => return,
+                    Some(stalled) => (changed + stalled).min(now + idle),
+                    None => now + idle,
+                }
+            } else if now >= since + idle {
                 return;
             } else {
-                since + bound
+                since + idle
             };
         }
     }
@@ -87,6 +105,7 @@ impl InFlight {
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        self.0.changes.fetch_add(1, Ordering::Release);
         if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             self.0.none.notify_waiters();
@@ -96,7 +115,10 @@ impl Drop for Counted {
 
 /// Serve `connection` until it ends or `stop` says to end it now. It is closed (`close`: its
 /// graceful shutdown; a GOAWAY on HTTP/2) once no request has been in flight on it for `idle`,
-/// or when `stop` asks; a client that keeps a closing connection open — one that never
+/// or once requests are in flight but none has begun or ended for `stalled` (when given: its
+/// client stopped reading, so a response waits on the socket or an HTTP/2 window of zero for
+/// ever; it is then dropped as below, its responses `gone`), or when `stop` asks; a client
+/// that keeps a closing connection open — one that never
 /// finishes the HTTP/2 preface or its SETTINGS, never finishes a request head, or never
 /// answers the GOAWAY's ping — has it dropped `idle` later. Returns the connection's own end
 /// (`None` when it was dropped) once every request on it has ended and written its access line
@@ -107,6 +129,7 @@ pub(crate) async fn drive<C: Future>(
     close: fn(Pin<&mut C>),
     in_flight: &InFlight,
     idle: Duration,
+    stalled: Option<Duration>,
     mut stop: watch::Receiver<Stop>,
 ) -> Option<C::Output> {
     let mut connection = Box::pin(connection);
@@ -127,7 +150,7 @@ pub(crate) async fn drive<C: Future>(
         };
         tokio::select! {
             ended = connection.as_mut() => break Some(ended),
-            () = in_flight.idle_for(idle), if drop_at.is_none() => {
+            () = in_flight.quiet_for(idle, stalled), if drop_at.is_none() => {
                 close(connection.as_mut());
                 drop_at = Some(tokio::time::Instant::now() + idle);
             }

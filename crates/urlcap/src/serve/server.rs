@@ -183,6 +183,12 @@ impl Server {
                         let (builder, mut stopping) = (builder.clone(), stopping.clone());
                         let inner = self.inner.clone();
                         let idle = self.inner.options.header_read_timeout;
+                        // A connection whose requests are in flight but none has begun or
+                        // ended for a handler's wall clock and the idle bound is one whose
+                        // client stopped reading (every handler that was writing to it has
+                        // been stopped by then): closed, then dropped, so it holds no
+                        // connection slot for ever.
+                        let stalled = self.inner.sandbox.limits().timeout.map(|t| t + idle);
                         tokio::spawn(async move {
                             // hyper's header read timeout starts with a request's first byte;
                             // a client that connects and says nothing is dropped here.
@@ -204,6 +210,7 @@ impl Server {
                                 auto::Connection::graceful_shutdown,
                                 &in_flight,
                                 idle,
+                                stalled,
                                 stopping,
                             )
                             .await;
