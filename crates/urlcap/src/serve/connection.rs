@@ -8,7 +8,7 @@ use super::access_log::{Line, Outcome};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,20 +26,33 @@ pub(crate) enum Stop {
 }
 
 /// The requests in flight on one connection, each counted from when hyper hands it to the
-/// server until its response has ended, however it ends. Counting costs a request four atomic
+/// server until its response has ended, however it ends. Counting costs a request two atomic
 /// updates and no timer or wake-up: the idle check reads them when its own deadline comes.
 #[derive(Clone)]
 pub(crate) struct InFlight(Arc<Activity>);
 
 struct Activity {
-    requests: AtomicUsize,
-    /// Requests begun plus requests ended: unchanged while requests are in flight, nothing
-    /// moves on the connection (its client stopped reading, or sends no request).
-    changes: AtomicU64,
+    /// The requests in flight (the low 32 bits) and, above them, how many have begun or ended
+    /// (wrapping): unchanged while requests are in flight, nothing moves on the connection
+    /// (its client stopped reading). One word, so a request's start and end stay one atomic
+    /// update each.
+    state: AtomicU64,
     /// When the last request ended (or the connection began).
     since: Mutex<Instant>,
     /// Told when the count falls to zero.
     none: Notify,
+}
+
+/// Added to [`Activity::state`] when a request begins: one more in flight, one more change.
+const BEGUN: u64 = (1 << 32) + 1;
+
+/// Added when a request ends: one more change (2^32) and one fewer in flight (-1); only a
+/// begun request ends, so the low word is at least 1 and nothing borrows across the words.
+const ENDED: u64 = (1 << 32) - 1;
+
+/// The requests in flight that `state` counts.
+fn in_flight(state: u64) -> u64 {
+    state & 0xffff_ffff
 }
 
 /// One request counted in [`InFlight`] while it lives.
@@ -48,8 +61,7 @@ pub(crate) struct Counted(Arc<Activity>);
 impl InFlight {
     pub(crate) fn new() -> InFlight {
         InFlight(Arc::new(Activity {
-            requests: AtomicUsize::new(0),
-            changes: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             since: Mutex::new(Instant::now()),
             none: Notify::new(),
         }))
@@ -57,8 +69,7 @@ impl InFlight {
 
     /// Count a request until the returned guard is dropped.
     pub(crate) fn count(&self) -> Counted {
-        self.0.requests.fetch_add(1, Ordering::AcqRel);
-        self.0.changes.fetch_add(1, Ordering::Release);
+        self.0.state.fetch_add(BEGUN, Ordering::AcqRel);
         Counted(self.0.clone())
     }
 
@@ -68,16 +79,16 @@ impl InFlight {
     /// waits on its socket or flow-control window for ever, polling no body that could end.
     async fn quiet_for(&self, idle: Duration, stalled: Option<Duration>) {
         let mut check = Instant::now() + idle;
-        let (mut changes, mut changed) = (self.0.changes.load(Ordering::Acquire), Instant::now());
+        let (mut state, mut changed) = (self.0.state.load(Ordering::Acquire), Instant::now());
         loop {
             tokio::time::sleep_until(check.into()).await;
             let since = *self.0.since.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            let seen = self.0.changes.load(Ordering::Acquire);
-            if seen != changes {
-                (changes, changed) = (seen, now);
+            let seen = self.0.state.load(Ordering::Acquire);
+            if seen != state {
+                (state, changed) = (seen, now);
             }
-            check = if self.0.requests.load(Ordering::Acquire) > 0 {
+            check = if in_flight(seen) > 0 {
                 match stalled {
                     Some(stalled) if now >= changed + stalled => return,
                     Some(stalled) => (changed + stalled).min(now + idle),
@@ -95,7 +106,7 @@ impl InFlight {
     async fn none(&self) {
         loop {
             let told = self.0.none.notified();
-            if self.0.requests.load(Ordering::Acquire) == 0 {
+            if in_flight(self.0.state.load(Ordering::Acquire)) == 0 {
                 return;
             }
             told.await;
@@ -105,8 +116,7 @@ impl InFlight {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.changes.fetch_add(1, Ordering::Release);
-        if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if in_flight(self.0.state.fetch_add(ENDED, Ordering::AcqRel)) == 1 {
             *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             self.0.none.notify_waiters();
         }
@@ -231,5 +241,30 @@ impl<B: http_body::Body + Unpin> Drop for Tracked<B> {
                 line.end(Outcome::Complete);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_requests_and_every_begin_and_end() {
+        let counted = InFlight::new();
+        let state = || counted.0.state.load(Ordering::Acquire);
+        let (first, second) = (counted.count(), counted.count());
+        let both = state();
+        assert_eq!(in_flight(both), 2);
+        drop(first);
+        assert_eq!(in_flight(state()), 1);
+        assert_ne!(state(), both, "an end is a change");
+        let one = state();
+        let third = counted.count();
+        drop(third);
+        assert_eq!(in_flight(state()), 1);
+        assert_ne!(state(), one, "a request that began and ended is a change");
+        drop(second);
+        assert_eq!(in_flight(state()), 0);
+        assert_eq!(state() >> 32, 6, "three begun, three ended");
     }
 }
