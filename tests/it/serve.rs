@@ -7,7 +7,8 @@
 //! X-Forwarded-*) never chooses where a handler's requests go; every audit record of a request
 //! carries its request_id; limits hold per request and a looping, memory-hungry or
 //! header-flooding handler does not hold up other requests; SIGTERM drains and exits 0;
-//! idle or slow connections, HTTP/2 ones too, are closed; a response a handler left unfinished
+//! idle or slow connections, HTTP/2 ones too, are closed, and so are ones whose client stopped
+//! reading; a response a handler left unfinished
 //! looks cut to its client; every request gets one access line, however its response ends.
 
 use crate::support;

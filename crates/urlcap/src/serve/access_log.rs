@@ -43,7 +43,8 @@ pub(crate) enum Outcome {
     /// the connection closes short of the body's end (HTTP/1.1) or the stream is reset
     /// (HTTP/2).
     Cut,
-    /// `gone`: the client went away (closed the connection, reset the stream) first.
+    /// `gone`: the client went away (closed the connection, reset the stream) first, or
+    /// stopped reading until its connection was dropped for it.
     Gone,
     /// `refused`: hyper answered a request head it could not parse (400) or that was too
     /// large (431) itself; no handler ran, and there is no method or path to show.
