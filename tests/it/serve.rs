@@ -7,7 +7,8 @@
 //! X-Forwarded-*) never chooses where a handler's requests go; every audit record of a request
 //! carries its request_id; limits hold per request and a looping, memory-hungry or
 //! header-flooding handler does not hold up other requests; SIGTERM drains and exits 0;
-//! idle or slow connections, HTTP/2 ones too, are closed; a response a handler left unfinished
+//! idle or slow connections, HTTP/2 ones too, are closed, and so are ones whose client stopped
+//! reading; a response a handler left unfinished
 //! looks cut to its client; every request gets one access line, however its response ends.
 
 use crate::support;
@@ -1060,8 +1061,8 @@ async fn sighup_reopens_the_audit_and_access_logs_for_logrotate() {
     assert!(serving.get("/hello").await.status == 200, "still serving");
 }
 
-/// `urlcap::serve::Server` in this process, serving HANDLER on `/`, with a connection cap and
-/// an idle bound the binary does not let a test set.
+/// `urlcap::serve::Server` in this process, serving HANDLER on `/` (a 2 s wall clock), with a
+/// connection cap and an idle bound the binary does not let a test set.
 struct InProcess {
     addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -1073,7 +1074,7 @@ impl InProcess {
     async fn start(max_connections: usize, idle: Duration) -> InProcess {
         use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
         let config = urlcap::manifest::Config::parse(
-            "version = 1\n",
+            "version = 1\n[limits]\ntimeout = \"2s\"\n",
             Path::new("inline.toml"),
             &urlcap::manifest::ProcessSecrets,
         )
@@ -1228,6 +1229,45 @@ async fn idle_and_slow_h2c_connections_are_closed_by_the_server() {
         closed = closed_by_server(&mut reading) => assert!(closed, "a trickled head"),
         // The server closed first, and the next byte could not be sent.
         () = trickle => {}
+    }
+    server.stop().await;
+}
+
+/// A client that stops reading its responses holds its connection slot no longer than a
+/// handler's wall clock and two idle bounds: hyper waits for ever on a socket or an HTTP/2
+/// window that never opens, polling no body that could end, so the connection is closed once
+/// nothing has begun or ended on it with requests in flight, and dropped. With one connection
+/// allowed, the next client is served only once the stalled one is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_their_responses_do_not_hold_their_connection() {
+    use tokio::io::AsyncWriteExt;
+    let server = InProcess::start(1, Duration::from_secs(1)).await;
+    let addr = server.addr;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // SETTINGS_INITIAL_WINDOW_SIZE 0: the server may send no DATA until a WINDOW_UPDATE.
+    const SETTINGS: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_HEADERS and END_STREAM: GET http `/hello`, `:authority x`.
+    const HEADERS: &[u8] = &[
+        0, 0, 13, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x04, 6, b'/', b'h', b'e', b'l', b'l', b'o', 0x41,
+        1, b'x',
+    ];
+    let h2_stalled = [PREFACE, SETTINGS, HEADERS].concat();
+    // HTTP/1.1: a 32 MiB body never read, through a small receive window: hyper's writes
+    // stop once the socket buffers are full (the handler is stopped at its wall clock).
+    let h1_stalled = "GET /big?len=33554432 HTTP/1.1\r\nhost: x\r\n\r\n".to_string();
+    for (what, stalled) in [
+        ("HTTP/2", h2_stalled),
+        ("HTTP/1.1", h1_stalled.into_bytes()),
+    ] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream.write_all(&stalled).await.unwrap();
+        let next = send(addr, request(addr, "/hello"));
+        let next = tokio::time::timeout(Duration::from_secs(30), next).await;
+        let next = next.unwrap_or_else(|_| panic!("{what}: the stalled client held its slot"));
+        assert_eq!(next.status, 200, "{what}");
+        drop(stream);
     }
     server.stop().await;
 }

@@ -43,7 +43,8 @@ pub(crate) enum Outcome {
     /// the connection closes short of the body's end (HTTP/1.1) or the stream is reset
     /// (HTTP/2).
     Cut,
-    /// `gone`: the client went away (closed the connection, reset the stream) first.
+    /// `gone`: the client went away (closed the connection, reset the stream) first, or
+    /// stopped reading until its connection was dropped for it.
     Gone,
     /// `refused`: hyper answered a request head it could not parse (400) or that was too
     /// large (431) itself; no handler ran, and there is no method or path to show.
@@ -242,8 +243,8 @@ impl Line {
             "{} {} {} {} {status} {took} route={} outcome={}\n",
             humantime::format_rfc3339_millis(SystemTime::now()),
             self.request_id,
-            printable(&self.method, 64),
-            printable(&self.path, MAX_PATH),
+            field(&self.method, 64),
+            field(&self.path, MAX_PATH),
             self.route.as_deref().unwrap_or("-"),
             outcome.word(),
         );
@@ -272,6 +273,17 @@ fn hand_over(pending: &Mutex<Vec<u8>>, sink: &AuditLog) {
     let lines = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
     if !lines.is_empty() {
         sink.write_beside(&lines);
+    }
+}
+
+/// `s` as one field of a line: [`printable`], and `-` when empty (a CONNECT request's target
+/// has no path; an empty field would leave two spaces, and a reader splitting on whitespace
+/// would take the status for the path).
+fn field(s: &str, max: usize) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        printable(s, max)
     }
 }
 
@@ -307,6 +319,26 @@ mod tests {
             "/a\\u{20}b\\r\\n\\u{1b}[31m"
         );
         assert!(printable(&"x".repeat(5000), 1024).len() <= 1030);
+    }
+
+    #[test]
+    fn an_empty_path_is_a_dash_so_every_line_has_its_eight_fields() {
+        let memory = Memory::default();
+        let log = AccessLog::to_writer(Box::new(memory.clone()));
+        let mut line = log.line(
+            "r-1".into(),
+            "CONNECT".into(),
+            String::new(),
+            None,
+            Instant::now(),
+        );
+        line.answered(http::StatusCode::NOT_FOUND, false);
+        line.end(Outcome::Complete);
+        log.flush();
+        let text = String::from_utf8(memory.0.lock().unwrap().clone()).unwrap();
+        let fields: Vec<&str> = text.trim_end().split(' ').collect();
+        assert_eq!(fields.len(), 8, "{text}");
+        assert_eq!(fields[2..5], ["CONNECT", "-", "404"], "{text}");
     }
 
     /// Lines written to memory.

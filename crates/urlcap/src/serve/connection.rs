@@ -1,13 +1,14 @@
 //! One client connection, from its first byte to its last request's end: served until it
 //! ends; closed once no request has been in flight on it for the idle bound (hyper closes an
-//! idle HTTP/1.1 connection itself, but never an HTTP/2 one); closed gracefully at shutdown and
-//! dropped when the drain bound passes.
+//! idle HTTP/1.1 connection itself, but never an HTTP/2 one), or once requests are in flight
+//! but none has begun or ended for the stall bound (a client that stops reading its responses);
+//! closed gracefully at shutdown and dropped when the drain bound passes.
 
 use super::access_log::{Line, Outcome};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -31,11 +32,27 @@ pub(crate) enum Stop {
 pub(crate) struct InFlight(Arc<Activity>);
 
 struct Activity {
-    requests: AtomicUsize,
+    /// The requests in flight (the low 32 bits) and, above them, how many have begun or ended
+    /// (wrapping): unchanged while requests are in flight, nothing moves on the connection
+    /// (its client stopped reading). One word, so a request's start and end stay one atomic
+    /// update each.
+    state: AtomicU64,
     /// When the last request ended (or the connection began).
     since: Mutex<Instant>,
     /// Told when the count falls to zero.
     none: Notify,
+}
+
+/// Added to [`Activity::state`] when a request begins: one more in flight, one more change.
+const BEGUN: u64 = (1 << 32) + 1;
+
+/// Added when a request ends: one more change (2^32) and one fewer in flight (-1); only a
+/// begun request ends, so the low word is at least 1 and nothing borrows across the words.
+const ENDED: u64 = (1 << 32) - 1;
+
+/// The requests in flight that `state` counts.
+fn in_flight(state: u64) -> u64 {
+    state & 0xffff_ffff
 }
 
 /// One request counted in [`InFlight`] while it lives.
@@ -44,7 +61,7 @@ pub(crate) struct Counted(Arc<Activity>);
 impl InFlight {
     pub(crate) fn new() -> InFlight {
         InFlight(Arc::new(Activity {
-            requests: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             since: Mutex::new(Instant::now()),
             none: Notify::new(),
         }))
@@ -52,23 +69,35 @@ impl InFlight {
 
     /// Count a request until the returned guard is dropped.
     pub(crate) fn count(&self) -> Counted {
-        self.0.requests.fetch_add(1, Ordering::AcqRel);
+        self.0.state.fetch_add(BEGUN, Ordering::AcqRel);
         Counted(self.0.clone())
     }
 
-    /// Resolves once no request has been in flight for `bound`.
-    async fn idle_for(&self, bound: Duration) {
-        let mut check = Instant::now() + bound;
+    /// Resolves once no request has been in flight for `idle`, or (with `stalled`) once
+    /// requests are in flight but none has begun or ended for at least `stalled` (seen at
+    /// checks `idle` apart, so within `stalled + idle`): its client stopped reading, and hyper
+    /// waits on its socket or flow-control window for ever, polling no body that could end.
+    async fn quiet_for(&self, idle: Duration, stalled: Option<Duration>) {
+        let mut check = Instant::now() + idle;
+        let (mut state, mut changed) = (self.0.state.load(Ordering::Acquire), Instant::now());
         loop {
             tokio::time::sleep_until(check.into()).await;
             let since = *self.0.since.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            check = if self.0.requests.load(Ordering::Acquire) > 0 {
-                now + bound
-            } else if now >= since + bound {
+            let seen = self.0.state.load(Ordering::Acquire);
+            if seen != state {
+                (state, changed) = (seen, now);
+            }
+            check = if in_flight(seen) > 0 {
+                match stalled {
+                    Some(stalled) if now >= changed + stalled => return,
+                    Some(stalled) => (changed + stalled).min(now + idle),
+                    None => now + idle,
+                }
+            } else if now >= since + idle {
                 return;
             } else {
-                since + bound
+                since + idle
             };
         }
     }
@@ -77,7 +106,7 @@ impl InFlight {
     async fn none(&self) {
         loop {
             let told = self.0.none.notified();
-            if self.0.requests.load(Ordering::Acquire) == 0 {
+            if in_flight(self.0.state.load(Ordering::Acquire)) == 0 {
                 return;
             }
             told.await;
@@ -87,7 +116,7 @@ impl InFlight {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if in_flight(self.0.state.fetch_add(ENDED, Ordering::AcqRel)) == 1 {
             *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             self.0.none.notify_waiters();
         }
@@ -96,7 +125,10 @@ impl Drop for Counted {
 
 /// Serve `connection` until it ends or `stop` says to end it now. It is closed (`close`: its
 /// graceful shutdown; a GOAWAY on HTTP/2) once no request has been in flight on it for `idle`,
-/// or when `stop` asks; a client that keeps a closing connection open — one that never
+/// or once requests are in flight but none has begun or ended for `stalled` (when given: its
+/// client stopped reading, so a response waits on the socket or an HTTP/2 window of zero for
+/// ever; it is then dropped as below, its responses `gone`), or when `stop` asks; a client
+/// that keeps a closing connection open — one that never
 /// finishes the HTTP/2 preface or its SETTINGS, never finishes a request head, or never
 /// answers the GOAWAY's ping — has it dropped `idle` later. Returns the connection's own end
 /// (`None` when it was dropped) once every request on it has ended and written its access line
@@ -107,6 +139,7 @@ pub(crate) async fn drive<C: Future>(
     close: fn(Pin<&mut C>),
     in_flight: &InFlight,
     idle: Duration,
+    stalled: Option<Duration>,
     mut stop: watch::Receiver<Stop>,
 ) -> Option<C::Output> {
     let mut connection = Box::pin(connection);
@@ -127,7 +160,7 @@ pub(crate) async fn drive<C: Future>(
         };
         tokio::select! {
             ended = connection.as_mut() => break Some(ended),
-            () = in_flight.idle_for(idle), if drop_at.is_none() => {
+            () = in_flight.quiet_for(idle, stalled), if drop_at.is_none() => {
                 close(connection.as_mut());
                 drop_at = Some(tokio::time::Instant::now() + idle);
             }
@@ -208,5 +241,30 @@ impl<B: http_body::Body + Unpin> Drop for Tracked<B> {
                 line.end(Outcome::Complete);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_requests_and_every_begin_and_end() {
+        let counted = InFlight::new();
+        let state = || counted.0.state.load(Ordering::Acquire);
+        let (first, second) = (counted.count(), counted.count());
+        let both = state();
+        assert_eq!(in_flight(both), 2);
+        drop(first);
+        assert_eq!(in_flight(state()), 1);
+        assert_ne!(state(), both, "an end is a change");
+        let one = state();
+        let third = counted.count();
+        drop(third);
+        assert_eq!(in_flight(state()), 1);
+        assert_ne!(state(), one, "a request that began and ended is a change");
+        drop(second);
+        assert_eq!(in_flight(state()), 0);
+        assert_eq!(state() >> 32, 6, "three begun, three ended");
     }
 }

@@ -183,6 +183,16 @@ impl Server {
                         let (builder, mut stopping) = (builder.clone(), stopping.clone());
                         let inner = self.inner.clone();
                         let idle = self.inner.options.header_read_timeout;
+                        // A connection whose requests are in flight but none has begun or
+                        // ended for a handler's wall clock and the idle bound (seen within one
+                        // more) is one whose client stopped reading: every handler that was
+                        // writing to it was stopped an idle bound before, and what it wrote
+                        // waits on a window that does not open. Closed, then dropped an idle
+                        // bound later (a client still reading has that long to finish), it
+                        // holds no connection slot for ever. (The wall clock alone would close
+                        // a connection whose one request its handler answers at its wall clock,
+                        // a 504, as it answers.)
+                        let stalled = self.inner.sandbox.limits().timeout.map(|t| t + idle);
                         tokio::spawn(async move {
                             // hyper's header read timeout starts with a request's first byte;
                             // a client that connects and says nothing is dropped here.
@@ -204,6 +214,7 @@ impl Server {
                                 auto::Connection::graceful_shutdown,
                                 &in_flight,
                                 idle,
+                                stalled,
                                 stopping,
                             )
                             .await;
