@@ -89,6 +89,7 @@ pub async fn run(out: &mut (dyn Write + Send)) -> Result<i32, BoxError> {
             queue_wait: Duration::from_secs(5),
             max_connections: 16,
             header_read_timeout: urlcap::serve::DEFAULT_HEADER_READ_TIMEOUT,
+            send_timeout: urlcap::serve::DEFAULT_SEND_TIMEOUT,
         },
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

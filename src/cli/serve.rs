@@ -162,6 +162,7 @@ fn run_inner(
             queue_wait: Duration::from_secs(10),
             max_connections: urlcap::serve::DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: urlcap::serve::DEFAULT_HEADER_READ_TIMEOUT,
+            send_timeout: urlcap::serve::DEFAULT_SEND_TIMEOUT,
         },
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1070,11 +1070,18 @@ struct InProcess {
 }
 
 impl InProcess {
-    /// At most `max_connections` open; a connection idle (or a head slow) for `idle` closed.
+    /// At most `max_connections` open; a connection idle (or a head slow) for `idle` closed,
+    /// and a handler whose client takes none of its body for `idle` stopped; each handler
+    /// has a wall clock of 2 s.
     async fn start(max_connections: usize, idle: Duration) -> InProcess {
+        InProcess::start_under("timeout = \"2s\"", max_connections, idle).await
+    }
+
+    /// [`InProcess::start`] with these `[limits]`.
+    async fn start_under(limits: &str, max_connections: usize, idle: Duration) -> InProcess {
         use urlcap::serve::{AccessLog, RouteSpec, Server, ServerOptions};
         let config = urlcap::manifest::Config::parse(
-            "version = 1\n[limits]\ntimeout = \"2s\"\n",
+            &format!("version = 1\n[limits]\n{limits}\n"),
             Path::new("inline.toml"),
             &urlcap::manifest::ProcessSecrets,
         )
@@ -1097,6 +1104,7 @@ impl InProcess {
             queue_wait: Duration::from_secs(1),
             max_connections,
             header_read_timeout: idle,
+            send_timeout: idle,
         };
         let server = Server::new(sandbox, vec![route], options).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1267,6 +1275,51 @@ async fn clients_that_stop_reading_their_responses_do_not_hold_their_connection(
         let next = tokio::time::timeout(Duration::from_secs(30), next).await;
         let next = next.unwrap_or_else(|_| panic!("{what}: the stalled client held its slot"));
         assert_eq!(next.status, 200, "{what}");
+        drop(stream);
+    }
+    server.stop().await;
+}
+
+/// A handler still writing a body its client takes none of (an HTTP/2 window of 0; a full
+/// TCP receive buffer) is stopped at the send timeout, long before its wall clock, so clients
+/// that stop reading cannot hold the request slots: with one slot and a minute of wall clock,
+/// the next client is served within seconds while the stalled client's connection is still
+/// open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_whose_client_stops_reading_gives_up_its_slot_at_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let limits = "timeout = \"60s\"\nmax_concurrent_requests = 1";
+    let server = InProcess::start_under(limits, 8, Duration::from_secs(1)).await;
+    let addr = server.addr;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // SETTINGS_INITIAL_WINDOW_SIZE 0: the server may send no DATA until a WINDOW_UPDATE.
+    const SETTINGS: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_HEADERS and END_STREAM: GET http PATH, `:authority x`.
+    let path = b"/big?len=1000000";
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    let mut headers = vec![0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1];
+    headers.extend_from_slice(&block);
+    let h2_stalled = [PREFACE, SETTINGS, &headers].concat();
+    let h1_stalled = b"GET /big?len=33554432 HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
+    for (what, stalled) in [("HTTP/2", h2_stalled), ("HTTP/1.1", h1_stalled)] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream.write_all(&stalled).await.unwrap();
+        // The stalled handler holds the one slot until the send timeout stops it; before
+        // that, the next request waits its second for the slot and gets a 503.
+        let mut served = None;
+        for _ in 0..30 {
+            let next = send(addr, request(addr, "/hello")).await;
+            if next.status == 200 {
+                served = Some(next);
+                break;
+            }
+            assert_eq!(next.status, 503, "{what}: {next:?}");
+        }
+        assert!(served.is_some(), "{what}: the stalled client held the slot");
         drop(stream);
     }
     server.stop().await;

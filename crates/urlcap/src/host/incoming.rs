@@ -9,10 +9,12 @@
 //! as a [`Failure`] the server turns into a status; it can harm only its own request.
 
 use super::limits::{audit_outcome, outcome_of_error, timeout_outcome};
+use super::pulls::{Pulled, Pulls};
 use super::sandbox::{before, Ended};
 use super::{Outcome, SandboxSpec, SandboxState, WasmHost, EXIT_AUDIT, EXIT_TIMEOUT};
 use crate::audit::{Event, Record};
 use bytes::Bytes;
+use std::time::Duration;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody, StreamContext};
@@ -22,8 +24,9 @@ use wasmtime_wasi_http::WasiHttpView;
 pub type Handler = ProxyPre<SandboxState>;
 
 /// The response a handler gave: its head now, its body as the handler writes it (the
-/// handler's instance lives on, within its wall clock, until the body is done).
-pub type HandlerResponse = http::Response<HyperOutgoingBody>;
+/// handler's instance lives on, within its wall clock, until the body is done, or until its
+/// client stops reading it for the send timeout).
+pub type HandlerResponse = http::Response<Pulled<HyperOutgoingBody>>;
 
 /// Why a served request got no response from its handler. Each maps to one status
 /// ([`Failure::status`]); the text is for the access log and the audit, never a Rust type name.
@@ -95,14 +98,17 @@ impl WasmHost {
     /// body follows as the handler writes it) or failed. Whatever ends the instance abnormally
     /// — before or after the response head — is audited as `sandbox.exited` with the reason.
     /// `held` (a server's request slot) is kept exactly as long as the instance runs, however
-    /// long the client takes to read the body. Dropping the returned future before the
-    /// response head stops the instance (the client went away).
+    /// long the client takes to read the body — but a client that takes nothing of the body
+    /// for `send_timeout` while the handler still writes it stops the handler (audited), so
+    /// clients that stop reading cannot hold slots for whole wall clocks. Dropping the
+    /// returned future before the response head stops the instance (the client went away).
     pub async fn handle<B>(
         &self,
         handler: &Handler,
         spec: SandboxSpec,
         request: http::Request<B>,
         held: Option<tokio::sync::OwnedSemaphorePermit>,
+        send_timeout: Option<Duration>,
     ) -> Result<HandlerResponse, Failure>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -140,6 +146,8 @@ impl WasmHost {
             .map_err(|e| Failure::Unavailable(first_line(&e.to_string())))?;
         let (handler, sandbox) = (handler.clone(), spec.outbound.sandbox().to_string());
         let (timeout, memory) = (spec.timeout, spec.memory);
+        let pulls = Pulls::new();
+        let pulls_seen_by_task = pulls.clone();
         // Its own task, so the handler keeps running after it set the response head, writing
         // the body; its wall clock covers both.
         let task = tokio::spawn(async move {
@@ -151,7 +159,23 @@ impl WasmHost {
                     .call_handle(&mut store, incoming, out)
                     .await
             };
-            let outcome = match before(deadline, &audit, run).await {
+            // `None`: its client stopped taking the body for the send timeout.
+            let ended = tokio::select! {
+                ended = before(deadline, &audit, run) => Some(ended),
+                () = pulls_seen_by_task.stalled(send_timeout) => None,
+            };
+            let Some(ended) = ended else {
+                abort_unfinished_bodies(store.data_mut());
+                drop(store);
+                let outcome = stalled_outcome(send_timeout.unwrap_or_default());
+                audit.record(&Record::new(
+                    Event::SandboxExited,
+                    &sandbox,
+                    format!("handler: {}", outcome.summary()),
+                ));
+                return Some(outcome);
+            };
+            let outcome = match ended {
                 Ended::Ran(Ok(())) => Outcome {
                     exit_code: 0,
                     message: None,
@@ -190,9 +214,10 @@ impl WasmHost {
         };
         match receiver.await {
             Ok(Ok(response)) => {
-                // The instance goes on writing the body, under its own wall clock.
+                // The instance goes on writing the body, under its own wall clock, as long as
+                // its client takes what it writes.
                 running.task = None;
-                Ok(response)
+                Ok(response.map(|body| Pulled::new(body, pulls)))
             }
             Ok(Err(code)) => Err(Failure::ErrorCode(format!("{code:?}"))),
             Err(_) => {
@@ -215,6 +240,17 @@ impl WasmHost {
                 })
             }
         }
+    }
+}
+
+/// How a handler ends whose client took nothing of its response body for `send_timeout`.
+fn stalled_outcome(send_timeout: Duration) -> Outcome {
+    Outcome {
+        exit_code: EXIT_TIMEOUT,
+        message: Some(format!(
+            "stopped: its client took nothing of the response for {}",
+            humantime::format_duration(send_timeout)
+        )),
     }
 }
 

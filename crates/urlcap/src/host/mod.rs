@@ -27,6 +27,7 @@ mod guest_api;
 mod guest_stderr;
 pub mod host_output;
 mod incoming;
+mod pulls;
 mod wasi_http;
 
 pub use incoming::{Failure, Handler, HandlerResponse};

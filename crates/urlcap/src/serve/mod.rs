@@ -28,4 +28,5 @@ pub use access_log::AccessLog;
 pub use routes::RouteSpec;
 pub use server::{
     Drained, Server, ServerOptions, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SEND_TIMEOUT,
 };

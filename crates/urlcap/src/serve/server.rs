@@ -48,7 +48,15 @@ pub struct ServerOptions {
     /// silent, and how long a connection (HTTP/1.1 or HTTP/2) may go with no request in flight
     /// before it is closed, so idle or slow clients cannot hold connection slots.
     pub header_read_timeout: Duration,
+    /// How long a handler still writing its response body may wait on a client that takes
+    /// none of it (an HTTP/2 window of 0, a full TCP receive buffer) before it is stopped and
+    /// its response cut, so clients that stop reading cannot hold the request slots for whole
+    /// wall clocks.
+    pub send_timeout: Duration,
 }
+
+/// [`ServerOptions::send_timeout`] as `urlcap serve` sets it.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// [`ServerOptions::max_connections`] as `urlcap serve` sets it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -356,11 +364,13 @@ impl Inner {
             ..SandboxSpec::new(Arc::new(outbound), &sandbox_id)
         };
         // The slot is held as long as the handler's instance runs (its wall clock bounds
-        // that), not as long as the client takes to read what it wrote.
+        // that, and the send timeout a client that stops reading), not as long as the client
+        // takes to read what the handler wrote.
+        let send_timeout = Some(self.options.send_timeout);
         match self
             .sandbox
             .host()
-            .handle(&route.handler, spec, request, Some(slot))
+            .handle(&route.handler, spec, request, Some(slot), send_timeout)
             .await
         {
             Ok(response) => response.map(|body| body.boxed_unsync()),
