@@ -1251,15 +1251,7 @@ async fn clients_that_stop_reading_their_responses_do_not_hold_their_connection(
     use tokio::io::AsyncWriteExt;
     let server = InProcess::start(1, Duration::from_secs(1)).await;
     let addr = server.addr;
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    // SETTINGS_INITIAL_WINDOW_SIZE 0: the server may send no DATA until a WINDOW_UPDATE.
-    const SETTINGS: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
-    // HEADERS on stream 1, END_HEADERS and END_STREAM: GET http `/hello`, `:authority x`.
-    const HEADERS: &[u8] = &[
-        0, 0, 13, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x04, 6, b'/', b'h', b'e', b'l', b'l', b'o', 0x41,
-        1, b'x',
-    ];
-    let h2_stalled = [PREFACE, SETTINGS, HEADERS].concat();
+    let h2_stalled = h2_get_with_a_window_of_zero(b"/hello");
     // HTTP/1.1: a 32 MiB body never read, through a small receive window: hyper's writes
     // stop once the socket buffers are full (the handler is stopped at its wall clock).
     let h1_stalled = "GET /big?len=33554432 HTTP/1.1\r\nhost: x\r\n\r\n".to_string();
@@ -1280,6 +1272,21 @@ async fn clients_that_stop_reading_their_responses_do_not_hold_their_connection(
     server.stop().await;
 }
 
+/// The bytes an HTTP/2 client sends to GET `path` (under 128 bytes) while letting the server
+/// send no DATA: the preface, SETTINGS_INITIAL_WINDOW_SIZE 0 (no WINDOW_UPDATE ever follows),
+/// and HEADERS on stream 1 (END_HEADERS, END_STREAM): GET http `path`, `:authority x`.
+fn h2_get_with_a_window_of_zero(path: &[u8]) -> Vec<u8> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+    // HPACK: :method GET and :scheme http indexed, :path and :authority literal.
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    let mut headers = vec![0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1];
+    headers.extend_from_slice(&block);
+    [PREFACE, SETTINGS, &headers].concat()
+}
+
 /// A handler still writing a body its client takes none of (an HTTP/2 window of 0; a full
 /// TCP receive buffer) is stopped at the send timeout, long before its wall clock, so clients
 /// that stop reading cannot hold the request slots: with one slot and a minute of wall clock,
@@ -1291,17 +1298,7 @@ async fn a_handler_whose_client_stops_reading_gives_up_its_slot_at_the_send_time
     let limits = "timeout = \"60s\"\nmax_concurrent_requests = 1";
     let server = InProcess::start_under(limits, 8, Duration::from_secs(1)).await;
     let addr = server.addr;
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    // SETTINGS_INITIAL_WINDOW_SIZE 0: the server may send no DATA until a WINDOW_UPDATE.
-    const SETTINGS: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
-    // HEADERS on stream 1, END_HEADERS and END_STREAM: GET http PATH, `:authority x`.
-    let path = b"/big?len=1000000";
-    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
-    block.extend_from_slice(path);
-    block.extend_from_slice(&[0x41, 1, b'x']);
-    let mut headers = vec![0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1];
-    headers.extend_from_slice(&block);
-    let h2_stalled = [PREFACE, SETTINGS, &headers].concat();
+    let h2_stalled = h2_get_with_a_window_of_zero(b"/big?len=1000000");
     let h1_stalled = b"GET /big?len=33554432 HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
     for (what, stalled) in [("HTTP/2", h2_stalled), ("HTTP/1.1", h1_stalled)] {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
