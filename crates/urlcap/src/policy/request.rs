@@ -151,11 +151,8 @@ impl CanonicalUrl {
         })
     }
 
-    /// A guest's path and query (`/v1/items?page=2`) relative to a grant's origin, which must
-    /// name one host. The URL is assembled from parts with the WHATWG parser's setters (never
-    /// by joining strings), after the path passes the same canonical checks as absolute URLs;
-    /// nothing the guest writes can change the scheme, host or port. (The host builds on a
-    /// base kept per handle instead: [`CanonicalUrl::relative_to`].)
+    /// [`CanonicalUrl::relative_to`] on a base made for this one call (the tests' shorthand;
+    /// the host keeps one base per handle).
     #[cfg(test)]
     pub(crate) fn relative(
         origin: &OriginPattern,
@@ -181,9 +178,12 @@ impl CanonicalUrl {
         parts_set.then_some(url)
     }
 
-    /// [`CanonicalUrl::relative`] on `base`, the origin's [`CanonicalUrl::base`] made once
-    /// for many requests (a handle keeps it): the host and port are not parsed and set again
-    /// for every request, and the result is checked against `origin` all the same.
+    /// A guest's path and query (`/v1/items?page=2`) relative to a grant's origin, which must
+    /// name one host, built on `base`, the origin's [`CanonicalUrl::base`] made once for many
+    /// requests (a handle keeps it). The path passes the same canonical checks as absolute
+    /// URLs and is set with the WHATWG parser's setters (never by joining strings); the result
+    /// must still have `origin`'s scheme, host and port, so nothing the guest writes, and no
+    /// base made for another origin, can send it elsewhere.
     pub(crate) fn relative_to(
         origin: &OriginPattern,
         base: Option<&Url>,
@@ -222,14 +222,19 @@ impl CanonicalUrl {
             None => (path_and_query, None),
         };
         check_canonical_path(path).map_err(|e| Denial::new(Reason::NonCanonicalPath, e.0))?;
-        let mut url = match base {
-            Some(base) => base.clone(),
-            None => Url::parse("http://origin.invalid/").expect("the base URLs parse"),
+        let outside = || {
+            deny(
+                Reason::MalformedUrl,
+                format!("{path_and_query:?} does not stay within {origin}"),
+            )
         };
+        let Some(base) = base else {
+            return outside();
+        };
+        let mut url = base.clone();
         url.set_path(path);
         url.set_query(query);
-        let agrees = base.is_some()
-            && url.scheme() == origin.scheme.as_str()
+        let agrees = url.scheme() == origin.scheme.as_str()
             && url
                 .host()
                 .and_then(|h| Host::from_url_host(h).ok())
@@ -237,10 +242,7 @@ impl CanonicalUrl {
                 == Some(host)
             && url.port_or_known_default() == Some(origin.port);
         if !agrees {
-            return deny(
-                Reason::MalformedUrl,
-                format!("{path_and_query:?} does not stay within {origin}"),
-            );
+            return outside();
         }
         Ok(CanonicalUrl {
             url,
