@@ -1037,6 +1037,9 @@ fn main() {
     if let Ok(spec) = std::env::var(NATIVE_CLIENT) {
         return native_client_process(&spec);
     }
+    if let Ok(spec) = std::env::var(rtt::PROFILE) {
+        return rtt::profile(&spec);
+    }
     if std::env::var_os(ORIGIN_ONLY).is_some() {
         println!("{}", background_origin());
         loop {

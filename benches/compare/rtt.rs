@@ -37,16 +37,21 @@ const ROUNDS: usize = 5;
 /// A loopback TCP relay to `upstream` that behaves like a link with this round-trip time.
 struct Relay {
     port: u16,
+    /// Connections accepted so far (how many a client opened).
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Relay {
     fn start(upstream: SocketAddr, rtt: Duration) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
+        relay_thread(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                std::thread::spawn(move || {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                relay_thread(move || {
                     // The TCP handshake: nothing the client sends moves for one round trip.
                     precise_sleep(rtt);
                     let Ok(server) = TcpStream::connect(upstream) else {
@@ -59,7 +64,7 @@ impl Relay {
                 });
             }
         });
-        Relay { port }
+        Relay { port, connections }
     }
 }
 
@@ -67,7 +72,7 @@ impl Relay {
 /// never waits for writing (the link is not a stop-and-wait one). End of stream is passed on.
 fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
     let (tx, rx) = mpsc::channel::<(Instant, Option<Vec<u8>>)>();
-    std::thread::spawn(move || {
+    relay_thread(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let chunk = match from.read(&mut buf) {
@@ -80,7 +85,7 @@ fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
             }
         }
     });
-    std::thread::spawn(move || {
+    relay_thread(move || {
         while let Ok((due, chunk)) = rx.recv() {
             precise_sleep(due.saturating_duration_since(Instant::now()));
             match chunk {
@@ -97,6 +102,14 @@ fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
             }
         }
     });
+}
+
+/// A thread of the relay, named so that [`profile`] can tell its CPU time from the clients'.
+fn relay_thread(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name("rtt-relay".into())
+        .spawn(f)
+        .unwrap();
 }
 
 /// Sleep this long with the thread's timer slack at 1 ns (Linux's default 50 µs would be a
@@ -117,7 +130,8 @@ fn precise_sleep(d: Duration) {
 /// `Connection: close` (a new connection for every request); anything else `ok`.
 fn origins(pki: Arc<Pki>) -> [SocketAddr; 3] {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let origin = std::thread::Builder::new().name("rtt-origin".into());
+    let spawned = origin.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -141,6 +155,7 @@ fn origins(pki: Arc<Pki>) -> [SocketAddr; 3] {
             std::future::pending::<()>().await
         });
     });
+    spawned.unwrap();
     rx.recv().unwrap()
 }
 
@@ -325,6 +340,16 @@ fn ratio(base: &[f64], other: &[f64]) -> f64 {
     median(base.iter().zip(other).map(|(b, o)| b / o).collect())
 }
 
+/// The in-process clients' runtime: two workers, named for [`profile`].
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rtt-client")
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub(super) fn rtt(rows: &mut Vec<Row>) {
     let urlcap = env!("CARGO_BIN_EXE_urlcap");
     let wasmtime = wasmtime_cli();
@@ -332,11 +357,7 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let ca = pki.write_ca(dir.path());
     let [h1_origin, h2_origin, plain_origin] = origins(pki.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let probe_wasm = std::fs::read(PROBE).unwrap();
 
     for rtt_ms in [0u64, 1, 10] {
@@ -529,6 +550,92 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
             } else {
                 row(measure, result)
             });
+        }
+    }
+}
+
+/// Set to `CLIENT PROTO CLIENTS N [RTT_MS]` (CLIENT `native` or `probe`, PROTO `h1` or `h2`;
+/// RTT 0 when not given) to run one in-process case of the `rtt` part alone: `CLIENTS` clients
+/// at once (each a hyper-util task, or a probe guest in the one sandbox) making `N` requests in
+/// all, after a warm-up. It prints the wall time and the CPU time per request, in all and by
+/// thread (the origin, the relay, the clients' runtime), which says which side of the rig
+/// bounds it, and the connections the client opened; run it under `perf record` to see where
+/// the clients' share goes.
+pub(super) const PROFILE: &str = "URLCAP_BENCH_RTT_PROFILE";
+
+/// CPU nanoseconds so far of this process's live threads, summed by thread name.
+fn cpu_by_thread() -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        let ns: u64 = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *by.entry(read("comm").trim().to_string()).or_insert(0) += ns;
+    }
+    by
+}
+
+/// User + system CPU seconds of the whole process (threads that ended included).
+fn process_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+pub(super) fn profile(spec: &str) {
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let (client, proto, clients, n, rtt_ms) = match words[..] {
+        [client, proto, clients, n] => (client, proto, clients, n, "0"),
+        [client, proto, clients, n, rtt] => (client, proto, clients, n, rtt),
+        _ => panic!("{PROFILE}: expected `CLIENT PROTO CLIENTS N [RTT_MS]`, got {spec:?}"),
+    };
+    let (clients, n): (usize, usize) = (clients.parse().unwrap(), n.parse().unwrap());
+    let rtt = Duration::from_millis(rtt_ms.parse().unwrap());
+    let per_client = n / clients;
+    let pki = Arc::new(Pki::new(&["127.0.0.1"]));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let [h1_origin, h2_origin, _] = origins(pki.clone());
+    let origin = if proto == "h2" { h2_origin } else { h1_origin };
+    let relay = Relay::start(origin, rtt);
+    let port = relay.port;
+    let rt = client_runtime();
+    let run: Box<dyn Fn(usize)> = match client {
+        "native" => {
+            let native = native_client(&pki);
+            let uri: http::Uri = format!("https://127.0.0.1:{port}/v1/x").parse().unwrap();
+            Box::new(move |per| rt.block_on(native_concurrent(&native, &uri, clients, per)))
+        }
+        "probe" => {
+            let sandbox = Arc::new(sandbox_for(&tls_manifest(dir.path(), port, &ca)));
+            let command = Arc::new(sandbox.compile(&std::fs::read(PROBE).unwrap()).unwrap());
+            Box::new(move |per| rt.block_on(probe_concurrent(&sandbox, &command, clients, per)))
+        }
+        other => panic!("{PROFILE}: no client {other:?} (native, probe)"),
+    };
+    run(per_client.min(100));
+    let (threads, cpu, start) = (cpu_by_thread(), process_cpu(), Instant::now());
+    run(per_client);
+    let wall = start.elapsed().as_secs_f64();
+    let (cpu, after) = (process_cpu() - cpu, cpu_by_thread());
+    let requests = (per_client * clients) as f64;
+    let us = |s: f64| s * 1e6 / requests;
+    let connections = relay.connections.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{client} {proto} {clients} at once, RTT {rtt_ms} ms, {requests} requests: wall {:.1} µs/request ({:.1}k requests/s), CPU {:.1} µs/request; {connections} connections",
+        us(wall),
+        requests / wall / 1e3,
+        us(cpu)
+    );
+    for (name, ns) in after {
+        let spent = ns.saturating_sub(threads.get(&name).copied().unwrap_or(0));
+        if spent > 0 {
+            println!("  {name}: {:.1} µs/request", us(spent as f64 / 1e9));
         }
     }
 }

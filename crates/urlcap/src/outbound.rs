@@ -212,13 +212,16 @@ impl Outbound {
         body: Vec<u8>,
         cap: u64,
     ) -> Result<Buffered, Denial> {
-        let shown_url = format!("{}{path_and_query}", authority.grant().origin);
-        let canonical = Request::relative(method, &authority.grant().origin, path_and_query)
+        let canonical = authority
+            .relative_request(method, path_and_query)
             .and_then(|r| headers.iter().try_fold(r, |r, (k, v)| r.header(k, v)))
             .map(|r| r.with_body_len(body.len() as u64));
-        let url = canonical
-            .as_ref()
-            .map_or(shown_url, |r| r.url().to_string());
+        // What the audit shows: the canonical URL, or as the guest wrote it when it is not one
+        // (worded only then).
+        let url = canonical.as_ref().map_or_else(
+            |_| format!("{}{path_and_query}", authority.grant().origin),
+            |r| r.url().to_string(),
+        );
         let (approved, lesson) = match canonical {
             Err(denial) => (Err(denial), None),
             Ok(r) => match authority.authorize_or_return(r) {

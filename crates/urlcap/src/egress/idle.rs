@@ -107,7 +107,10 @@ impl IdleConnections {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
         let timeout = self.idle_connection_timeout;
-        list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+        // One clock read for the whole list (HTTP/2 connections stay in it while in use, so a
+        // burst that opened one each keeps them all here).
+        let now = Instant::now();
+        list.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
         let ready = |c: &Idle| match &c.sender {
             Sender::H1(s) => s.is_ready(),
             Sender::H2(s) => s.is_ready(),

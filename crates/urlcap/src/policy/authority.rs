@@ -17,7 +17,7 @@ use super::method::MethodSet;
 use super::origin::{Host, HostPattern};
 use super::path::PathPrefix;
 use super::reason::Reason;
-use super::request::Request;
+use super::request::{CanonicalUrl, Request};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -131,7 +131,14 @@ struct Node {
     depth: u32,
     /// Who is charged for this handle, and how many bytes, while it lives.
     charge: Option<(Arc<HandleQuota>, usize)>,
+    /// The origin's URL at the root path, made on the first request relative to this handle
+    /// (`None`: the origin names no single host) and reused by every later one.
+    base: std::sync::OnceLock<Option<url::Url>>,
 }
+
+/// Bytes a handle's memoized base URL ([`Node::base`]) may take beyond its grant: the `Url`
+/// and its text (scheme, a host of at most 253 bytes, a port), charged with the handle.
+const BASE_URL_BYTES: usize = std::mem::size_of::<url::Url>() + 300;
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -233,6 +240,7 @@ impl Authority {
             tree,
             depth: 0,
             charge: None,
+            base: std::sync::OnceLock::new(),
         }))
     }
 
@@ -244,6 +252,18 @@ impl Authority {
     /// Root name and lineage, e.g. `github` and `github/2/5`.
     pub fn reference(&self) -> &AuthorityRef {
         &self.0.reference
+    }
+
+    /// A request for `path_and_query` relative to this handle's origin (the native guest API),
+    /// canonicalized as [`Request::relative`] does, on the origin's URL this handle made once.
+    pub(crate) fn relative_request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+    ) -> Result<Request, Denial> {
+        let origin = &self.0.grant.origin;
+        let base = self.0.base.get_or_init(|| CanonicalUrl::base(origin));
+        Request::relative_to(method, origin, base.as_ref(), path_and_query)
     }
 
     /// What this handle allows.
@@ -644,7 +664,7 @@ impl Authority {
         let charge = match quota {
             None => None,
             Some(quota) => {
-                let bytes = grant.heap_estimate();
+                let bytes = grant.heap_estimate() + BASE_URL_BYTES;
                 quota.reserve(bytes).map_err(limit)?;
                 Some((quota.clone(), bytes))
             }
@@ -671,6 +691,7 @@ impl Authority {
             reference: child_ref,
             revoked: AtomicBool::new(false),
             tree: self.0.tree.clone(),
+            base: std::sync::OnceLock::new(),
         })))
     }
 }

@@ -151,12 +151,42 @@ impl CanonicalUrl {
         })
     }
 
-    /// A guest's path and query (`/v1/items?page=2`) relative to a grant's origin, which must
-    /// name one host. The URL is assembled from parts with the WHATWG parser's setters (never
-    /// by joining strings), after the path passes the same canonical checks as absolute URLs;
-    /// nothing the guest writes can change the scheme, host or port.
+    /// [`CanonicalUrl::relative_to`] on a base made for this one call (the tests' shorthand;
+    /// the host keeps one base per handle).
+    #[cfg(test)]
     pub(crate) fn relative(
         origin: &OriginPattern,
+        path_and_query: &str,
+    ) -> Result<CanonicalUrl, Denial> {
+        CanonicalUrl::relative_to(origin, CanonicalUrl::base(origin).as_ref(), path_and_query)
+    }
+
+    /// The URL of `origin` at the root path, its host and port set with the parser's setters:
+    /// what [`CanonicalUrl::relative_to`] builds a guest's path on. `None` when the origin names
+    /// no single host (or the parser would not take its parts).
+    pub(crate) fn base(origin: &OriginPattern) -> Option<Url> {
+        let HostPattern::Exact(host) = &origin.host else {
+            return None;
+        };
+        let base = match origin.scheme {
+            Scheme::Http => "http://origin.invalid/",
+            Scheme::Https => "https://origin.invalid/",
+        };
+        let mut url = Url::parse(base).expect("the base URLs parse");
+        let port = (origin.port != origin.scheme.default_port()).then_some(origin.port);
+        let parts_set = url.set_host(Some(&host.to_string())).is_ok() && url.set_port(port).is_ok();
+        parts_set.then_some(url)
+    }
+
+    /// A guest's path and query (`/v1/items?page=2`) relative to a grant's origin, which must
+    /// name one host, built on `base`, the origin's [`CanonicalUrl::base`] made once for many
+    /// requests (a handle keeps it). The path passes the same canonical checks as absolute
+    /// URLs and is set with the WHATWG parser's setters (never by joining strings); the result
+    /// must still have `origin`'s scheme, host and port, so nothing the guest writes, and no
+    /// base made for another origin, can send it elsewhere.
+    pub(crate) fn relative_to(
+        origin: &OriginPattern,
+        base: Option<&Url>,
         path_and_query: &str,
     ) -> Result<CanonicalUrl, Denial> {
         let deny = |reason, detail: String| Err(Denial::new(reason, detail));
@@ -192,16 +222,19 @@ impl CanonicalUrl {
             None => (path_and_query, None),
         };
         check_canonical_path(path).map_err(|e| Denial::new(Reason::NonCanonicalPath, e.0))?;
-        let base = match origin.scheme {
-            Scheme::Http => "http://origin.invalid/",
-            Scheme::Https => "https://origin.invalid/",
+        let outside = || {
+            deny(
+                Reason::MalformedUrl,
+                format!("{path_and_query:?} does not stay within {origin}"),
+            )
         };
-        let mut url = Url::parse(base).expect("the base URLs parse");
-        let port = (origin.port != origin.scheme.default_port()).then_some(origin.port);
-        let parts_set = url.set_host(Some(&host.to_string())).is_ok() && url.set_port(port).is_ok();
+        let Some(base) = base else {
+            return outside();
+        };
+        let mut url = base.clone();
         url.set_path(path);
         url.set_query(query);
-        let agrees = parts_set
+        let agrees = url.scheme() == origin.scheme.as_str()
             && url
                 .host()
                 .and_then(|h| Host::from_url_host(h).ok())
@@ -209,10 +242,7 @@ impl CanonicalUrl {
                 == Some(host)
             && url.port_or_known_default() == Some(origin.port);
         if !agrees {
-            return deny(
-                Reason::MalformedUrl,
-                format!("{path_and_query:?} does not stay within {origin}"),
-            );
+            return outside();
         }
         Ok(CanonicalUrl {
             url,
@@ -307,8 +337,23 @@ impl Request {
         origin: &OriginPattern,
         path_and_query: &str,
     ) -> Result<Request, Denial> {
+        Request::relative_to(
+            method,
+            origin,
+            CanonicalUrl::base(origin).as_ref(),
+            path_and_query,
+        )
+    }
+
+    /// [`Request::relative`] on the origin's base URL made once ([`CanonicalUrl::base`]).
+    pub(crate) fn relative_to(
+        method: &str,
+        origin: &OriginPattern,
+        base: Option<&Url>,
+        path_and_query: &str,
+    ) -> Result<Request, Denial> {
         let method = Method::parse(method).map_err(|d| Denial::new(Reason::InvalidMethod, d))?;
-        let url = CanonicalUrl::relative(origin, path_and_query)?;
+        let url = CanonicalUrl::relative_to(origin, base, path_and_query)?;
         Ok(Request {
             method,
             url,
@@ -497,6 +542,30 @@ mod tests {
             CanonicalUrl::relative(&wild, "/").unwrap_err().reason,
             Reason::InvalidHost
         );
+    }
+
+    /// A handle builds every relative request on a base URL it made once: a base that does
+    /// not name the handle's own scheme, host and port (a caller's mistake) must not move a
+    /// request elsewhere, and a base-less origin is refused as before.
+    #[test]
+    fn a_relative_request_never_leaves_its_origin_whatever_base_it_is_given() {
+        let origin = |s: &str| crate::policy::grant_from_spec_url(s).unwrap().0;
+        let o = origin("https://api.example.com:8443");
+        let own = CanonicalUrl::base(&o);
+        let u = CanonicalUrl::relative_to(&o, own.as_ref(), "/v1/x?a=1").unwrap();
+        assert_eq!(u.as_str(), "https://api.example.com:8443/v1/x?a=1");
+        for other in [
+            "https://evil.example:8443",
+            "http://api.example.com:8443",
+            "https://api.example.com:9443",
+            "https://api.example.com",
+        ] {
+            let base = CanonicalUrl::base(&origin(other));
+            let err = CanonicalUrl::relative_to(&o, base.as_ref(), "/v1/x").unwrap_err();
+            assert_eq!(err.reason, Reason::MalformedUrl, "{other}");
+        }
+        let err = CanonicalUrl::relative_to(&o, None, "/v1/x").unwrap_err();
+        assert_eq!(err.reason, Reason::MalformedUrl);
     }
 
     #[test]
