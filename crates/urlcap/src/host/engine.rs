@@ -133,18 +133,24 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
         .total_tables(128)
         .total_core_instances(512)
         .total_stacks(128);
-    // A slot's memory and tables are reset for the next instance with `memset` (only the
-    // pages the last one dirtied, where the kernel can say which) instead of being handed back
+    // A slot's memory and tables are reset for the next instance with `memset` (the first
+    // `KEEP_RESIDENT_*` bytes of it, the rest with `madvise`) instead of being handed back
     // with `madvise` and faulted in again page by page. Every instance still starts from the
     // component's own initial memory; what stays is the pages. Under `urlcap serve` (a fresh
     // instance per request) the `madvise`, its TLB flush on the other cores and the faults
     // that followed were about a third of a request's CPU (BENCHMARKS.md, "What moved the
     // numbers"). Bounded: at most `KEEP_RESIDENT_MEMORY` and `KEEP_RESIDENT_TABLE` stay
     // resident per slot that has been used, so 128 MiB and 8 MiB across each engine's pool.
+    // Not `pagemap_scan`: wasmtime 48's scan resets only the dirty pages that are *present*,
+    // so a page the last instance wrote that the kernel has since swapped out (swap, zram;
+    // or under migration) is neither reset nor decommitted, and the next instance in the
+    // slot — another request, another tenant's component — reads what it held, and a
+    // swapped-out table page keeps its stale function references (upstream
+    // bytecodealliance/wasmtime#14357, open). The plain reset writes every kept byte.
     pooling
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::No);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     if disk_cache {
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
@@ -418,5 +424,44 @@ impl Compiling {
 impl Drop for Compiling {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with one exported memory `m` of 32 pages (2 MiB, past the kept 1 MiB).
+    const TWO_MIB_MEMORY: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x05, 0x03, 0x01, 0x00, 0x20, // memory section: one memory, min 32 pages
+        0x07, 0x05, 0x01, 0x01, b'm', 0x02, 0x00, // export section: "m", memory 0
+    ];
+
+    /// A slot's kept pages are reset by writing every one of them, not only the ones the
+    /// kernel reports dirty *and present* (`pagemap_scan`), which skips a dirtied page that
+    /// was swapped out and leaves it, with what the last instance wrote, to the next one.
+    /// Seen from the pool: after an instance that dirtied one page, the whole kept 1 MiB is
+    /// resident (written by the reset); with the scan it would be that one page.
+    #[tokio::test]
+    async fn a_slot_is_reset_by_writing_all_its_kept_pages_not_only_those_present() {
+        let (engine, _) = engine(false).unwrap();
+        let module = wasmtime::Module::new(&engine, TWO_MIB_MEMORY).unwrap();
+        let metrics = engine.pooling_allocator_metrics().unwrap();
+        assert_eq!(metrics.unused_memory_bytes_resident(), 0);
+        {
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                .await
+                .unwrap();
+            let memory = instance.get_memory(&mut store, "m").unwrap();
+            memory.data_mut(&mut store)[0] = 1;
+        }
+        assert_eq!(metrics.unused_warm_memories(), 1);
+        assert_eq!(
+            metrics.unused_memory_bytes_resident(),
+            KEEP_RESIDENT_MEMORY,
+            "the reset wrote only the pages the kernel reported present"
+        );
     }
 }
