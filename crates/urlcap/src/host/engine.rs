@@ -501,6 +501,62 @@ mod tests {
         assert!(kept > 0 && kept <= KEEP_RESIDENT_MEMORY, "{kept}");
     }
 
+    /// One exported memory `m` of 32 pages and one exported funcref table `t` of 16.
+    const MEMORY_AND_TABLE: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x04, 0x04, 0x01, 0x70, 0x00, 0x10, // table section: funcref, min 16
+        0x05, 0x03, 0x01, 0x00, 0x20, // memory section: min 32 pages
+        0x07, 0x09, 0x02, 0x01, b'm', 0x02, 0x00, 0x01, b't', 0x01, 0x00, // exports
+    ];
+
+    /// With pages kept, the next instance in a slot finds nothing the last one left: every
+    /// byte of its memory (the kept MiB and past it) and of pages it grew was written, every
+    /// table entry set to a function; the next instance, in the same warm slots, has its
+    /// initial size, all zeros and only null entries.
+    #[tokio::test]
+    async fn the_next_instance_in_a_kept_slot_finds_no_memory_or_function_the_last_left() {
+        let (engine, _) = engine_keeping(false, keeps_pages(false)).unwrap();
+        let module = wasmtime::Module::new(&engine, MEMORY_AND_TABLE).unwrap();
+        let metrics = engine.pooling_allocator_metrics().unwrap();
+        {
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                .await
+                .unwrap();
+            let memory = instance.get_memory(&mut store, "m").unwrap();
+            memory.grow(&mut store, 16).unwrap();
+            memory.data_mut(&mut store).fill(0xaa);
+            let table = instance.get_table(&mut store, "t").unwrap();
+            let func = wasmtime::Func::wrap(&mut store, || 7i32);
+            for i in 0..table.size(&store) {
+                table.set(&mut store, i, func.into()).unwrap();
+            }
+        }
+        assert_eq!(metrics.unused_warm_memories(), 1);
+        assert_eq!(metrics.unused_warm_tables(), 1);
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+            .await
+            .unwrap();
+        assert_eq!(metrics.unused_warm_memories(), 0, "not the same slot");
+        assert_eq!(metrics.unused_warm_tables(), 0, "not the same slot");
+        let memory = instance.get_memory(&mut store, "m").unwrap();
+        assert_eq!(memory.size(&store), 32);
+        let left = memory.data(&store).iter().filter(|b| **b != 0).count();
+        assert_eq!(left, 0, "bytes the last instance wrote");
+        // The pages it grew are out of bounds again, and zeros when grown anew.
+        memory.grow(&mut store, 16).unwrap();
+        assert!(memory.data(&store).iter().all(|b| *b == 0));
+        let table = instance.get_table(&mut store, "t").unwrap();
+        for i in 0..table.size(&store) {
+            let entry = table.get(&mut store, i).unwrap();
+            assert!(
+                entry.unwrap_func().is_none(),
+                "a function left in entry {i}"
+            );
+        }
+    }
+
     #[test]
     fn swap_is_in_use_when_proc_swaps_lists_an_area() {
         let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
