@@ -1322,6 +1322,35 @@ async fn a_handler_whose_client_stops_reading_gives_up_its_slot_at_the_send_time
     server.stop().await;
 }
 
+/// A handler that answers in full and then works on is not taken for one whose client
+/// stopped reading: the client took the whole body, so the send timeout (10 s) does not stop
+/// it; its wall clock (15 s here) does, and its end is audited as that, not as "its client
+/// took nothing of the response".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_working_on_after_its_complete_response_runs_to_its_wall_clock() {
+    let serving = Serving::handler_under("version = 1\n[limits]\ntimeout = \"15s\"\n").await;
+    let answered = serving.get("/after?ms=60000").await;
+    assert_eq!((answered.status, answered.body.as_str()), (200, "answered"));
+    let mut ended = Vec::new();
+    for _ in 0..600 {
+        ended = serving
+            .audit()
+            .into_iter()
+            .filter(|r| r["request_id"] == answered.request_id && r["event"] == "sandbox.exited")
+            .collect();
+        if !ended.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let detail = ended[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("wall-clock limit of 15s reached"),
+        "{detail}"
+    );
+}
+
 /// Handlers that only compute hand their runtime thread back at every epoch tick, so three
 /// looping handlers (more than this machine's cores) cannot freeze the server: a request to
 /// another path is answered while they still loop. And a client that goes away before its

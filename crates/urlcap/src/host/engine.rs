@@ -119,9 +119,44 @@ pub(super) fn nested_compile_engine() -> wasmtime::Result<Engine> {
     Engine::new(&compile_config(true))
 }
 
+/// Whether pooled slots keep their pages between instances: not while the host swaps.
+/// wasmtime 48 resets a kept slot with `PAGEMAP_SCAN`, writing back only the dirtied pages
+/// that are *present*: a page the last instance wrote that the kernel has since swapped out
+/// (swap, zram) is neither reset nor given back, and the next instance in the slot — another
+/// request, another route's or tenant's component — reads what it held, or, in a table, its
+/// stale function references (upstream bytecodealliance/wasmtime#14357, open). Without
+/// `PAGEMAP_SCAN` the reset writes the first kept MiB whatever was touched (about 18 µs) and
+/// still gives back the rest, which costs more than it saves, so a swapping host keeps
+/// nothing, as before pages were kept. Judged once, when the engine is built.
+fn keeps_pages(swap_in_use: bool) -> bool {
+    !swap_in_use
+}
+
+/// Whether the host has a swap area on (a line past the header of `/proc/swaps`), or cannot
+/// tell.
+fn swap_in_use() -> bool {
+    match std::fs::read_to_string("/proc/swaps") {
+        Ok(swaps) => swaps_listed(&swaps),
+        Err(_) => cfg!(target_os = "linux"),
+    }
+}
+
+/// Whether `/proc/swaps` text lists a swap area.
+fn swaps_listed(swaps: &str) -> bool {
+    swaps.lines().skip(1).any(|line| !line.trim().is_empty())
+}
+
 /// An engine for urlcap's sandboxes (epoch interruption, pooling), with or without wasmtime's
 /// on-disk compilation cache, and its linker: wasi:cli, wasi:http and urlcap:http.
 fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
+    engine_keeping(disk_cache, keeps_pages(swap_in_use()))
+}
+
+/// [`engine`], its pooled slots keeping their pages between instances or not (`keep`).
+fn engine_keeping(
+    disk_cache: bool,
+    keep: bool,
+) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
     let mut config = compile_config(!disk_cache);
     // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
     // matters for start-up: wasmtime's default of 1000 stacks is measurably slower to set up
@@ -134,17 +169,22 @@ fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> 
         .total_core_instances(512)
         .total_stacks(128);
     // A slot's memory and tables are reset for the next instance with `memset` (only the
-    // pages the last one dirtied, where the kernel can say which) instead of being handed back
-    // with `madvise` and faulted in again page by page. Every instance still starts from the
+    // pages the last one dirtied: the kernel says which) instead of being handed back with
+    // `madvise` and faulted in again page by page. Every instance still starts from the
     // component's own initial memory; what stays is the pages. Under `urlcap serve` (a fresh
     // instance per request) the `madvise`, its TLB flush on the other cores and the faults
     // that followed were about a third of a request's CPU (BENCHMARKS.md, "What moved the
     // numbers"). Bounded: at most `KEEP_RESIDENT_MEMORY` and `KEEP_RESIDENT_TABLE` stay
     // resident per slot that has been used, so 128 MiB and 8 MiB across each engine's pool.
+    // Only on a host without swap: see [`keeps_pages`].
     pooling
-        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-        .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .linear_memory_keep_resident(if keep { KEEP_RESIDENT_MEMORY } else { 0 })
+        .table_keep_resident(if keep { KEEP_RESIDENT_TABLE } else { 0 })
+        .pagemap_scan(if keep {
+            wasmtime::Enabled::Auto
+        } else {
+            wasmtime::Enabled::No
+        });
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     if disk_cache {
         if let Ok(cache) = wasmtime::Cache::from_file(None) {
@@ -418,5 +458,111 @@ impl Compiling {
 impl Drop for Compiling {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with one exported memory `m` of 32 pages (2 MiB, past the kept 1 MiB).
+    const TWO_MIB_MEMORY: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x05, 0x03, 0x01, 0x00, 0x20, // memory section: one memory, min 32 pages
+        0x07, 0x05, 0x01, 0x01, b'm', 0x02, 0x00, // export section: "m", memory 0
+    ];
+
+    /// Bytes the pool of an engine keeping pages (or not) holds resident in unused slots
+    /// after one instance that wrote one byte of its memory.
+    async fn kept_after_one_write(keep: bool) -> usize {
+        let (engine, _) = engine_keeping(false, keep).unwrap();
+        let module = wasmtime::Module::new(&engine, TWO_MIB_MEMORY).unwrap();
+        let metrics = engine.pooling_allocator_metrics().unwrap();
+        assert_eq!(metrics.unused_memory_bytes_resident(), 0);
+        {
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                .await
+                .unwrap();
+            let memory = instance.get_memory(&mut store, "m").unwrap();
+            memory.data_mut(&mut store)[0] = 1;
+        }
+        assert_eq!(metrics.unused_warm_memories(), 1);
+        metrics.unused_memory_bytes_resident()
+    }
+
+    /// A host that swaps gets slots that keep nothing between instances: wasmtime's reset of
+    /// kept pages (`PAGEMAP_SCAN`) skips a dirtied page that was swapped out, and the next
+    /// instance would read what it held. Without swap, the page written stays (reset).
+    #[tokio::test]
+    async fn slots_keep_no_pages_between_instances_on_a_host_that_swaps() {
+        assert_eq!(kept_after_one_write(keeps_pages(true)).await, 0);
+        let kept = kept_after_one_write(keeps_pages(false)).await;
+        assert!(kept > 0 && kept <= KEEP_RESIDENT_MEMORY, "{kept}");
+    }
+
+    /// One exported memory `m` of 32 pages and one exported funcref table `t` of 16.
+    const MEMORY_AND_TABLE: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x04, 0x04, 0x01, 0x70, 0x00, 0x10, // table section: funcref, min 16
+        0x05, 0x03, 0x01, 0x00, 0x20, // memory section: min 32 pages
+        0x07, 0x09, 0x02, 0x01, b'm', 0x02, 0x00, 0x01, b't', 0x01, 0x00, // exports
+    ];
+
+    /// With pages kept, the next instance in a slot finds nothing the last one left: every
+    /// byte of its memory (the kept MiB and past it) and of pages it grew was written, every
+    /// table entry set to a function; the next instance, in the same warm slots, has its
+    /// initial size, all zeros and only null entries.
+    #[tokio::test]
+    async fn the_next_instance_in_a_kept_slot_finds_no_memory_or_function_the_last_left() {
+        let (engine, _) = engine_keeping(false, keeps_pages(false)).unwrap();
+        let module = wasmtime::Module::new(&engine, MEMORY_AND_TABLE).unwrap();
+        let metrics = engine.pooling_allocator_metrics().unwrap();
+        {
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                .await
+                .unwrap();
+            let memory = instance.get_memory(&mut store, "m").unwrap();
+            memory.grow(&mut store, 16).unwrap();
+            memory.data_mut(&mut store).fill(0xaa);
+            let table = instance.get_table(&mut store, "t").unwrap();
+            let func = wasmtime::Func::wrap(&mut store, || 7i32);
+            for i in 0..table.size(&store) {
+                table.set(&mut store, i, func.into()).unwrap();
+            }
+        }
+        assert_eq!(metrics.unused_warm_memories(), 1);
+        assert_eq!(metrics.unused_warm_tables(), 1);
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+            .await
+            .unwrap();
+        assert_eq!(metrics.unused_warm_memories(), 0, "not the same slot");
+        assert_eq!(metrics.unused_warm_tables(), 0, "not the same slot");
+        let memory = instance.get_memory(&mut store, "m").unwrap();
+        assert_eq!(memory.size(&store), 32);
+        let left = memory.data(&store).iter().filter(|b| **b != 0).count();
+        assert_eq!(left, 0, "bytes the last instance wrote");
+        // The pages it grew are out of bounds again, and zeros when grown anew.
+        memory.grow(&mut store, 16).unwrap();
+        assert!(memory.data(&store).iter().all(|b| *b == 0));
+        let table = instance.get_table(&mut store, "t").unwrap();
+        for i in 0..table.size(&store) {
+            let entry = table.get(&mut store, i).unwrap();
+            assert!(
+                entry.unwrap_func().is_none(),
+                "a function left in entry {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn swap_is_in_use_when_proc_swaps_lists_an_area() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(!swaps_listed(header));
+        assert!(!swaps_listed(""));
+        let zram = format!("{header}/dev/zram0 partition\t8388604\t0\t100\n");
+        assert!(swaps_listed(&zram));
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct Pulls {
     last_taken_ms: AtomicU64,
     /// The server asked for a frame and the handler has not written one yet.
     waiting_for_handler: AtomicBool,
+    /// The server took the body's end: there is nothing more for the client to take, however
+    /// long the handler's instance runs on (under its wall clock).
+    ended: AtomicBool,
 }
 
 impl Pulls {
@@ -40,6 +43,7 @@ impl Pulls {
             since: Instant::now(),
             last_taken_ms: AtomicU64::new(NOT_HANDED_OVER),
             waiting_for_handler: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         })
     }
 
@@ -52,10 +56,13 @@ impl Pulls {
     }
 
     /// How long the client has not been taking the body, if it is not: zero while the body
-    /// has not been handed over or the server waits on the handler.
+    /// has not been handed over, the server waits on the handler, or the body has ended.
     fn not_taken_for(&self) -> Duration {
         let last = self.last_taken_ms.load(Ordering::Relaxed);
-        if last == NOT_HANDED_OVER || self.waiting_for_handler.load(Ordering::Relaxed) {
+        if last == NOT_HANDED_OVER
+            || self.waiting_for_handler.load(Ordering::Relaxed)
+            || self.ended.load(Ordering::Relaxed)
+        {
             return Duration::ZERO;
         }
         Duration::from_millis(self.now_ms().saturating_sub(last))
@@ -104,6 +111,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Pulled<B> {
         if !waiting {
             self.pulls.taken();
         }
+        if matches!(polled, Poll::Ready(None)) {
+            self.pulls.ended.store(true, Ordering::Relaxed);
+        }
         self.pulls
             .waiting_for_handler
             .store(waiting, Ordering::Relaxed);
@@ -111,7 +121,12 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Pulled<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        // The server asks this instead of polling once more for a body it can tell has ended.
+        let ended = self.body.is_end_stream();
+        if ended {
+            self.pulls.ended.store(true, Ordering::Relaxed);
+        }
+        ended
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -167,5 +182,28 @@ mod tests {
         let untimed = Pulls::new();
         let none = tokio::time::timeout(never, untimed.stalled(None));
         assert!(none.await.is_err());
+    }
+
+    /// A body the server has taken to its end is not stalled, however long its handler's
+    /// instance runs on afterwards (work after the response, under its wall clock): its
+    /// client took everything, and neither stopping the handler at the send timeout nor an
+    /// audit saying its client took nothing would be right.
+    #[tokio::test]
+    async fn a_body_taken_to_its_end_is_never_stalled() {
+        let timeout = Some(Duration::from_millis(50));
+        let never = Duration::from_millis(500);
+        // The end polled for.
+        let pulls = Pulls::new();
+        let body = http_body_util::Full::new(Bytes::from_static(b"all of it"));
+        let taken = Pulled::new(body, pulls.clone()).collect().await.unwrap();
+        assert_eq!(taken.to_bytes(), "all of it");
+        let stalled = tokio::time::timeout(never, pulls.stalled(timeout));
+        assert!(stalled.await.is_err(), "the client took the whole body");
+        // The end seen without a poll (what hyper asks of a body before polling it).
+        let pulls = Pulls::new();
+        let body = Pulled::new(http_body_util::Empty::<Bytes>::new(), pulls.clone());
+        assert!(body.is_end_stream());
+        let stalled = tokio::time::timeout(never, pulls.stalled(timeout));
+        assert!(stalled.await.is_err(), "the body had nothing to take");
     }
 }
