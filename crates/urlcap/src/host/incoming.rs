@@ -160,7 +160,9 @@ impl WasmHost {
                     .await
             };
             // `None`: its client stopped taking the body for the send timeout.
+            // Biased: a handler that ends as its client's stall is noticed has ended.
             let ended = tokio::select! {
+                biased;
                 ended = before(deadline, &audit, run) => Some(ended),
                 () = pulls_seen_by_task.stalled(send_timeout) => None,
             };
