@@ -255,8 +255,8 @@ impl WasmHost {
         })
     }
 
-    /// Compile a component, or load it from urlcap's on-disk cache ([`ArtifactCache`]:
-    /// `$XDG_CACHE_HOME/urlcap/components`, else `$HOME/.cache/urlcap/components`), where it is
+    /// Compile a component, or load it from urlcap's on-disk cache
+    /// (`$XDG_CACHE_HOME/urlcap/components`, else `$HOME/.cache/urlcap/components`), where it is
     /// kept for the next run.
     pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
         match &self.shared.artifacts {
