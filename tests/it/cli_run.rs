@@ -362,3 +362,71 @@ async fn the_audit_log_fails_closed_unless_told_otherwise() {
     );
     assert_eq!(server.requests().len(), 1);
 }
+
+/// `urlcap run` with the compilation cache under `cache` (`XDG_CACHE_HOME`).
+async fn run_cached(cache: &std::path::Path, list: &[&str]) -> Output {
+    let envs = vec![("XDG_CACHE_HOME".to_string(), cache.display().to_string())];
+    support::urlcap_measured_env(args(list), envs).await.output
+}
+
+/// The entries of urlcap's compilation cache under `cache`, sorted.
+fn cache_entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let dir = cache.join("urlcap/components");
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    all.sort();
+    all
+}
+
+/// A second `urlcap run` of a component loads it from urlcap's compilation cache (made 0700)
+/// instead of compiling it: with another component's compiled code put in its entry, it runs
+/// that code. A torn entry is compiled again and replaced; a cache directory that cannot be
+/// made leaves the run as without a cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_loads_the_host_component_from_its_cache_and_survives_a_broken_one() {
+    use std::os::unix::fs::PermissionsExt;
+    const HELLO: &str = env!("URLCAP_GUEST_HELLO");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let o = run_cached(&cache, &["run", HELLO]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "hello\n");
+    let hello_entry = match &cache_entries(&cache)[..] {
+        [one] => one.clone(),
+        other => panic!("one entry expected: {other:?}"),
+    };
+    let mode = std::fs::metadata(cache.join("urlcap/components"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let hello_code = std::fs::read(&hello_entry).unwrap();
+
+    // The probe's compiled code under the hello component's key: a run of hello that loads
+    // from the cache runs the probe (which traps when told to); one that compiled would not.
+    let o = run_cached(&cache, &["run", "--audit", "-", PROBE, "--", "trap"]).await;
+    assert_eq!(o.status.code(), Some(134), "{}", text(&o.stderr));
+    let probe_entry = cache_entries(&cache)
+        .into_iter()
+        .find(|e| *e != hello_entry)
+        .expect("the probe's entry");
+    std::fs::copy(&probe_entry, &hello_entry).unwrap();
+    let o = run_cached(&cache, &["run", "--audit", "-", HELLO, "--", "trap"]).await;
+    assert_eq!(o.status.code(), Some(134), "{}", text(&o.stderr));
+
+    // A torn entry: compiled again, run, and replaced by a whole one.
+    std::fs::write(&hello_entry, &hello_code[..hello_code.len() / 2]).unwrap();
+    let o = run_cached(&cache, &["run", HELLO]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "hello\n");
+    assert_eq!(std::fs::read(&hello_entry).unwrap(), hello_code);
+    assert_eq!(cache_entries(&cache).len(), 2, "no temporary file left");
+
+    // A cache directory that cannot be made (its parent is a file): the run goes on.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let o = run_cached(&file, &["run", HELLO]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "hello\n");
+}

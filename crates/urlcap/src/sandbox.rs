@@ -172,7 +172,8 @@ impl Sandbox {
         }
     }
 
-    /// Compile and link a command component (cached on disk by wasmtime for the next run).
+    /// Compile and link a command component (kept compiled in urlcap's on-disk cache for the
+    /// next run, when there is one).
     pub fn compile(&self, wasm: &[u8]) -> Result<Command, Error> {
         Ok(self.host.command_for(wasm)?)
     }

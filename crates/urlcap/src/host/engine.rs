@@ -1,7 +1,8 @@
 //! The engines, linker and caches every sandbox of one host shares, and compiling components
-//! (the host's own with wasmtime's disk cache; guest-supplied ones without it, vetted first,
-//! at most [`MAX_CONCURRENT_COMPILES`] at once).
+//! (the host's own with urlcap's disk cache, [`super::artifacts`]; guest-supplied ones without
+//! it, vetted first, at most [`MAX_CONCURRENT_COMPILES`] at once).
 
+use super::artifacts::ArtifactCache;
 use super::compile_worker::{Allowance, CompileError, CompileWorker};
 use super::guest_api::MAX_LIVE_HANDLES;
 use super::{
@@ -19,14 +20,16 @@ pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// What every sandbox of one host shares: the engines, their linkers, linked components.
 ///
-/// Two engines: the host's own components (`urlcap run`'s guest, an embedder's) compile with
-/// wasmtime's on-disk cache, so the next run starts fast; components a guest hands to
-/// `sandbox.run` compile with a second engine that has no disk cache, so nothing a guest
+/// Two engines: the host's own components (`urlcap run`'s guest, an embedder's) compile through
+/// urlcap's on-disk cache ([`ArtifactCache`]), so the next run starts fast; components a guest
+/// hands to `sandbox.run` compile with a second engine and never that cache, so nothing a guest
 /// supplies is ever written to the host's disk, and they are kept only in a bounded in-memory
 /// cache.
 pub(crate) struct Shared {
     pub(super) engine: Engine,
     pub(super) linker: Linker<SandboxState>,
+    /// Where the host's own components are kept compiled across runs, if anywhere.
+    artifacts: Option<ArtifactCache>,
     pub(super) commands: compiled::CompiledCache<CommandPre<SandboxState>>,
     /// The engine and linker for guest-supplied components, made on the first spawn.
     pub(super) nested: std::sync::OnceLock<Result<(Engine, Linker<SandboxState>), String>>,
@@ -96,7 +99,7 @@ pub struct WasmHost {
 /// The compile settings of urlcap's engines (epoch interruption; for guest-supplied code, a
 /// compile whose time grows no faster than the code and that uses one core), without the
 /// instance allocator.
-fn compile_config(guest_supplied: bool) -> Config {
+pub(super) fn compile_config(guest_supplied: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.concurrency_support(false);
@@ -146,18 +149,20 @@ fn swaps_listed(swaps: &str) -> bool {
     swaps.lines().skip(1).any(|line| !line.trim().is_empty())
 }
 
-/// An engine for urlcap's sandboxes (epoch interruption, pooling), with or without wasmtime's
-/// on-disk compilation cache, and its linker: wasi:cli, wasi:http and urlcap:http.
-fn engine(disk_cache: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
-    engine_keeping(disk_cache, keeps_pages(swap_in_use()))
+/// An engine for urlcap's sandboxes (epoch interruption, pooling), for the host's own
+/// components or (`guest_supplied`) for those a guest hands to `sandbox.run`, and its linker:
+/// wasi:cli, wasi:http and urlcap:http. Neither has wasmtime's on-disk cache: the host's own
+/// components go through urlcap's ([`ArtifactCache`]).
+fn engine(guest_supplied: bool) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
+    engine_keeping(guest_supplied, keeps_pages(swap_in_use()))
 }
 
 /// [`engine`], its pooled slots keeping their pages between instances or not (`keep`).
 fn engine_keeping(
-    disk_cache: bool,
+    guest_supplied: bool,
     keep: bool,
 ) -> wasmtime::Result<(Engine, Linker<SandboxState>)> {
-    let mut config = compile_config(!disk_cache);
+    let mut config = compile_config(guest_supplied);
     // Sized for a few dozen concurrent sandboxes (nesting included). The async stack pool
     // matters for start-up: wasmtime's default of 1000 stacks is measurably slower to set up
     // (BENCHMARKS.md, "What moved the numbers").
@@ -186,11 +191,6 @@ fn engine_keeping(
             wasmtime::Enabled::No
         });
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-    if disk_cache {
-        if let Ok(cache) = wasmtime::Cache::from_file(None) {
-            config.cache(Some(cache));
-        }
-    }
     let engine = Engine::new(&config)?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -218,7 +218,7 @@ impl WasmHost {
         max_depth: u32,
         worker: Option<CompileWorker>,
     ) -> wasmtime::Result<WasmHost> {
-        let (engine, linker) = engine(true)?;
+        let (engine, linker) = engine(false)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let nested_weak: Arc<std::sync::OnceLock<wasmtime::EngineWeak>> = Arc::default();
         let (weak_engine, stop, nested) = (engine.weak(), ticker_stop.clone(), nested_weak.clone());
@@ -239,6 +239,7 @@ impl WasmHost {
         let shared = Shared {
             engine,
             linker,
+            artifacts: ArtifactCache::from_env(),
             commands: compiled::CompiledCache::new(HOST_CACHE.0, HOST_CACHE.1),
             nested: std::sync::OnceLock::new(),
             nested_commands: compiled::CompiledCache::new(NESTED_CACHE.0, NESTED_CACHE.1),
@@ -254,9 +255,14 @@ impl WasmHost {
         })
     }
 
-    /// Compile (or load from the cache) a component.
+    /// Compile a component, or load it from urlcap's on-disk cache
+    /// (`$XDG_CACHE_HOME/urlcap/components`, else `$HOME/.cache/urlcap/components`), where it is
+    /// kept for the next run.
     pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.shared.engine, wasm)
+        match &self.shared.artifacts {
+            Some(cache) => cache.load_or_compile(&self.shared.engine, wasm),
+            None => Component::new(&self.shared.engine, wasm),
+        }
     }
 
     /// Link a component once; the result instantiates quickly, many times.
@@ -405,7 +411,7 @@ impl Shared {
     fn nested_engine(&self) -> Result<&(Engine, Linker<SandboxState>), String> {
         self.nested
             .get_or_init(|| {
-                let made = engine(false).map_err(|e| e.to_string())?;
+                let made = engine(true).map_err(|e| e.to_string())?;
                 let _ = self.nested_weak.set(made.0.weak());
                 Ok(made)
             })
@@ -475,7 +481,7 @@ mod tests {
     /// Bytes the pool of an engine keeping pages (or not) holds resident in unused slots
     /// after one instance that wrote one byte of its memory.
     async fn kept_after_one_write(keep: bool) -> usize {
-        let (engine, _) = engine_keeping(false, keep).unwrap();
+        let (engine, _) = engine_keeping(true, keep).unwrap();
         let module = wasmtime::Module::new(&engine, TWO_MIB_MEMORY).unwrap();
         let metrics = engine.pooling_allocator_metrics().unwrap();
         assert_eq!(metrics.unused_memory_bytes_resident(), 0);
@@ -515,7 +521,7 @@ mod tests {
     /// initial size, all zeros and only null entries.
     #[tokio::test]
     async fn the_next_instance_in_a_kept_slot_finds_no_memory_or_function_the_last_left() {
-        let (engine, _) = engine_keeping(false, keeps_pages(false)).unwrap();
+        let (engine, _) = engine_keeping(true, keeps_pages(false)).unwrap();
         let module = wasmtime::Module::new(&engine, MEMORY_AND_TABLE).unwrap();
         let metrics = engine.pooling_allocator_metrics().unwrap();
         {

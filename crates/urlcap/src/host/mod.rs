@@ -20,6 +20,7 @@
 //! `guest_stderr` (where guest output goes).
 
 mod admission;
+mod artifacts;
 mod capture;
 pub mod compile_worker;
 mod compiled;

@@ -1,0 +1,352 @@
+//! urlcap's on-disk cache of compiled host-supplied components (`urlcap run`'s guest, `urlcap
+//! serve`'s routes, an embedder's): never of components a guest hands to `sandbox.run`.
+//!
+//! An entry is the uncompressed output of `Component::serialize`, named by the SHA-256 of the
+//! engine's compile settings (wasmtime's version and every setting that changes the code) and
+//! the component's exact bytes, so a collision would need one in SHA-256. A cached run maps
+//! the file (`Component::deserialize_file`): no copy and no decompression, where wasmtime's
+//! own cache decompresses (zstd) and copies its artifact on every run.
+//!
+//! Entries are written to a temporary file in the cache directory and renamed into place, so
+//! a reader sees a whole entry or none, and concurrent writers of one entry are harmless. An
+//! entry that does not load (another wasmtime, other settings, a torn file) is compiled again
+//! and replaced. No cache error stops a run: without a usable directory the component is
+//! compiled in memory, as without a cache. The directory holds at most [`DEFAULT_CAP`] bytes:
+//! a write that would pass the cap first removes the least recently used entries (by mtime,
+//! which a load updates).
+//!
+//! The directory is trusted as wasmtime's own cache is: whoever can write it can make urlcap
+//! run native code of their choosing (SECURITY.md). urlcap creates it `0700`.
+
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// Most bytes the cache directory holds (entries and unfinished writes).
+pub(super) const DEFAULT_CAP: u64 = 2 << 30;
+
+/// How an entry's file name ends.
+const ENTRY_SUFFIX: &str = ".cwasm";
+
+/// How a file being written starts its name.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// An unfinished write older than this is left over from a process that died, and removed.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// The cache: a directory and the most bytes it may hold.
+#[derive(Debug, Clone)]
+pub(super) struct ArtifactCache {
+    dir: PathBuf,
+    cap: u64,
+}
+
+impl ArtifactCache {
+    /// `$XDG_CACHE_HOME/urlcap/components`, else `$HOME/.cache/urlcap/components` (absolute
+    /// paths only, as the XDG spec says), else no cache.
+    pub(super) fn from_env() -> Option<ArtifactCache> {
+        let absolute = |name: &str| {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        let base =
+            absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")))?;
+        Some(ArtifactCache::new(
+            base.join("urlcap/components"),
+            DEFAULT_CAP,
+        ))
+    }
+
+    /// A cache in `dir` holding at most `cap` bytes.
+    pub(super) fn new(dir: PathBuf, cap: u64) -> ArtifactCache {
+        ArtifactCache { dir, cap }
+    }
+
+    /// The component `wasm` compiled by `engine`: loaded from its entry, or compiled (and
+    /// the entry written, when it can be). Only a compile error is an error.
+    pub(super) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> wasmtime::Result<Component> {
+        let path = self.entry_path(engine, wasm);
+        if let Some(component) = load(engine, &path) {
+            return Ok(component);
+        }
+        let component = Component::new(engine, wasm)?;
+        if let Ok(artifact) = component.serialize() {
+            // A failed write (read-only or full disk) leaves the run as without a cache.
+            let _ = self.store(&path, &artifact);
+        }
+        Ok(component)
+    }
+
+    /// Where the entry of `wasm` compiled by `engine` lives.
+    fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+        self.dir
+            .join(format!("{}{ENTRY_SUFFIX}", hex(&key(engine, wasm))))
+    }
+
+    /// Write `artifact` as the entry at `path`: to a temporary file, synced, then renamed,
+    /// after removing least recently used entries to stay under the cap.
+    fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+        let size = artifact.len() as u64;
+        if size > self.cap {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        self.make_room(size)?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let temp = self.dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            file.write_all(artifact)?;
+            // Durable before it has its name: after a crash an entry is whole or absent.
+            file.sync_data()?;
+            fs::rename(&temp, path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written
+    }
+
+    /// Remove least recently used entries (and unfinished writes left by dead processes)
+    /// until `incoming` more bytes fit under the cap.
+    fn make_room(&self, incoming: u64) -> std::io::Result<()> {
+        let now = SystemTime::now();
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for item in fs::read_dir(&self.dir)? {
+            let Ok(item) = item else { continue };
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with(TEMP_PREFIX) {
+                let age = now.duration_since(modified).unwrap_or_default();
+                if age > STALE_TEMP && fs::remove_file(item.path()).is_ok() {
+                    continue;
+                }
+            } else if !name.ends_with(ENTRY_SUFFIX) {
+                continue;
+            }
+            files.push((modified, meta.len(), item.path()));
+        }
+        let mut total: u64 = files.iter().map(|f| f.1).sum::<u64>() + incoming;
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.cap {
+                break;
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+                // Another process's write in progress: counted, not removed.
+                continue;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Load the entry at `path`, marking it used; `None` when there is none or it does not load
+/// (written by another wasmtime or under other settings, or torn).
+fn load(engine: &Engine, path: &Path) -> Option<Component> {
+    if !path.is_file() {
+        return None;
+    }
+    // The one load of compiled code from disk.
+    // SAFETY: the cache directory is trusted as the compiler is (SECURITY.md): its entries
+    // are this program's own `Component::serialize` output, named by the SHA-256 of the
+    // engine's settings and the component's bytes, written whole and renamed into place, and
+    // never changed in place (so the mapping stays valid). `deserialize_file` checks the
+    // wasmtime version and settings it was made with, and the file's layout.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize_file(engine, path) }.ok()?;
+    // Most recently used: eviction keeps it longest.
+    if let Ok(file) = fs::OpenOptions::new().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+    Some(component)
+}
+
+/// The SHA-256 of the engine's compile settings and `wasm`.
+fn key(engine: &Engine, wasm: &[u8]) -> [u8; 32] {
+    use std::hash::Hash;
+    let mut hasher = Sha256Hasher(Sha256::new());
+    hasher.0.update(b"urlcap component artifact 1\0");
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.update((wasm.len() as u64).to_le_bytes());
+    hasher.0.update(wasm);
+    hasher.0.finalize().into()
+}
+
+/// Feeds what a `Hash` writes into SHA-256.
+struct Sha256Hasher(Sha256);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Never asked for: the key is the whole digest.
+        0
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty component with a custom section named `tag`, so each tag's bytes differ.
+    fn component(tag: u8) -> Vec<u8> {
+        vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0, 2, 1, tag]
+    }
+
+    /// A new directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "urlcap-artifacts-{name}-{}-{:?}",
+                std::process::id(),
+                SystemTime::now()
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(&super::super::engine::compile_config(false)).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<(PathBuf, u64)> {
+        let mut all: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path(), e.metadata().unwrap().len())
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn age(path: &Path, by: Duration) {
+        let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    /// The cache keeps its directory under its cap, removing the least recently used
+    /// entries: one that was loaded since stays, one that was not goes.
+    #[test]
+    fn eviction_keeps_the_directory_under_its_cap_removing_the_least_recently_used() {
+        let engine = engine();
+        let temp = TempDir::new("evict");
+        let dir = temp.path().join("components");
+        let (a, b, c) = (component(1), component(2), component(3));
+        // Find an entry's size, then allow two entries and a half.
+        let probe = ArtifactCache::new(temp.path().join("probe"), u64::MAX);
+        probe.load_or_compile(&engine, &a).unwrap();
+        let one = entries(&temp.path().join("probe"))[0].1;
+        let cache = ArtifactCache::new(dir.clone(), one * 5 / 2);
+        cache.load_or_compile(&engine, &a).unwrap();
+        cache.load_or_compile(&engine, &b).unwrap();
+        assert_eq!(entries(&dir).len(), 2);
+        let (path_a, path_b) = (cache.entry_path(&engine, &a), cache.entry_path(&engine, &b));
+        age(&path_a, Duration::from_secs(600));
+        age(&path_b, Duration::from_secs(300));
+        // Loading `a` makes it the most recently used; `c` then needs the room `b` takes.
+        cache.load_or_compile(&engine, &a).unwrap();
+        cache.load_or_compile(&engine, &c).unwrap();
+        let left = entries(&dir);
+        let total: u64 = left.iter().map(|e| e.1).sum();
+        assert!(total <= one * 5 / 2, "{left:?}");
+        assert!(path_a.exists() && !path_b.exists(), "{left:?}");
+        assert!(cache.entry_path(&engine, &c).exists());
+        // An entry bigger than the whole cap is not written, and evicts nothing.
+        let small = ArtifactCache::new(dir.clone(), one - 1);
+        small.load_or_compile(&engine, &component(4)).unwrap();
+        assert_eq!(entries(&dir), left);
+    }
+
+    /// The directory is made 0700, entries are keyed by the exact bytes, and a torn entry is
+    /// compiled again and replaced.
+    #[test]
+    fn entries_are_private_keyed_by_the_bytes_and_a_torn_one_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let engine = engine();
+        let temp = TempDir::new("torn");
+        let dir = temp.path().join("a/components");
+        let cache = ArtifactCache::new(dir.clone(), DEFAULT_CAP);
+        let (a, b) = (component(1), component(2));
+        cache.load_or_compile(&engine, &a).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_ne!(cache.entry_path(&engine, &a), cache.entry_path(&engine, &b));
+        let path = cache.entry_path(&engine, &a);
+        let whole = fs::read(&path).unwrap();
+        fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        assert!(load(&engine, &path).is_none(), "a torn entry loaded");
+        cache.load_or_compile(&engine, &a).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), whole);
+        assert!(load(&engine, &path).is_some());
+        // No temporary file is left behind.
+        assert_eq!(entries(&dir).len(), 1);
+    }
+
+    /// Another engine's settings make another key: an entry is never loaded by an engine
+    /// whose code it does not match.
+    #[test]
+    fn the_key_covers_the_engine_settings() {
+        let mut other = super::super::engine::compile_config(false);
+        other.epoch_interruption(false);
+        let other = Engine::new(&other).unwrap();
+        let cache = ArtifactCache::new(PathBuf::from("/nonexistent"), DEFAULT_CAP);
+        let a = component(1);
+        assert_ne!(
+            cache.entry_path(&engine(), &a),
+            cache.entry_path(&other, &a)
+        );
+    }
+}
