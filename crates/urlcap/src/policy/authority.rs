@@ -255,7 +255,7 @@ impl Authority {
     }
 
     /// A request for `path_and_query` relative to this handle's origin (the native guest API),
-    /// canonicalized as [`Request::relative`] does, on the origin's URL this handle made once.
+    /// canonicalized by [`Request::relative_to`] on the origin's URL this handle made once.
     pub(crate) fn relative_request(
         &self,
         method: &str,

@@ -331,7 +331,10 @@ impl Request {
         })
     }
 
-    /// A request relative to a grant's origin (the native guest API).
+    /// A request relative to a grant's origin (the native guest API), its base URL made for
+    /// this one request; the host builds on a handle's own instead
+    /// ([`Request::relative_to`]).
+    #[cfg(any(test, feature = "fuzz"))]
     pub(crate) fn relative(
         method: &str,
         origin: &OriginPattern,
@@ -345,7 +348,8 @@ impl Request {
         )
     }
 
-    /// [`Request::relative`] on the origin's base URL made once ([`CanonicalUrl::base`]).
+    /// A request relative to a grant's origin (the native guest API), built on `base`, the
+    /// origin's URL made once ([`CanonicalUrl::base`]) and checked against `origin` all the same.
     pub(crate) fn relative_to(
         method: &str,
         origin: &OriginPattern,
