@@ -423,6 +423,20 @@ async fn run_loads_the_host_component_from_its_cache_and_survives_a_broken_one()
     assert_eq!(std::fs::read(&hello_entry).unwrap(), hello_code);
     assert_eq!(cache_entries(&cache).len(), 2, "no temporary file left");
 
+    // A guest given a directory that holds the cache (or lies in it) could write compiled
+    // code urlcap runs later: refused, and the entry is untouched.
+    for granted in [cache.clone(), cache.join("urlcap/components")] {
+        let granted = format!("{}::/c", granted.display());
+        let o = run_cached(&cache, &["run", "--dir", &granted, HELLO]).await;
+        assert!(!o.status.success(), "{}", text(&o.stdout));
+        assert!(
+            text(&o.stderr).contains("holds urlcap's compilation cache"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(&hello_entry).unwrap(), hello_code);
+
     // A cache directory that cannot be made (its parent is a file): the run goes on.
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "").unwrap();

@@ -77,8 +77,10 @@ impl ArtifactCache {
         wasm: &[u8],
     ) -> wasmtime::Result<Component> {
         let path = self.entry_path(engine, wasm);
-        if let Some(component) = load(engine, &path) {
-            return Ok(component);
+        if self.private_dirs() {
+            if let Some(component) = load(engine, &path) {
+                return Ok(component);
+            }
         }
         let component = Component::new(engine, wasm)?;
         if let Ok(artifact) = component.serialize() {
@@ -86,6 +88,45 @@ impl ArtifactCache {
             let _ = self.store(&path, &artifact);
         }
         Ok(component)
+    }
+
+    /// Whether the cache directory and its parent are real directories (not symbolic links)
+    /// of this user that no one else may write: `DirBuilder`'s `0700` applies only to what it
+    /// creates, and a directory planted by another user, or shared, would let them put code
+    /// here that urlcap runs.
+    fn private_dirs(&self) -> bool {
+        let private_dir = |dir: &Path| {
+            fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir() && private(&meta))
+        };
+        private_dir(&self.dir) && self.dir.parent().is_some_and(private_dir)
+    }
+
+    /// Whether a guest given `host_dir` (a preopen, read-write) could write the cache: the
+    /// one contains the other, compared as the kernel resolves them (the cache's missing tail
+    /// appended to its deepest existing ancestor). What it writes there would run as urlcap's
+    /// own native code on a later run, so such a preopen is refused.
+    pub(super) fn reachable_through(&self, host_dir: &Path) -> bool {
+        let Ok(host_dir) = fs::canonicalize(host_dir) else {
+            return false;
+        };
+        let mut existing = self.dir.as_path();
+        let mut tail = Vec::new();
+        let cache = loop {
+            if let Ok(real) = fs::canonicalize(existing) {
+                break tail
+                    .iter()
+                    .rev()
+                    .fold(real, |p: PathBuf, part| p.join(part));
+            }
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    tail.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return false,
+            }
+        };
+        cache.starts_with(&host_dir) || host_dir.starts_with(&cache)
     }
 
     /// Where the entry of `wasm` compiled by `engine` lives.
@@ -105,6 +146,10 @@ impl ArtifactCache {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
+        if !self.private_dirs() {
+            // Planted or shared: never write code where another user could replace it.
+            return Ok(());
+        }
         self.make_room(size)?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let temp = self.dir.join(format!(
@@ -175,7 +220,13 @@ impl ArtifactCache {
 /// Load the entry at `path`, marking it used; `None` when there is none or it does not load
 /// (written by another wasmtime or under other settings, or torn).
 fn load(engine: &Engine, path: &Path) -> Option<Component> {
-    if !path.is_file() {
+    // Only a plain file of this user's that no one else may write, and with no other name
+    // (a hard link from elsewhere could be written through).
+    let plain_and_private = fs::symlink_metadata(path).is_ok_and(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        meta.is_file() && private(&meta) && meta.nlink() == 1
+    });
+    if !plain_and_private {
         return None;
     }
     // The one load of compiled code from disk.
@@ -187,10 +238,20 @@ fn load(engine: &Engine, path: &Path) -> Option<Component> {
     #[allow(unsafe_code)]
     let component = unsafe { Component::deserialize_file(engine, path) }.ok()?;
     // Most recently used: eviction keeps it longest.
-    if let Ok(file) = fs::OpenOptions::new().write(true).open(path) {
+    // Setting a time needs ownership, not write access.
+    if let Ok(file) = fs::File::open(path) {
         let _ = file.set_modified(SystemTime::now());
     }
     Some(component)
+}
+
+/// Whether `meta` belongs to this process's user and no one else may write it.
+fn private(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let me = unsafe { libc::geteuid() };
+    meta.uid() == me && meta.mode() & 0o022 == 0
 }
 
 /// The SHA-256 of the engine's compile settings and `wasm`.
@@ -333,6 +394,64 @@ mod tests {
         assert!(load(&engine, &path).is_some());
         // No temporary file is left behind.
         assert_eq!(entries(&dir).len(), 1);
+    }
+
+    /// A directory or entry another user could write is never loaded from or written to:
+    /// a cache directory (or its parent) writable by others or a symbolic link, an entry
+    /// writable by others or with a second name.
+    #[test]
+    fn entries_are_loaded_only_from_private_directories_and_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let engine = engine();
+        let temp = TempDir::new("private");
+        let dir = temp.path().join("urlcap/components");
+        let cache = ArtifactCache::new(dir.clone(), DEFAULT_CAP);
+        let a = component(3);
+        cache.load_or_compile(&engine, &a).unwrap();
+        let path = cache.entry_path(&engine, &a);
+        assert!(cache.private_dirs() && load(&engine, &path).is_some());
+        let chmod = |p: &Path, mode| fs::set_permissions(p, fs::Permissions::from_mode(mode));
+        for shared in [&dir, dir.parent().unwrap()] {
+            chmod(shared, 0o777).unwrap();
+            assert!(!cache.private_dirs(), "{shared:?} writable by others");
+            chmod(shared, 0o700).unwrap();
+        }
+        chmod(&path, 0o666).unwrap();
+        assert!(
+            load(&engine, &path).is_none(),
+            "an entry writable by others loaded"
+        );
+        chmod(&path, 0o600).unwrap();
+        let second = temp.path().join("second-name");
+        fs::hard_link(&path, &second).unwrap();
+        assert!(
+            load(&engine, &path).is_none(),
+            "an entry with a second name loaded"
+        );
+        fs::remove_file(&second).unwrap();
+        assert!(load(&engine, &path).is_some());
+        // A symbolic link in the entry's place, or for the directory, is not followed.
+        let elsewhere = temp.path().join("elsewhere");
+        fs::rename(&dir, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        assert!(!cache.private_dirs(), "a symbolic link for the directory");
+    }
+
+    /// A preopen that contains the cache, or lies inside it, can reach it; one beside it
+    /// cannot, whether or not the cache exists yet.
+    #[test]
+    fn a_directory_containing_or_inside_the_cache_reaches_it() {
+        let temp = TempDir::new("reach");
+        let base = temp.path().join("home");
+        fs::create_dir_all(base.join("elsewhere")).unwrap();
+        let cache = ArtifactCache::new(base.join(".cache/urlcap/components"), DEFAULT_CAP);
+        assert!(cache.reachable_through(&base), "before the cache exists");
+        assert!(!cache.reachable_through(&base.join("elsewhere")));
+        fs::create_dir_all(base.join(".cache/urlcap/components/inner")).unwrap();
+        assert!(cache.reachable_through(&base.join(".cache")));
+        assert!(cache.reachable_through(&base.join(".cache/urlcap/components/inner")));
+        assert!(!cache.reachable_through(&base.join("elsewhere")));
+        assert!(!cache.reachable_through(&base.join("missing")));
     }
 
     /// Another engine's settings make another key: an entry is never loaded by an engine

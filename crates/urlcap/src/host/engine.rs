@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     pub(super) engine: Engine,
     pub(super) linker: Linker<SandboxState>,
     /// Where the host's own components are kept compiled across runs, if anywhere.
-    artifacts: Option<ArtifactCache>,
+    pub(super) artifacts: Option<ArtifactCache>,
     pub(super) commands: compiled::CompiledCache<CommandPre<SandboxState>>,
     /// The engine and linker for guest-supplied components, made on the first spawn.
     pub(super) nested: std::sync::OnceLock<Result<(Engine, Linker<SandboxState>), String>>,

@@ -7,6 +7,7 @@ use super::limits::{audit_outcome, outcome_of_error, resource_capacity, timeout_
 use super::{capture, guest_stderr, wasi_http, Limiter, Outcome, Shared, UrlcapHttpHooks};
 use crate::outbound::Outbound;
 use crate::policy::Authority;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
@@ -177,6 +178,15 @@ impl Shared {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         for (host, guest) in &spec.dirs {
+            if let Some(cache) = self.artifacts.as_ref() {
+                if cache.reachable_through(Path::new(host)) {
+                    wasmtime::bail!(
+                        "the directory {host} holds urlcap's compilation cache, or lies in it: a \
+                         guest that can write there could run native code as urlcap; grant a \
+                         directory beside it (or move the cache with XDG_CACHE_HOME)"
+                    );
+                }
+            }
             wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
         }
         match &spec.stdio {
