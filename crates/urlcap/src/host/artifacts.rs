@@ -64,6 +64,18 @@ impl ArtifactCache {
         ))
     }
 
+    /// Where the cache is when `XDG_CACHE_HOME` is not set: a directory a guest must not be
+    /// given even while this run's cache is elsewhere, since a later run may use it.
+    pub(super) fn home_default() -> Option<ArtifactCache> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())?;
+        Some(ArtifactCache::new(
+            home.join(".cache/urlcap/components"),
+            DEFAULT_CAP,
+        ))
+    }
+
     /// A cache in `dir` holding at most `cap` bytes.
     pub(super) fn new(dir: PathBuf, cap: u64) -> ArtifactCache {
         ArtifactCache { dir, cap }
@@ -104,26 +116,37 @@ impl ArtifactCache {
     /// Whether a guest given `host_dir` (a preopen, read-write) could write the cache: the
     /// one contains the other, compared as the kernel resolves them (the cache's missing tail
     /// appended to its deepest existing ancestor). What it writes there would run as urlcap's
-    /// own native code on a later run, so such a preopen is refused.
+    /// own native code on a later run, so such a preopen is refused. Fails closed: a cache
+    /// path that cannot be resolved for any reason but a missing part (a dangling symbolic
+    /// link, no permission) counts as reachable.
     pub(super) fn reachable_through(&self, host_dir: &Path) -> bool {
         let Ok(host_dir) = fs::canonicalize(host_dir) else {
+            // wasmtime cannot open it either; the preopen fails there.
             return false;
         };
         let mut existing = self.dir.as_path();
         let mut tail = Vec::new();
         let cache = loop {
-            if let Ok(real) = fs::canonicalize(existing) {
-                break tail
-                    .iter()
-                    .rev()
-                    .fold(real, |p: PathBuf, part| p.join(part));
+            match fs::canonicalize(existing) {
+                Ok(real) => {
+                    break tail
+                        .iter()
+                        .rev()
+                        .fold(real, |p: PathBuf, part| p.join(part));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => return true,
+            }
+            // Missing: but a dangling symbolic link is not, and is not climbed past.
+            if fs::symlink_metadata(existing).is_ok() {
+                return true;
             }
             match (existing.parent(), existing.file_name()) {
                 (Some(parent), Some(name)) => {
                     tail.push(name.to_owned());
                     existing = parent;
                 }
-                _ => return false,
+                _ => return true,
             }
         };
         cache.starts_with(&host_dir) || host_dir.starts_with(&cache)
@@ -452,6 +475,11 @@ mod tests {
         assert!(cache.reachable_through(&base.join(".cache/urlcap/components/inner")));
         assert!(!cache.reachable_through(&base.join("elsewhere")));
         assert!(!cache.reachable_through(&base.join("missing")));
+        // A cache behind a dangling link cannot be placed: every preopen counts as reaching it.
+        let linked = base.join("linked");
+        std::os::unix::fs::symlink(temp.path().join("gone"), &linked).unwrap();
+        let behind = ArtifactCache::new(linked.join("urlcap/components"), DEFAULT_CAP);
+        assert!(behind.reachable_through(&base.join("elsewhere")));
     }
 
     /// Another engine's settings make another key: an entry is never loaded by an engine

@@ -2,6 +2,7 @@
 //! and how a run starts (instantiate under its limits) and ends (returned, late, or stopped
 //! because the audit log failed).
 
+use super::artifacts::ArtifactCache;
 use super::host_output::HostOutput;
 use super::limits::{audit_outcome, outcome_of_error, resource_capacity, timeout_outcome};
 use super::{capture, guest_stderr, wasi_http, Limiter, Outcome, Shared, UrlcapHttpHooks};
@@ -178,12 +179,18 @@ impl Shared {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         for (host, guest) in &spec.dirs {
-            if let Some(cache) = self.artifacts.as_ref() {
+            // This run's cache, and the default one a later run may use.
+            let caches = self
+                .artifacts
+                .iter()
+                .cloned()
+                .chain(ArtifactCache::home_default());
+            for cache in caches {
                 if cache.reachable_through(Path::new(host)) {
                     wasmtime::bail!(
                         "the directory {host} holds urlcap's compilation cache, or lies in it: a \
                          guest that can write there could run native code as urlcap; grant a \
-                         directory beside it (or move the cache with XDG_CACHE_HOME)"
+                         directory beside it"
                     );
                 }
             }
