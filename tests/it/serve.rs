@@ -361,10 +361,20 @@ async fn a_fresh_instance_reuses_its_slots_pages_without_faulting_them_in_again(
         work().await;
     }
     let per_round = (minor_faults(serving.child.id()) - before) as f64 / ROUNDS as f64;
-    assert!(
-        per_round < 4.0,
-        "{per_round} minor page faults per round of two requests: the instances' pages were not kept"
-    );
+    // On a host that swaps, slots keep no pages (a swapped-out page would escape the reset:
+    // SECURITY.md invariant 25), and the faults are the price.
+    let swaps = std::fs::read_to_string("/proc/swaps").map_or(true, |s| s.lines().count() > 1);
+    if swaps {
+        assert!(
+            per_round > 4.0,
+            "{per_round} faults per round: pages kept on a host that swaps"
+        );
+    } else {
+        assert!(
+            per_round < 4.0,
+            "{per_round} minor page faults per round of two requests: the instances' pages were not kept"
+        );
+    }
 }
 
 /// Slots keep their pages between instances (above), never their contents: each request's
