@@ -166,36 +166,26 @@ impl WasmHost {
                 ended = before(deadline, &audit, run) => Some(ended),
                 () = pulls_seen_by_task.stalled(send_timeout) => None,
             };
-            let Some(ended) = ended else {
-                abort_unfinished_bodies(store.data_mut());
-                drop(store);
-                let outcome = stalled_outcome(send_timeout.unwrap_or_default());
-                audit.record(&Record::new(
-                    Event::SandboxExited,
-                    &sandbox,
-                    format!("handler: {}", outcome.summary()),
-                ));
-                return Some(outcome);
-            };
             let outcome = match ended {
-                Ended::Ran(Ok(())) => Outcome {
+                None => stalled_outcome(send_timeout.unwrap_or_default()),
+                Some(Ended::Ran(Ok(()))) => Outcome {
                     exit_code: 0,
                     message: None,
                 },
                 // The host's instance pools are full: the server's state, not the handler's.
-                Ended::Ran(Err(e))
+                Some(Ended::Ran(Err(e)))
                     if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                         .is_some() =>
                 {
                     drop(store);
                     return None;
                 }
-                Ended::Ran(Err(e)) => {
+                Some(Ended::Ran(Err(e))) => {
                     let memory_hit = memory.filter(|_| store.data().limiter.limit_hit);
                     outcome_of_error(e, timeout, memory, memory_hit)
                 }
-                Ended::Late => timeout_outcome(timeout.unwrap_or_default()),
-                Ended::AuditFailed => audit_outcome(),
+                Some(Ended::Late) => timeout_outcome(timeout.unwrap_or_default()),
+                Some(Ended::AuditFailed) => audit_outcome(),
             };
             // The instance and everything it held go now, before anyone hears how it ended.
             abort_unfinished_bodies(store.data_mut());
