@@ -276,46 +276,99 @@ async fn probe_concurrent(
 }
 
 /// Arguments for the whttp guest: `n` groups of `group`.
-fn repeated(group: &[&str], n: usize) -> Vec<String> {
-    support::whttp_groups(std::iter::repeat_n(group, n))
+/// A `whttp` process whose requests the guest times itself: `command` up to the guest's
+/// arguments, a warm-up group that opens the connections the measured ones will use, then
+/// `clock`, the measured groups (`requests` requests in all) and `clock` again. What a process
+/// costs outside its requests (start-up, the first connection, exit) falls outside the two
+/// readings; a slope between a short and a long run, used before, let a few milliseconds of
+/// start-up jitter in one of them read as an impossible request faster than its round trip.
+struct Timed {
+    command: Command,
+    warm_up: Vec<String>,
+    measured: Vec<Vec<String>>,
+    requests: usize,
+    /// What each non-`clock` group must print, in order (every request answered).
+    answers: Vec<String>,
 }
 
-/// Run a client process to its end; its wall time. Its stdout must hold `lines` lines starting
-/// with `expected` (every request answered).
-fn timed(mut c: Command, lines: usize, expected: &str) -> f64 {
-    let start = Instant::now();
-    let out = c.stderr(ProcStdio::piped()).output().unwrap();
-    let wall = start.elapsed().as_secs_f64();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ok = text.lines().filter(|l| l.starts_with(expected)).count();
-    assert_eq!(
-        ok,
-        lines,
-        "{c:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wall
-}
+impl Timed {
+    /// `n` sequential GETs, each a group of its own, each answered `ok 200 ok`.
+    fn gets(command: Command, get: &[&str], n: usize) -> Timed {
+        let get: Vec<String> = get.iter().map(|a| a.to_string()).collect();
+        Timed {
+            command,
+            warm_up: get.clone(),
+            measured: vec![get; n],
+            requests: n,
+            answers: vec!["ok 200 ok".into(); n + 1],
+        }
+    }
 
-/// Seconds per unit of work of a process, start-up excluded: the slope between a run of
-/// `short` and one of `long` units.
-fn slope(make: &dyn Fn(usize) -> (Command, usize, String), short: usize, long: usize) -> f64 {
-    let run = |n| {
-        let (c, lines, expected) = make(n);
-        timed(c, lines, &expected)
-    };
-    let (a, b) = (run(short), run(long));
-    (b - a) / (long - short) as f64
+    /// One `clients CONCURRENT n ...` group: `n` GETs with `CONCURRENT` in flight, after a
+    /// warm-up round that opens their connections.
+    fn clients(command: Command, target: &[&str], n: usize) -> Timed {
+        let group = |total: usize| {
+            let mut g = vec![
+                "clients".to_string(),
+                CONCURRENT.to_string(),
+                total.to_string(),
+            ];
+            g.extend(target.iter().map(|a| a.to_string()));
+            g
+        };
+        Timed {
+            command,
+            warm_up: group(CONCURRENT),
+            measured: vec![group(n)],
+            requests: n,
+            answers: vec![format!("clients {CONCURRENT} 0"), format!("clients {n} 0")],
+        }
+    }
+
+    /// Seconds per measured request, by the guest's monotonic clock.
+    fn per_request(mut self) -> f64 {
+        let clock = vec!["clock".to_string()];
+        let groups: Vec<Vec<&str>> = std::iter::once(&self.warm_up)
+            .chain(std::iter::once(&clock))
+            .chain(&self.measured)
+            .chain(std::iter::once(&clock))
+            .map(|g| g.iter().map(String::as_str).collect())
+            .collect();
+        let args = support::whttp_groups(groups.iter().map(Vec::as_slice));
+        let out = self
+            .command
+            .args(args)
+            .stderr(ProcStdio::piped())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fail = || {
+            format!(
+                "{:?}: {text}{}",
+                self.command,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        let (clocks, answers): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| l.starts_with("clock "));
+        assert_eq!(answers, self.answers, "{}", fail());
+        let ns: Vec<u64> = clocks
+            .iter()
+            .map(|l| l["clock ".len()..].parse().unwrap())
+            .collect();
+        assert_eq!(ns.len(), 2, "{}", fail());
+        (ns[1] - ns[0]) as f64 / 1e9 / self.requests as f64
+    }
 }
 
 /// How much work one round does at a round-trip time: (sequential requests per in-process
-/// run, requests per concurrent client, requests per process run (short, long), requests in
-/// all per process run of 16 clients (short, long)).
-fn sizes(rtt_ms: u64) -> (usize, usize, (usize, usize), (usize, usize)) {
+/// run, requests per concurrent client, measured requests per process run, measured requests
+/// in all per process run of 16 clients).
+fn sizes(rtt_ms: u64) -> (usize, usize, usize, usize) {
     match rtt_ms {
-        0 => (300, 60, (10, 310), (32, 992)),
-        1 => (100, 40, (5, 105), (16, 656)),
-        _ => (20, 10, (3, 23), (16, 176)),
+        0 => (300, 60, 300, 960),
+        1 => (100, 40, 100, 640),
+        _ => (20, 10, 20, 160),
     }
 }
 
@@ -363,7 +416,7 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
     for rtt_ms in [0u64, 1, 10] {
         eprintln!("bench/compare: rtt {rtt_ms} ms...");
         let rtt = Duration::from_millis(rtt_ms);
-        let (seq_n, conc_n, (short, long), (cshort, clong)) = sizes(rtt_ms);
+        let (seq_n, conc_n, proc_n, proc_conc_n) = sizes(rtt_ms);
         let relay = |to| Relay::start(to, rtt).port;
         let ports = [(Proto::H1, relay(h1_origin)), (Proto::H2, relay(h2_origin))];
         let plain_port = relay(plain_origin);
@@ -391,13 +444,9 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
                     .arg(&manifest)
                     .args([WHTTP, "--"]);
                 if concurrent {
-                    let (clients, total) = (CONCURRENT.to_string(), n.to_string());
-                    let group = ["clients", &clients, &total, "https", &authority, path];
-                    c.args(repeated(&group, 1));
-                    (c, 1, format!("clients {n} 0"))
+                    Timed::clients(c, &["https", &authority, path], n)
                 } else {
-                    c.args(repeated(&["GET", "https", &authority, path], n));
-                    (c, n, "ok 200 ok".to_string())
+                    Timed::gets(c, &["GET", "https", &authority, path], n)
                 }
             }
         };
@@ -408,7 +457,7 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
             .collect();
         let whttp_close = whttp_tls(&manifests[0], ports[0].1, "/v1/close");
         let plain_authority = format!("127.0.0.1:{plain_port}");
-        let plain_gets = |n: usize| repeated(&["GET", "http", &plain_authority, "/v1/x"], n);
+        let plain_get = ["GET", "http", plain_authority.as_str(), "/v1/x"];
         let whttp_plain = |n: usize| {
             let mut c = Command::new(urlcap);
             let grant = format!("api=GET http://{plain_authority}/v1/");
@@ -417,15 +466,13 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
                 Path::new("/dev/null"),
                 WHTTP,
                 &[],
-            ))
-            .args(plain_gets(n));
-            (c, n, "ok 200 ok".to_string())
+            ));
+            Timed::gets(c, &plain_get, n)
         };
         let wasmtime_plain = |n: usize| {
             let mut c = Command::new(wasmtime.as_ref().unwrap());
-            c.args(["run", "-S", "http", "-S", "inherit-network", WHTTP])
-                .args(plain_gets(n));
-            (c, n, "ok 200 ok".to_string())
+            c.args(["run", "-S", "http", "-S", "inherit-network", WHTTP]);
+            Timed::gets(c, &plain_get, n)
         };
 
         // [proto] -> series, per client kind.
@@ -451,8 +498,8 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
                 rt.block_on(probe_concurrent(sandbox, command, CONCURRENT, conc_n));
                 let probe_conc = t.elapsed().as_secs_f64() / (CONCURRENT * conc_n) as f64;
                 let w = &whttps[p];
-                let whttp_seq = slope(&|n| w(n, false), short, long);
-                let whttp_conc = slope(&|n| w(n, true), cshort, clong);
+                let whttp_seq = w(proc_n, false).per_request();
+                let whttp_conc = w(proc_conc_n, true).per_request();
                 if keep {
                     native[p].seq.push(native_seq);
                     native[p].conc.push(native_conc);
@@ -462,11 +509,11 @@ pub(super) fn rtt(rows: &mut Vec<Row>) {
                     whttp[p].conc.push(whttp_conc);
                 }
             }
-            let closing = slope(&|n| whttp_close(n, false), short, long);
-            let ours = slope(&whttp_plain, short, long);
+            let closing = whttp_close(proc_n, false).per_request();
+            let ours = whttp_plain(proc_n).per_request();
             let theirs = wasmtime
                 .is_some()
-                .then(|| slope(&wasmtime_plain, short, long));
+                .then(|| wasmtime_plain(proc_n).per_request());
             if keep {
                 close.push(closing);
                 plain_ours.push(ours);
