@@ -275,13 +275,12 @@ async fn probe_concurrent(
     }
 }
 
-/// Arguments for the whttp guest: `n` groups of `group`.
 /// A `whttp` process whose requests the guest times itself: `command` up to the guest's
 /// arguments, a warm-up group that opens the connections the measured ones will use, then
 /// `clock`, the measured groups (`requests` requests in all) and `clock` again. What a process
 /// costs outside its requests (start-up, the first connection, exit) falls outside the two
-/// readings; a slope between a short and a long run, used before, let a few milliseconds of
-/// start-up jitter in one of them read as an impossible request faster than its round trip.
+/// readings (a slope between a short and a long run would let a few milliseconds of start-up
+/// jitter in one of them read as an impossible request faster than its round trip).
 struct Timed {
     command: Command,
     warm_up: Vec<String>,
