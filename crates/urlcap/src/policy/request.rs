@@ -334,7 +334,7 @@ impl Request {
     /// A request relative to a grant's origin (the native guest API), its base URL made for
     /// this one request; the host builds on a handle's own instead
     /// ([`Request::relative_to`]).
-    #[cfg(any(test, feature = "fuzz"))]
+    #[cfg(feature = "fuzz")]
     pub(crate) fn relative(
         method: &str,
         origin: &OriginPattern,
