@@ -41,7 +41,7 @@ const TEMP_PREFIX: &str = ".tmp-";
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// The cache: a directory and the most bytes it may hold.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct ArtifactCache {
     dir: PathBuf,
     cap: u64,
@@ -51,29 +51,20 @@ impl ArtifactCache {
     /// `$XDG_CACHE_HOME/urlcap/components`, else `$HOME/.cache/urlcap/components` (absolute
     /// paths only, as the XDG spec says), else no cache.
     pub(super) fn from_env() -> Option<ArtifactCache> {
-        let absolute = |name: &str| {
-            std::env::var_os(name)
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-        };
-        let base =
-            absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")))?;
-        Some(ArtifactCache::new(
-            base.join("urlcap/components"),
-            DEFAULT_CAP,
-        ))
+        absolute_env("XDG_CACHE_HOME")
+            .map(ArtifactCache::under)
+            .or_else(ArtifactCache::home_default)
     }
 
     /// Where the cache is when `XDG_CACHE_HOME` is not set: a directory a guest must not be
     /// given even while this run's cache is elsewhere, since a later run may use it.
-    pub(super) fn home_default() -> Option<ArtifactCache> {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())?;
-        Some(ArtifactCache::new(
-            home.join(".cache/urlcap/components"),
-            DEFAULT_CAP,
-        ))
+    fn home_default() -> Option<ArtifactCache> {
+        absolute_env("HOME").map(|home| ArtifactCache::under(home.join(".cache")))
+    }
+
+    /// The cache in the cache home `base` (`$XDG_CACHE_HOME` or `$HOME/.cache`).
+    fn under(base: PathBuf) -> ArtifactCache {
+        ArtifactCache::new(base.join("urlcap/components"), DEFAULT_CAP)
     }
 
     /// A cache in `dir` holding at most `cap` bytes.
@@ -152,6 +143,18 @@ impl ArtifactCache {
         cache.starts_with(&host_dir) || host_dir.starts_with(&cache)
     }
 
+    /// Whether a guest given `host_dir` could write `active` (this run's cache, if any) or the
+    /// default cache under `$HOME` a later run may use ([`ArtifactCache::reachable_through`]);
+    /// each directory is looked at once, also when they are the same.
+    pub(super) fn any_reachable_through(active: Option<&ArtifactCache>, host_dir: &Path) -> bool {
+        let home = ArtifactCache::home_default()
+            .filter(|home| active.is_none_or(|active| active.dir != home.dir));
+        active
+            .into_iter()
+            .chain(home.as_ref())
+            .any(|cache| cache.reachable_through(host_dir))
+    }
+
     /// Where the entry of `wasm` compiled by `engine` lives.
     fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
         self.dir
@@ -201,7 +204,8 @@ impl ArtifactCache {
     /// until `incoming` more bytes fit under the cap.
     fn make_room(&self, incoming: u64) -> std::io::Result<()> {
         let now = SystemTime::now();
-        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        // (last used, bytes, path, another process's unfinished write)
+        let mut files: Vec<(SystemTime, u64, PathBuf, bool)> = Vec::new();
         for item in fs::read_dir(&self.dir)? {
             let Ok(item) = item else { continue };
             let Ok(meta) = item.metadata() else { continue };
@@ -211,7 +215,8 @@ impl ArtifactCache {
             let name = item.file_name();
             let name = name.to_string_lossy();
             let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if name.starts_with(TEMP_PREFIX) {
+            let temp = name.starts_with(TEMP_PREFIX);
+            if temp {
                 let age = now.duration_since(modified).unwrap_or_default();
                 if age > STALE_TEMP && fs::remove_file(item.path()).is_ok() {
                     continue;
@@ -219,16 +224,15 @@ impl ArtifactCache {
             } else if !name.ends_with(ENTRY_SUFFIX) {
                 continue;
             }
-            files.push((modified, meta.len(), item.path()));
+            files.push((modified, meta.len(), item.path(), temp));
         }
         let mut total: u64 = files.iter().map(|f| f.1).sum::<u64>() + incoming;
         files.sort();
-        for (_, len, path) in files {
+        for (_, len, path, temp) in files {
             if total <= self.cap {
                 break;
             }
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            if temp {
                 // Another process's write in progress: counted, not removed.
                 continue;
             }
@@ -238,6 +242,14 @@ impl ArtifactCache {
         }
         Ok(())
     }
+}
+
+/// The path in environment variable `name`, if it is set to an absolute one (as the XDG spec
+/// asks of its variables).
+fn absolute_env(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
 }
 
 /// Load the entry at `path`, marking it used; `None` when there is none or it does not load
@@ -315,31 +327,6 @@ mod tests {
         vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0, 2, 1, tag]
     }
 
-    /// A new directory, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!(
-                "urlcap-artifacts-{name}-{}-{:?}",
-                std::process::id(),
-                SystemTime::now()
-            ));
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn engine() -> Engine {
         Engine::new(&super::super::engine::compile_config(false)).unwrap()
     }
@@ -366,7 +353,7 @@ mod tests {
     #[test]
     fn eviction_keeps_the_directory_under_its_cap_removing_the_least_recently_used() {
         let engine = engine();
-        let temp = TempDir::new("evict");
+        let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("components");
         let (a, b, c) = (component(1), component(2), component(3));
         // Find an entry's size, then allow two entries and a half.
@@ -400,7 +387,7 @@ mod tests {
     fn entries_are_private_keyed_by_the_bytes_and_a_torn_one_is_replaced() {
         use std::os::unix::fs::PermissionsExt;
         let engine = engine();
-        let temp = TempDir::new("torn");
+        let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("a/components");
         let cache = ArtifactCache::new(dir.clone(), DEFAULT_CAP);
         let (a, b) = (component(1), component(2));
@@ -426,7 +413,7 @@ mod tests {
     fn entries_are_loaded_only_from_private_directories_and_files() {
         use std::os::unix::fs::PermissionsExt;
         let engine = engine();
-        let temp = TempDir::new("private");
+        let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("urlcap/components");
         let cache = ArtifactCache::new(dir.clone(), DEFAULT_CAP);
         let a = component(3);
@@ -464,7 +451,7 @@ mod tests {
     /// cannot, whether or not the cache exists yet.
     #[test]
     fn a_directory_containing_or_inside_the_cache_reaches_it() {
-        let temp = TempDir::new("reach");
+        let temp = tempfile::tempdir().unwrap();
         let base = temp.path().join("home");
         fs::create_dir_all(base.join("elsewhere")).unwrap();
         let cache = ArtifactCache::new(base.join(".cache/urlcap/components"), DEFAULT_CAP);

@@ -180,19 +180,12 @@ impl Shared {
             .allow_ip_name_lookup(false);
         for (host, guest) in &spec.dirs {
             // This run's cache, and the default one a later run may use.
-            let caches = self
-                .artifacts
-                .iter()
-                .cloned()
-                .chain(ArtifactCache::home_default());
-            for cache in caches {
-                if cache.reachable_through(Path::new(host)) {
-                    wasmtime::bail!(
-                        "the directory {host} holds urlcap's compilation cache, or lies in it: a \
-                         guest that can write there could run native code as urlcap; grant a \
-                         directory beside it"
-                    );
-                }
+            if ArtifactCache::any_reachable_through(self.artifacts.as_ref(), Path::new(host)) {
+                wasmtime::bail!(
+                    "the directory {host} holds urlcap's compilation cache, or lies in it: a \
+                     guest that can write there could run native code as urlcap; grant a \
+                     directory beside it"
+                );
             }
             wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)?;
         }
